@@ -79,12 +79,20 @@ impl TileBuilder {
         got.sort_by_key(|(id, _)| *id);
         let expected = partial_tiles(size);
         if got.iter().map(|(id, _)| *id).ne(expected.iter().copied()) {
-            return Err(BuildError::Tiles { size, expected, got: got.into_iter().map(|(id, _)| id).collect() });
+            return Err(BuildError::Tiles {
+                size,
+                expected,
+                got: got.into_iter().map(|(id, _)| id).collect(),
+            });
         }
         let mut levels = Vec::new();
         for (id, data) in got {
             if data.len() != id.byte_len() {
-                return Err(BuildError::Length { id, expected: id.byte_len(), got: data.len() });
+                return Err(BuildError::Length {
+                    id,
+                    expected: id.byte_len(),
+                    got: data.len(),
+                });
             }
             levels.resize(usize::from(id.level) + 1, Vec::new());
             levels[usize::from(id.level)] = split_hashes(data);
@@ -114,7 +122,10 @@ impl TileBuilder {
             let full = std::mem::take(hashes);
             let index = hashes_at_level(self.size, level as u8) / u64::from(TILE_WIDTH) - 1;
             carry = perfect_root(&full);
-            completed.push(HashTile { id: TileId::full(level as u8, index), data: join_hashes(&full) });
+            completed.push(HashTile {
+                id: TileId::full(level as u8, index),
+                data: join_hashes(&full),
+            });
             level += 1;
         }
     }
@@ -199,7 +210,10 @@ impl BundleBuilder {
     pub fn from_partial(size: u64, partial: &[u8]) -> Result<Self, BuildError> {
         let expected = (size % u64::from(TILE_WIDTH)) as usize;
         bundle::decode(partial, Some(expected))?;
-        Ok(Self { size, partial: partial.to_vec() })
+        Ok(Self {
+            size,
+            partial: partial.to_vec(),
+        })
     }
 
     /// Number of entries appended so far.
@@ -218,12 +232,15 @@ impl BundleBuilder {
         for entry in entries {
             bundle::push_entry(&mut self.partial, entry.as_ref())?;
             self.size += 1;
-            if self.size % w == 0 {
+            if self.size.is_multiple_of(w) {
                 let data = std::mem::take(&mut self.partial);
-                out.push(Bundle { id: BundleId::full(self.size / w - 1), data });
+                out.push(Bundle {
+                    id: BundleId::full(self.size / w - 1),
+                    data,
+                });
             }
         }
-        if !entries.is_empty() && self.size % w != 0 {
+        if !entries.is_empty() && !self.size.is_multiple_of(w) {
             out.push(self.partial_bundle_unchecked());
         }
         Ok(out)
@@ -231,13 +248,16 @@ impl BundleBuilder {
 
     /// The current partial bundle, if the log size is not a multiple of 256.
     pub fn partial_bundle(&self) -> Option<Bundle> {
-        (self.size % u64::from(TILE_WIDTH) != 0).then(|| self.partial_bundle_unchecked())
+        (!self.size.is_multiple_of(u64::from(TILE_WIDTH))).then(|| self.partial_bundle_unchecked())
     }
 
     fn partial_bundle_unchecked(&self) -> Bundle {
         let w = u64::from(TILE_WIDTH);
         Bundle {
-            id: BundleId { index: self.size / w, width: (self.size % w) as u16 },
+            id: BundleId {
+                index: self.size / w,
+                width: (self.size % w) as u16,
+            },
             data: self.partial.clone(),
         }
     }
@@ -245,7 +265,9 @@ impl BundleBuilder {
 
 /// Splits tile contents into hashes (the length must be a multiple of 32; a trailing remainder is ignored).
 pub fn split_hashes(data: &[u8]) -> Vec<Hash> {
-    data.chunks_exact(HASH_SIZE).map(|c| Hash(c.try_into().unwrap_or([0; HASH_SIZE]))).collect()
+    data.chunks_exact(HASH_SIZE)
+        .map(|c| Hash(c.try_into().unwrap_or([0; HASH_SIZE])))
+        .collect()
 }
 
 /// Concatenates hashes into tile contents.
@@ -270,14 +292,20 @@ mod tests {
         let mut edge = TreeEdge::new();
         let mut size = 0u64;
         for batch in [1usize, 254, 1, 1, 300, 65_000, 7] {
-            let leaves: Vec<Hash> = (size..size + batch as u64).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            let leaves: Vec<Hash> = (size..size + batch as u64)
+                .map(|i| leaf_hash(&i.to_be_bytes()))
+                .collect();
             let tiles = b.extend(&leaves);
             edge.extend(leaves.iter().copied());
-            assert_eq!(tiles.iter().map(|t| t.id).collect::<Vec<_>>(), new_tiles(size, size + batch as u64));
+            assert_eq!(
+                tiles.iter().map(|t| t.id).collect::<Vec<_>>(),
+                new_tiles(size, size + batch as u64)
+            );
             size += batch as u64;
             assert_eq!(b.root(), edge.root(), "size {size}");
             let partials = b.partial_tiles();
-            let resumed = TileBuilder::from_partial_tiles(size, partials.iter().map(|t| (t.id, t.data.as_slice())));
+            let resumed =
+                TileBuilder::from_partial_tiles(size, partials.iter().map(|t| (t.id, t.data.as_slice())));
             assert_eq!(resumed.as_ref(), Ok(&b));
         }
     }
@@ -295,11 +323,17 @@ mod tests {
     #[test]
     fn bundles() {
         let mut b = BundleBuilder::new();
-        assert_eq!(b.extend(&[b"".as_slice()]), Err(BundleError::EmptyEntry { index: 0 }));
+        assert_eq!(
+            b.extend(&[b"".as_slice()]),
+            Err(BundleError::EmptyEntry { index: 0 })
+        );
         assert_eq!(b.size(), 0, "a rejected batch appends nothing");
         let entries: Vec<Vec<u8>> = (0..300u32).map(|i| format!("e{i}").into_bytes()).collect();
         let out = b.extend(&entries).expect("valid");
-        assert_eq!(out.iter().map(|x| x.id).collect::<Vec<_>>(), vec![BundleId::full(0), BundleId { index: 1, width: 44 }]);
+        assert_eq!(
+            out.iter().map(|x| x.id).collect::<Vec<_>>(),
+            vec![BundleId::full(0), BundleId { index: 1, width: 44 }]
+        );
         let resumed = BundleBuilder::from_partial(300, &out[1].data).expect("valid partial");
         assert_eq!(resumed, b);
         assert!(BundleBuilder::from_partial(301, &out[1].data).is_err());

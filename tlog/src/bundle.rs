@@ -75,9 +75,14 @@ pub fn decode(bundle: &[u8], expected: Option<usize>) -> Result<Vec<&[u8]>, Bund
     while !rest.is_empty() {
         let index = entries.len();
         if index >= usize::from(TILE_WIDTH) {
-            return Err(BundleError::Count { expected: expected.unwrap_or(usize::from(TILE_WIDTH)), got: index + 1 });
+            return Err(BundleError::Count {
+                expected: expected.unwrap_or(usize::from(TILE_WIDTH)),
+                got: index + 1,
+            });
         }
-        let (len, tail) = rest.split_first_chunk::<2>().ok_or(BundleError::Truncated { index })?;
+        let (len, tail) = rest
+            .split_first_chunk::<2>()
+            .ok_or(BundleError::Truncated { index })?;
         let len = usize::from(u16::from_be_bytes(*len));
         if len == 0 {
             return Err(BundleError::EmptyEntry { index });
@@ -90,7 +95,10 @@ pub fn decode(bundle: &[u8], expected: Option<usize>) -> Result<Vec<&[u8]>, Bund
         rest = tail;
     }
     match expected {
-        Some(expected) if expected != entries.len() => Err(BundleError::Count { expected, got: entries.len() }),
+        Some(expected) if expected != entries.len() => Err(BundleError::Count {
+            expected,
+            got: entries.len(),
+        }),
         _ => Ok(entries),
     }
 }
@@ -106,14 +114,26 @@ mod tests {
         assert_eq!(&b[..3], &[0, 1, b'a']);
         let decoded = decode(&b, Some(3)).expect("decodes");
         assert_eq!(decoded, entries.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        assert_eq!(decode(&b, Some(2)), Err(BundleError::Count { expected: 2, got: 3 }));
-        assert_eq!(decode(&b[..b.len() - 1], None), Err(BundleError::Truncated { index: 2 }));
+        assert_eq!(
+            decode(&b, Some(2)),
+            Err(BundleError::Count { expected: 2, got: 3 })
+        );
+        assert_eq!(
+            decode(&b[..b.len() - 1], None),
+            Err(BundleError::Truncated { index: 2 })
+        );
         assert_eq!(decode(&[0], None), Err(BundleError::Truncated { index: 0 }));
         assert_eq!(decode(&[0, 0], None), Err(BundleError::EmptyEntry { index: 0 }));
-        assert_eq!(encode(&[b"".as_slice()]), Err(BundleError::EmptyEntry { index: 0 }));
+        assert_eq!(
+            encode(&[b"".as_slice()]),
+            Err(BundleError::EmptyEntry { index: 0 })
+        );
         assert_eq!(
             encode(&[b"x".to_vec(), vec![0; MAX_ENTRY_SIZE + 1]]),
-            Err(BundleError::EntryTooLarge { index: 1, len: MAX_ENTRY_SIZE + 1 })
+            Err(BundleError::EntryTooLarge {
+                index: 1,
+                len: MAX_ENTRY_SIZE + 1
+            })
         );
         let too_many = encode(&vec![b"z"; 257]).expect("encodes");
         assert!(matches!(decode(&too_many, None), Err(BundleError::Count { .. })));

@@ -43,7 +43,12 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// A checkpoint with no extension lines.
     pub fn new(origin: impl Into<String>, size: u64, root: Hash) -> Self {
-        Self { origin: origin.into(), size, root, extensions: Vec::new() }
+        Self {
+            origin: origin.into(),
+            size,
+            root,
+            extensions: Vec::new(),
+        }
     }
 
     /// The note text.
@@ -58,7 +63,9 @@ impl Checkpoint {
 
     /// Parses a note text strictly.
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
-        let body = text.strip_suffix('\n').ok_or(CheckpointError::Malformed("text must end in a newline"))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(CheckpointError::Malformed("text must end in a newline"))?;
         let mut lines = body.split('\n');
         let (Some(origin), Some(size), Some(root)) = (lines.next(), lines.next(), lines.next()) else {
             return Err(CheckpointError::Malformed("need origin, size and root lines"));
@@ -66,18 +73,28 @@ impl Checkpoint {
         if origin.is_empty() {
             return Err(CheckpointError::Malformed("empty origin"));
         }
-        let size = parse_decimal(size).ok_or(CheckpointError::Malformed("size must be a decimal without leading zeros"))?;
+        let size = parse_decimal(size).ok_or(CheckpointError::Malformed(
+            "size must be a decimal without leading zeros",
+        ))?;
         let root = Hash::from_base64(root)?;
         let extensions: Vec<String> = lines.map(str::to_owned).collect();
         if extensions.iter().any(String::is_empty) {
             return Err(CheckpointError::Malformed("empty extension line"));
         }
-        Ok(Self { origin: origin.to_owned(), size, root, extensions })
+        Ok(Self {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions,
+        })
     }
 
     /// Signs the checkpoint as a note.
     pub fn sign(&self, signer: &Signer) -> Note {
-        let mut note = Note { text: self.to_text(), signatures: Vec::new() };
+        let mut note = Note {
+            text: self.to_text(),
+            signatures: Vec::new(),
+        };
         note.sign(signer);
         note
     }
@@ -85,18 +102,28 @@ impl Checkpoint {
     /// Opens a signed checkpoint: the note must carry a valid signature by `log_key`, whose name must be
     /// the checkpoint's origin. Signatures by `witnesses` are verified too if present (quorum policy is
     /// the caller's: see the returned note's signatures). Unknown signatures are ignored.
-    pub fn open(bytes: &[u8], log_key: &VerifierKey, witnesses: &[VerifierKey]) -> Result<(Self, Note), CheckpointError> {
+    pub fn open(
+        bytes: &[u8],
+        log_key: &VerifierKey,
+        witnesses: &[VerifierKey],
+    ) -> Result<(Self, Note), CheckpointError> {
         let note = Note::parse(bytes)?;
         let mut known = Vec::with_capacity(witnesses.len() + 1);
         known.push(log_key.clone());
         known.extend_from_slice(witnesses);
         let verified = note.verify(&known)?;
-        if !verified.iter().any(|s| s.name == log_key.name && s.key_id == log_key.key_id) {
+        if !verified
+            .iter()
+            .any(|s| s.name == log_key.name && s.key_id == log_key.key_id)
+        {
             return Err(NoteError::Unverified.into());
         }
         let checkpoint = Self::parse(&note.text)?;
         if checkpoint.origin != log_key.name {
-            return Err(CheckpointError::Origin { expected: log_key.name.clone(), got: checkpoint.origin });
+            return Err(CheckpointError::Origin {
+                expected: log_key.name.clone(),
+                got: checkpoint.origin,
+            });
         }
         Ok((checkpoint, note))
     }

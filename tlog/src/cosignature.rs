@@ -59,8 +59,12 @@ impl Cosigner {
     pub fn verifier(&self) -> VerifierKey {
         // The name was validated and the key is a valid Ed25519 point, so this cannot fail; fall back to
         // the inner key's form rather than panicking if it ever did.
-        VerifierKey::new(self.inner.name(), TYPE_COSIGNATURE, self.inner.verifier().public_key())
-            .unwrap_or_else(|_| self.inner.verifier())
+        VerifierKey::new(
+            self.inner.name(),
+            TYPE_COSIGNATURE,
+            self.inner.verifier().public_key(),
+        )
+        .unwrap_or_else(|_| self.inner.verifier())
     }
 
     /// Cosigns a checkpoint's note text at `timestamp` (seconds since the epoch).
@@ -71,6 +75,10 @@ impl Cosigner {
         let sig = self.inner.sign_raw(&message(text.as_bytes(), timestamp));
         let mut bytes = timestamp.to_be_bytes().to_vec();
         bytes.extend_from_slice(&sig);
-        Ok(Signature { name: self.inner.name().to_owned(), key_id: self.key_id, bytes })
+        Ok(Signature {
+            name: self.inner.name().to_owned(),
+            key_id: self.key_id,
+            bytes,
+        })
     }
 }

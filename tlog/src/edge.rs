@@ -35,7 +35,11 @@ impl TreeEdge {
     /// Restores an edge from its size and subtree roots (as returned by [`TreeEdge::subtrees`]).
     pub fn from_parts(size: u64, subtrees: Vec<Hash>) -> Result<Self, EdgeError> {
         if subtrees.len() != size.count_ones() as usize {
-            return Err(EdgeError { size, expected: size.count_ones(), got: subtrees.len() });
+            return Err(EdgeError {
+                size,
+                expected: size.count_ones(),
+                got: subtrees.len(),
+            });
         }
         Ok(Self { size, subtrees })
     }

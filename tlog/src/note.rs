@@ -58,7 +58,10 @@ pub fn key_id(name: &str, key_type: u8, public_key: &[u8]) -> u32 {
 
 /// Whether a key name is valid: non-empty, no Unicode white space and no `+`.
 pub fn valid_key_name(name: &str) -> bool {
-    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
 }
 
 /// One signature line of a note.
@@ -81,12 +84,18 @@ impl Signature {
     }
 
     fn parse_line(line: &str) -> Result<Self, NoteError> {
-        let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed("signature line must start with an em dash and a space"))?;
-        let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed("signature line has no signature"))?;
+        let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
+            "signature line must start with an em dash and a space",
+        ))?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or(NoteError::Malformed("signature line has no signature"))?;
         if !valid_key_name(name) {
             return Err(NoteError::Malformed("invalid key name in signature line"));
         }
-        let raw = STANDARD.decode(b64).map_err(|_| NoteError::Malformed("signature is not valid base64"))?;
+        let raw = STANDARD
+            .decode(b64)
+            .map_err(|_| NoteError::Malformed("signature is not valid base64"))?;
         if raw.len() < 5 {
             return Err(NoteError::Malformed("signature is too short"));
         }
@@ -112,7 +121,10 @@ impl Note {
     pub fn new(text: impl Into<String>) -> Result<Self, NoteError> {
         let text = text.into();
         check_text(&text)?;
-        Ok(Self { text, signatures: Vec::new() })
+        Ok(Self {
+            text,
+            signatures: Vec::new(),
+        })
     }
 
     /// Parses a signed note without verifying it.
@@ -127,7 +139,9 @@ impl Note {
         if !s.ends_with('\n') {
             return Err(NoteError::Malformed("note does not end in a newline"));
         }
-        let split = s.rfind("\n\n").ok_or(NoteError::Malformed("no blank line before the signatures"))?;
+        let split = s
+            .rfind("\n\n")
+            .ok_or(NoteError::Malformed("no blank line before the signatures"))?;
         let (text, sigs) = (&s[..split + 1], &s[split + 2..]);
         check_text(text)?;
         let lines: Vec<&str> = sigs.strip_suffix('\n').unwrap_or(sigs).split('\n').collect();
@@ -137,8 +151,14 @@ impl Note {
         if lines.len() > MAX_SIGNATURES {
             return Err(NoteError::Malformed("note has too many signatures"));
         }
-        let signatures = lines.into_iter().map(Signature::parse_line).collect::<Result<_, _>>()?;
-        Ok(Self { text: text.to_owned(), signatures })
+        let signatures = lines
+            .into_iter()
+            .map(Signature::parse_line)
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            text: text.to_owned(),
+            signatures,
+        })
     }
 
     /// The note in wire form: text, blank line, signature lines.
@@ -166,7 +186,10 @@ impl Note {
     pub fn verify<'n>(&'n self, known: &[VerifierKey]) -> Result<Vec<&'n Signature>, NoteError> {
         let mut verified = Vec::new();
         for sig in &self.signatures {
-            let Some(key) = known.iter().find(|k| k.name == sig.name && k.key_id == sig.key_id) else {
+            let Some(key) = known
+                .iter()
+                .find(|k| k.name == sig.name && k.key_id == sig.key_id)
+            else {
                 continue;
             };
             if !key.verify(self.text.as_bytes(), &sig.bytes) {
@@ -174,7 +197,11 @@ impl Note {
             }
             verified.push(sig);
         }
-        if verified.is_empty() { Err(NoteError::Unverified) } else { Ok(verified) }
+        if verified.is_empty() {
+            Err(NoteError::Unverified)
+        } else {
+            Ok(verified)
+        }
     }
 
     /// Parses and verifies in one step.
@@ -221,10 +248,18 @@ impl VerifierKey {
             return Err(NoteError::Key("key name must be non-empty without spaces or '+'"));
         }
         if key_type != TYPE_ED25519 && key_type != TYPE_COSIGNATURE {
-            return Err(NoteError::Key("unsupported key type; Ed25519 (1) and Ed25519 cosignature (4) are supported"));
+            return Err(NoteError::Key(
+                "unsupported key type; Ed25519 (1) and Ed25519 cosignature (4) are supported",
+            ));
         }
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key).map_err(|_| NoteError::Key("invalid Ed25519 public key"))?;
-        Ok(Self { name: name.to_owned(), key_id: key_id(name, key_type, &public_key), key_type, key })
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key)
+            .map_err(|_| NoteError::Key("invalid Ed25519 public key"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            key_id: key_id(name, key_type, &public_key),
+            key_type,
+            key,
+        })
     }
 
     /// Parses `<name>+<hex key id>+<base64(type || public key)>`, checking the key id.
@@ -235,9 +270,13 @@ impl VerifierKey {
             return Err(NoteError::Key("verifier key must be <name>+<key id>+<key>"));
         };
         let id = parse_key_id(id)?;
-        let raw = STANDARD.decode(key).map_err(|_| NoteError::Key("key is not valid base64"))?;
+        let raw = STANDARD
+            .decode(key)
+            .map_err(|_| NoteError::Key("key is not valid base64"))?;
         let (&key_type, public) = raw.split_first().ok_or(NoteError::Key("key is empty"))?;
-        let public: [u8; 32] = public.try_into().map_err(|_| NoteError::Key("Ed25519 public keys are 32 bytes"))?;
+        let public: [u8; 32] = public
+            .try_into()
+            .map_err(|_| NoteError::Key("Ed25519 public keys are 32 bytes"))?;
         let vk = Self::new(name, key_type, public)?;
         if vk.key_id != id {
             return Err(NoteError::Key("key id does not match the key"));
@@ -266,7 +305,9 @@ impl VerifierKey {
         let Ok(sig) = <[u8; 64]>::try_from(sig) else {
             return false;
         };
-        self.key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
+        self.key
+            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig))
+            .is_ok()
     }
 }
 
@@ -279,7 +320,11 @@ impl fmt::Display for VerifierKey {
 }
 
 fn parse_key_id(hex: &str) -> Result<u32, NoteError> {
-    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 8
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(NoteError::Key("key id must be 8 lower-case hex digits"));
     }
     u32::from_str_radix(hex, 16).map_err(|_| NoteError::Key("key id must be 8 lower-case hex digits"))
@@ -308,23 +353,36 @@ impl Signer {
         }
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
         let key_id = key_id(name, TYPE_ED25519, key.verifying_key().as_bytes());
-        Ok(Self { name: name.to_owned(), key_id, key })
+        Ok(Self {
+            name: name.to_owned(),
+            key_id,
+            key,
+        })
     }
 
     /// Parses `PRIVATE+KEY+<name>+<hex key id>+<base64(0x01 || seed)>`.
     pub fn parse(skey: &str) -> Result<Self, NoteError> {
-        let rest = skey.trim_end().strip_prefix("PRIVATE+KEY+").ok_or(NoteError::Key("signer key must start with PRIVATE+KEY+"))?;
+        let rest = skey
+            .trim_end()
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or(NoteError::Key("signer key must start with PRIVATE+KEY+"))?;
         let mut parts = rest.splitn(3, '+');
         let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::Key("signer key must be PRIVATE+KEY+<name>+<key id>+<key>"));
+            return Err(NoteError::Key(
+                "signer key must be PRIVATE+KEY+<name>+<key id>+<key>",
+            ));
         };
         let id = parse_key_id(id)?;
-        let raw = STANDARD.decode(key).map_err(|_| NoteError::Key("key is not valid base64"))?;
+        let raw = STANDARD
+            .decode(key)
+            .map_err(|_| NoteError::Key("key is not valid base64"))?;
         let (&key_type, seed) = raw.split_first().ok_or(NoteError::Key("key is empty"))?;
         if key_type != TYPE_ED25519 {
             return Err(NoteError::Key("only Ed25519 (type 1) signer keys are supported"));
         }
-        let seed: [u8; 32] = seed.try_into().map_err(|_| NoteError::Key("Ed25519 seeds are 32 bytes"))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| NoteError::Key("Ed25519 seeds are 32 bytes"))?;
         let signer = Self::from_seed(name, seed)?;
         if signer.key_id != id {
             return Err(NoteError::Key("key id does not match the key"));
@@ -336,7 +394,12 @@ impl Signer {
     pub fn to_skey(&self) -> String {
         let mut raw = vec![TYPE_ED25519];
         raw.extend_from_slice(self.key.as_bytes());
-        format!("PRIVATE+KEY+{}+{:08x}+{}", self.name, self.key_id, STANDARD.encode(raw))
+        format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.key_id,
+            STANDARD.encode(raw)
+        )
     }
 
     /// Key name.
@@ -361,7 +424,11 @@ impl Signer {
 
     /// Signs a note text.
     pub fn sign(&self, text: &str) -> Signature {
-        Signature { name: self.name.clone(), key_id: self.key_id, bytes: self.key.sign(text.as_bytes()).to_bytes().to_vec() }
+        Signature {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            bytes: self.key.sign(text.as_bytes()).to_bytes().to_vec(),
+        }
     }
 
     pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
@@ -380,8 +447,18 @@ mod tests {
         assert_eq!(again.verifier(), s.verifier());
         let v = VerifierKey::parse(&s.verifier().to_string()).expect("parses");
         assert_eq!(v, s.verifier());
-        assert!(format!("{s:?}").find(&s.to_skey()[12..]).is_none(), "debug output must not leak the key");
-        for bad in ["", "a+b", "name+0000000g+AQ==", "na me+00000000+AQ==", "n+00000000+AQ==", "n+00000000+!!"] {
+        assert!(
+            format!("{s:?}").find(&s.to_skey()[12..]).is_none(),
+            "debug output must not leak the key"
+        );
+        for bad in [
+            "",
+            "a+b",
+            "name+0000000g+AQ==",
+            "na me+00000000+AQ==",
+            "n+00000000+AQ==",
+            "n+00000000+!!",
+        ] {
             assert!(VerifierKey::parse(bad).is_err(), "{bad}");
         }
         assert!(Signer::from_seed("has+plus", [0; 32]).is_err());

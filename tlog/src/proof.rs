@@ -80,7 +80,11 @@ pub trait TileSource {
         let data = self.tile(tile)?;
         let end = (offset + (1usize << height)) * HASH_SIZE;
         if data.len() < end {
-            return Err(ProofError::TileShort { tile, need: end, got: data.len() });
+            return Err(ProofError::TileShort {
+                tile,
+                need: end,
+                got: data.len(),
+            });
         }
         let hashes: Vec<Hash> = data[offset * HASH_SIZE..end]
             .chunks_exact(HASH_SIZE)
@@ -90,13 +94,56 @@ pub trait TileSource {
     }
 }
 
-/// A tile source over tiles held in memory, keyed by (level, index); the stored tile may be wider than
-/// the one asked for.
+/// A hash tile with every interior node of its height-8 subtree precomputed, so that a proof reads any
+/// subtree root from it without hashing. Worth keeping in caches that serve many proofs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpandedTile {
+    /// `nodes[h]` holds the complete subtree roots of height `h`, left to right.
+    nodes: Vec<Vec<Hash>>,
+}
+
+impl ExpandedTile {
+    /// Expands tile contents (a whole number of hashes; a trailing remainder is ignored).
+    pub fn new(data: &[u8]) -> Self {
+        let mut nodes = vec![crate::builder::split_hashes(data)];
+        while let Some(below) = nodes.last().filter(|l| l.len() > 1) {
+            let next = below
+                .chunks_exact(2)
+                .map(|p| crate::hash::node_hash(&p[0], &p[1]))
+                .collect();
+            nodes.push(next);
+        }
+        Self { nodes }
+    }
+
+    /// Number of hashes in the tile.
+    pub fn width(&self) -> usize {
+        self.nodes[0].len()
+    }
+
+    /// The root of the subtree of `height` over hashes `offset .. offset + 2^height`, if the tile holds
+    /// all of them and `offset` is aligned to `2^height`.
+    pub fn subtree(&self, offset: usize, height: u32) -> Option<Hash> {
+        if !offset.is_multiple_of(1usize << height) {
+            return None;
+        }
+        self.nodes.get(height as usize)?.get(offset >> height).copied()
+    }
+}
+
+/// Hash tiles held in memory, keyed by (level, index). As a [`TileSource`], a stored tile may be wider
+/// than the one asked for (a full tile serves every partial version of itself).
+pub type TileMap = HashMap<(u8, u64), Vec<u8>>;
+
+/// See [`TileMap`].
 impl<S: std::hash::BuildHasher> TileSource for HashMap<(u8, u64), Vec<u8>, S> {
     fn tile(&self, tile: TileId) -> Result<std::borrow::Cow<'_, [u8]>, ProofError> {
         self.get(&(tile.level, tile.index))
             .map(|d| std::borrow::Cow::Borrowed(d.as_slice()))
-            .ok_or_else(|| ProofError::TileUnavailable { tile, reason: "not in memory".into() })
+            .ok_or_else(|| ProofError::TileUnavailable {
+                tile,
+                reason: "not in memory".into(),
+            })
     }
 }
 
@@ -116,9 +163,19 @@ impl<S: TileSource + ?Sized> Reader<'_, S> {
         let tile_index = first / u64::from(TILE_WIDTH);
         let offset = (first % u64::from(TILE_WIDTH)) as usize;
         let level = level as u8;
-        let width = tile_width(self.size, level, tile_index)
-            .ok_or(ProofError::Sizes { size1: self.size, size2: self.size })?;
-        self.src.subtree(TileId { level, index: tile_index, width }, offset, sub)
+        let width = tile_width(self.size, level, tile_index).ok_or(ProofError::Sizes {
+            size1: self.size,
+            size2: self.size,
+        })?;
+        self.src.subtree(
+            TileId {
+                level,
+                index: tile_index,
+                width,
+            },
+            offset,
+            sub,
+        )
     }
 
     /// RFC 6962 hash of leaves `[lo, hi)`, where `lo` is a multiple of the largest power of two below
@@ -158,7 +215,11 @@ pub fn leaf_hash_at<S: TileSource + ?Sized>(src: &S, size: u64, index: u64) -> R
 }
 
 /// The inclusion proof (audit path) of leaf `index` in the tree of `size`, leaf to root.
-pub fn inclusion_proof<S: TileSource + ?Sized>(src: &S, size: u64, index: u64) -> Result<Vec<Hash>, ProofError> {
+pub fn inclusion_proof<S: TileSource + ?Sized>(
+    src: &S,
+    size: u64,
+    index: u64,
+) -> Result<Vec<Hash>, ProofError> {
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
@@ -182,7 +243,11 @@ pub fn inclusion_proof<S: TileSource + ?Sized>(src: &S, size: u64, index: u64) -
 
 /// The consistency proof between trees of `size1` and `size2` (RFC 6962 §2.1.2), oldest-first order as
 /// RFC 6962 defines it. Empty when `size1 == size2`; `size1` must be at least 1.
-pub fn consistency_proof<S: TileSource + ?Sized>(src: &S, size1: u64, size2: u64) -> Result<Vec<Hash>, ProofError> {
+pub fn consistency_proof<S: TileSource + ?Sized>(
+    src: &S,
+    size1: u64,
+    size2: u64,
+) -> Result<Vec<Hash>, ProofError> {
     if size1 == 0 || size1 > size2 {
         return Err(ProofError::Sizes { size1, size2 });
     }
@@ -228,7 +293,11 @@ impl TileSource for Recorder {
 fn record(run: impl FnOnce(&Recorder) -> Result<(), ProofError>) -> Result<Vec<TileId>, ProofError> {
     let rec = Recorder(Mutex::new(BTreeSet::new()));
     run(&rec)?;
-    Ok(rec.0.into_inner().map(|s| s.into_iter().collect()).unwrap_or_default())
+    Ok(rec
+        .0
+        .into_inner()
+        .map(|s| s.into_iter().collect())
+        .unwrap_or_default())
 }
 
 /// The hash tiles [`inclusion_proof`]`(size, index)` reads.
@@ -253,17 +322,47 @@ mod tests {
     #[test]
     fn tiles_needed() {
         assert_eq!(inclusion_tiles(1, 0), Ok(vec![]));
-        assert_eq!(inclusion_tiles(2, 0), Ok(vec![TileId { level: 0, index: 0, width: 2 }]));
+        assert_eq!(
+            inclusion_tiles(2, 0),
+            Ok(vec![TileId {
+                level: 0,
+                index: 0,
+                width: 2
+            }])
+        );
         assert_eq!(
             root_tiles(70_000),
             Ok(vec![
-                TileId { level: 0, index: 273, width: 112 },
-                TileId { level: 1, index: 1, width: 17 },
-                TileId { level: 2, index: 0, width: 1 },
+                TileId {
+                    level: 0,
+                    index: 273,
+                    width: 112
+                },
+                TileId {
+                    level: 1,
+                    index: 1,
+                    width: 17
+                },
+                TileId {
+                    level: 2,
+                    index: 0,
+                    width: 1
+                },
             ])
         );
         assert!(inclusion_tiles(5, 5).is_err());
         assert!(consistency_tiles(0, 5).is_err());
         assert!(consistency_tiles(6, 5).is_err());
+    }
+
+    #[test]
+    fn expanded_tile_subtrees() {
+        let hashes: Vec<Hash> = (0u8..13).map(|i| crate::hash::leaf_hash(&[i])).collect();
+        let t = ExpandedTile::new(&crate::builder::join_hashes(&hashes));
+        assert_eq!(t.width(), 13);
+        assert_eq!(t.subtree(4, 2), Some(perfect_root(&hashes[4..8])));
+        assert_eq!(t.subtree(8, 3), None, "only 5 hashes from offset 8");
+        assert_eq!(t.subtree(2, 2), None, "unaligned");
+        assert_eq!(t.subtree(12, 0), Some(hashes[12]));
     }
 }

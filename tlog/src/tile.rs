@@ -60,7 +60,9 @@ pub enum PathError {
     #[error("tile level must be a decimal from 0 to 63 without leading zeros")]
     Level,
     /// The index is not in canonical `x`-grouped three-digit form, or overflows 64 bits.
-    #[error("tile index must be three-digit groups, all but the last prefixed with 'x', without leading zero groups")]
+    #[error(
+        "tile index must be three-digit groups, all but the last prefixed with 'x', without leading zero groups"
+    )]
     Index,
     /// The `.p/<W>` suffix is malformed or the width is outside 1..=255.
     #[error("partial tile width must be .p/<W> with W a decimal from 1 to 255 without leading zeros")]
@@ -70,7 +72,11 @@ pub enum PathError {
 impl TileId {
     /// A full tile.
     pub fn full(level: u8, index: u64) -> Self {
-        Self { level, index, width: TILE_WIDTH }
+        Self {
+            level,
+            index,
+            width: TILE_WIDTH,
+        }
     }
 
     /// Whether the tile holds 256 hashes.
@@ -80,7 +86,12 @@ impl TileId {
 
     /// The canonical path, `tile/<L>/<N>[.p/<W>]`.
     pub fn path(&self) -> String {
-        format!("tile/{}/{}{}", self.level, encode_index(self.index), width_suffix(self.width))
+        format!(
+            "tile/{}/{}{}",
+            self.level,
+            encode_index(self.index),
+            width_suffix(self.width)
+        )
     }
 
     /// Size in bytes of the tile's contents.
@@ -92,7 +103,10 @@ impl TileId {
 impl BundleId {
     /// A full bundle.
     pub fn full(index: u64) -> Self {
-        Self { index, width: TILE_WIDTH }
+        Self {
+            index,
+            width: TILE_WIDTH,
+        }
     }
 
     /// Whether the bundle holds 256 entries.
@@ -102,7 +116,11 @@ impl BundleId {
 
     /// The canonical path, `tile/entries/<N>[.p/<W>]`.
     pub fn path(&self) -> String {
-        format!("tile/entries/{}{}", encode_index(self.index), width_suffix(self.width))
+        format!(
+            "tile/entries/{}{}",
+            encode_index(self.index),
+            width_suffix(self.width)
+        )
     }
 
     /// Index of the first entry in the bundle.
@@ -112,7 +130,11 @@ impl BundleId {
 
     /// The level-0 hash tile that holds this bundle's leaf hashes.
     pub fn hash_tile(&self) -> TileId {
-        TileId { level: 0, index: self.index, width: self.width }
+        TileId {
+            level: 0,
+            index: self.index,
+            width: self.width,
+        }
     }
 }
 
@@ -138,7 +160,11 @@ impl fmt::Display for TilePath {
 }
 
 fn width_suffix(width: u16) -> String {
-    if width >= TILE_WIDTH { String::new() } else { format!(".p/{width}") }
+    if width >= TILE_WIDTH {
+        String::new()
+    } else {
+        format!(".p/{width}")
+    }
 }
 
 /// Encodes a tile index as `x`-prefixed three-digit groups: 1234067 -> `x001/x234/067`.
@@ -159,7 +185,11 @@ pub fn parse_index(s: &str) -> Result<u64, PathError> {
     let last = groups.len() - 1;
     let mut n: u64 = 0;
     for (i, group) in groups.iter().enumerate() {
-        let digits = if i < last { group.strip_prefix('x').ok_or(PathError::Index)? } else { group };
+        let digits = if i < last {
+            group.strip_prefix('x').ok_or(PathError::Index)?
+        } else {
+            group
+        };
         if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(PathError::Index);
         }
@@ -168,7 +198,10 @@ pub fn parse_index(s: &str) -> Result<u64, PathError> {
             return Err(PathError::Index);
         }
         let value: u64 = digits.parse().map_err(|_| PathError::Index)?;
-        n = n.checked_mul(1000).and_then(|n| n.checked_add(value)).ok_or(PathError::Index)?;
+        n = n
+            .checked_mul(1000)
+            .and_then(|n| n.checked_add(value))
+            .ok_or(PathError::Index)?;
     }
     Ok(n)
 }
@@ -205,8 +238,14 @@ impl TilePath {
         if head == "entries" {
             return Ok(TilePath::Entries(BundleId { index, width }));
         }
-        let level = parse_decimal(head).filter(|l| *l <= u64::from(MAX_LEVEL)).ok_or(PathError::Level)?;
-        Ok(TilePath::Hash(TileId { level: level as u8, index, width }))
+        let level = parse_decimal(head)
+            .filter(|l| *l <= u64::from(MAX_LEVEL))
+            .ok_or(PathError::Level)?;
+        Ok(TilePath::Hash(TileId {
+            level: level as u8,
+            index,
+            width,
+        }))
     }
 }
 
@@ -278,7 +317,7 @@ fn push_new<T>(out: &mut Vec<T>, n1: u64, n2: u64, make: impl Fn(u64, u16) -> T)
     for index in n1 / w..n2 / w {
         out.push(make(index, TILE_WIDTH));
     }
-    if n2 % w != 0 {
+    if !n2.is_multiple_of(w) {
         out.push(make(n2 / w, (n2 % w) as u16));
     }
 }
@@ -294,7 +333,17 @@ mod tests {
         assert_eq!(encode_index(1234067), "x001/x234/067");
         assert_eq!(parse_index("x001/x234/067"), Ok(1234067));
         assert_eq!(parse_index(&encode_index(u64::MAX)), Ok(u64::MAX));
-        for bad in ["", "1", "0001", "x000/001", "001/000", "x01/000", "x001/x000", "x1a2/000", "x018/x446/x744/x073/x709/x551/616"] {
+        for bad in [
+            "",
+            "1",
+            "0001",
+            "x000/001",
+            "001/000",
+            "x01/000",
+            "x001/x000",
+            "x1a2/000",
+            "x018/x446/x744/x073/x709/x551/616",
+        ] {
             assert!(parse_index(bad).is_err(), "{bad}");
         }
     }
@@ -302,27 +351,72 @@ mod tests {
     #[test]
     fn parse_rejects_noncanonical() {
         for bad in [
-            "tile/00/000", "tile/64/000", "tile/-1/000", "tile/0/000.p/0", "tile/0/000.p/256",
-            "tile/0/000.p/01", "tile/0/000.p/", "tile/0/000.p", "tile/0/../000", "tile/entries/000/", "tile/0",
-            "tile//000", "/tile/0/000", "tile/0/000.p/1/", "tile/entries/x000/000", "tiles/0/000", "tile/0/%30%30%30",
-            "tile/0/000.p/1.p/1", "tile/entries/", "tile/1/000.p/+1",
+            "tile/00/000",
+            "tile/64/000",
+            "tile/-1/000",
+            "tile/0/000.p/0",
+            "tile/0/000.p/256",
+            "tile/0/000.p/01",
+            "tile/0/000.p/",
+            "tile/0/000.p",
+            "tile/0/../000",
+            "tile/entries/000/",
+            "tile/0",
+            "tile//000",
+            "/tile/0/000",
+            "tile/0/000.p/1/",
+            "tile/entries/x000/000",
+            "tiles/0/000",
+            "tile/0/%30%30%30",
+            "tile/0/000.p/1.p/1",
+            "tile/entries/",
+            "tile/1/000.p/+1",
         ] {
             assert!(TilePath::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(TilePath::parse("tile/63/000"), Ok(TilePath::Hash(TileId::full(63, 0))));
+        assert_eq!(
+            TilePath::parse("tile/63/000"),
+            Ok(TilePath::Hash(TileId::full(63, 0)))
+        );
     }
 
     #[test]
     fn new_tiles_between_sizes() {
         assert_eq!(new_tiles(0, 0), vec![]);
         assert_eq!(new_tiles(5, 5), vec![]);
-        assert_eq!(new_tiles(0, 1), vec![TileId { level: 0, index: 0, width: 1 }]);
+        assert_eq!(
+            new_tiles(0, 1),
+            vec![TileId {
+                level: 0,
+                index: 0,
+                width: 1
+            }]
+        );
         assert_eq!(
             new_tiles(255, 257),
-            vec![TileId::full(0, 0), TileId { level: 0, index: 1, width: 1 }, TileId { level: 1, index: 0, width: 1 }]
+            vec![
+                TileId::full(0, 0),
+                TileId {
+                    level: 0,
+                    index: 1,
+                    width: 1
+                },
+                TileId {
+                    level: 1,
+                    index: 0,
+                    width: 1
+                }
+            ]
         );
         // 256 -> 300: level 1 is unchanged (still one hash), level 0 gains a partial tile.
-        assert_eq!(new_tiles(256, 300), vec![TileId { level: 0, index: 1, width: 44 }]);
+        assert_eq!(
+            new_tiles(256, 300),
+            vec![TileId {
+                level: 0,
+                index: 1,
+                width: 44
+            }]
+        );
         assert_eq!(new_bundles(256, 512), vec![BundleId::full(1)]);
         assert_eq!(tile_width(70000, 1, 1), Some(17));
         assert_eq!(tile_width(70000, 1, 2), None);

@@ -75,24 +75,40 @@ impl TlogProof {
     /// Parses a proof strictly (the checkpoint is parsed but not verified).
     pub fn parse(bytes: &[u8]) -> Result<Self, TlogProofError> {
         let text = std::str::from_utf8(bytes).map_err(|_| TlogProofError::Malformed("not UTF-8"))?;
-        let (head, checkpoint) =
-            text.split_once("\n\n").ok_or(TlogProofError::Malformed("no blank line before the checkpoint"))?;
+        let (head, checkpoint) = text
+            .split_once("\n\n")
+            .ok_or(TlogProofError::Malformed("no blank line before the checkpoint"))?;
         let mut lines = head.split('\n');
         if lines.next() != Some(HEADER) {
-            return Err(TlogProofError::Malformed("first line must be c2sp.org/tlog-proof@v1"));
+            return Err(TlogProofError::Malformed(
+                "first line must be c2sp.org/tlog-proof@v1",
+            ));
         }
-        let mut line = lines.next().ok_or(TlogProofError::Malformed("missing index line"))?;
+        let mut line = lines
+            .next()
+            .ok_or(TlogProofError::Malformed("missing index line"))?;
         let mut extra = None;
         if let Some(b64) = line.strip_prefix("extra ") {
-            extra = Some(STANDARD.decode(b64).map_err(|_| TlogProofError::Malformed("extra is not valid base64"))?);
-            line = lines.next().ok_or(TlogProofError::Malformed("missing index line"))?;
+            extra = Some(
+                STANDARD
+                    .decode(b64)
+                    .map_err(|_| TlogProofError::Malformed("extra is not valid base64"))?,
+            );
+            line = lines
+                .next()
+                .ok_or(TlogProofError::Malformed("missing index line"))?;
         }
         let index = line
             .strip_prefix("index ")
             .and_then(parse_decimal)
-            .ok_or(TlogProofError::Malformed("index line must be 'index <decimal without leading zeros>'"))?;
+            .ok_or(TlogProofError::Malformed(
+                "index line must be 'index <decimal without leading zeros>'",
+            ))?;
         let proof = lines
-            .map(|l| Hash::from_base64(l).map_err(|_| TlogProofError::Malformed("proof lines must be base64 SHA-256 hashes")))
+            .map(|l| {
+                Hash::from_base64(l)
+                    .map_err(|_| TlogProofError::Malformed("proof lines must be base64 SHA-256 hashes"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if proof.len() > MAX_PROOF_HASHES {
             return Err(TlogProofError::Malformed("too many proof hashes"));
@@ -100,15 +116,31 @@ impl TlogProof {
         // The checkpoint must at least be a well-formed signed checkpoint note.
         let note = Note::parse(checkpoint.as_bytes()).map_err(CheckpointError::from)?;
         Checkpoint::parse(&note.text)?;
-        Ok(Self { extra, index, proof, checkpoint: checkpoint.as_bytes().to_vec() })
+        Ok(Self {
+            extra,
+            index,
+            proof,
+            checkpoint: checkpoint.as_bytes().to_vec(),
+        })
     }
 
     /// Verifies that `entry` is in the log signed by `log_key` at this proof's index: the checkpoint
     /// signature (by `log_key`, and by any `witnesses` that signed), then the inclusion proof.
     /// Returns the checkpoint and its note so the caller can apply a witness policy.
-    pub fn verify(&self, entry: &[u8], log_key: &VerifierKey, witnesses: &[VerifierKey]) -> Result<(Checkpoint, Note), TlogProofError> {
+    pub fn verify(
+        &self,
+        entry: &[u8],
+        log_key: &VerifierKey,
+        witnesses: &[VerifierKey],
+    ) -> Result<(Checkpoint, Note), TlogProofError> {
         let (checkpoint, note) = Checkpoint::open(&self.checkpoint, log_key, witnesses)?;
-        verify_inclusion(&leaf_hash(entry), self.index, checkpoint.size, &self.proof, &checkpoint.root)?;
+        verify_inclusion(
+            &leaf_hash(entry),
+            self.index,
+            checkpoint.size,
+            &self.proof,
+            &checkpoint.root,
+        )?;
         Ok((checkpoint, note))
     }
 }

@@ -7,14 +7,22 @@ use crate::hash::{Hash, node_hash};
 use crate::proof::ProofError;
 
 /// The root that an inclusion proof for `leaf` at `index` in a tree of `size` leads to.
-pub fn root_from_inclusion_proof(leaf: &Hash, index: u64, size: u64, proof: &[Hash]) -> Result<Hash, ProofError> {
+pub fn root_from_inclusion_proof(
+    leaf: &Hash,
+    index: u64,
+    size: u64,
+    proof: &[Hash],
+) -> Result<Hash, ProofError> {
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
     // The path length is the number of levels where the leaf's ancestor has a sibling.
     let expected = inner_len(index, size) + (index >> inner_len(index, size)).count_ones() as usize;
     if proof.len() != expected {
-        return Err(ProofError::ProofLength { expected, got: proof.len() });
+        return Err(ProofError::ProofLength {
+            expected,
+            got: proof.len(),
+        });
     }
     let (mut fnode, mut snode) = (index, size - 1);
     let mut r = *leaf;
@@ -40,8 +48,18 @@ pub fn root_from_inclusion_proof(leaf: &Hash, index: u64, size: u64, proof: &[Ha
 }
 
 /// Verifies that `leaf` is at `index` in the tree of `size` with root `root`.
-pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> Result<(), ProofError> {
-    if root_from_inclusion_proof(leaf, index, size, proof)? == *root { Ok(()) } else { Err(ProofError::Mismatch) }
+pub fn verify_inclusion(
+    leaf: &Hash,
+    index: u64,
+    size: u64,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), ProofError> {
+    if root_from_inclusion_proof(leaf, index, size, proof)? == *root {
+        Ok(())
+    } else {
+        Err(ProofError::Mismatch)
+    }
 }
 
 /// Number of levels below the point where the paths to `index` and to the last leaf diverge.
@@ -63,14 +81,24 @@ pub fn verify_consistency(
     if size1 == size2 {
         // Identical trees: the proof must be empty and the roots equal.
         if !proof.is_empty() {
-            return Err(ProofError::ProofLength { expected: 0, got: proof.len() });
+            return Err(ProofError::ProofLength {
+                expected: 0,
+                got: proof.len(),
+            });
         }
-        return if root1 == root2 { Ok(()) } else { Err(ProofError::Mismatch) };
+        return if root1 == root2 {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch)
+        };
     }
     if size1 == 0 {
         // Every tree extends the empty tree; there is nothing to prove.
         if !proof.is_empty() {
-            return Err(ProofError::ProofLength { expected: 0, got: proof.len() });
+            return Err(ProofError::ProofLength {
+                expected: 0,
+                got: proof.len(),
+            });
         }
         return Ok(());
     }
@@ -83,9 +111,16 @@ pub fn verify_consistency(
     let inner = (64 - (fnode ^ snode).leading_zeros()) as usize;
     let expected = inner + (fnode >> inner).count_ones() as usize + usize::from(!size1_is_pow2);
     if proof.len() != expected {
-        return Err(ProofError::ProofLength { expected, got: proof.len() });
+        return Err(ProofError::ProofLength {
+            expected,
+            got: proof.len(),
+        });
     }
-    let (first, rest) = if size1_is_pow2 { (root1, proof) } else { (&proof[0], &proof[1..]) };
+    let (first, rest) = if size1_is_pow2 {
+        (root1, proof)
+    } else {
+        (&proof[0], &proof[1..])
+    };
     let (mut fr, mut sr) = (*first, *first);
     for c in rest {
         if snode == 0 {
@@ -104,7 +139,11 @@ pub fn verify_consistency(
         fnode >>= 1;
         snode >>= 1;
     }
-    if snode == 0 && fr == *root1 && sr == *root2 { Ok(()) } else { Err(ProofError::Mismatch) }
+    if snode == 0 && fr == *root1 && sr == *root2 {
+        Ok(())
+    } else {
+        Err(ProofError::Mismatch)
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +159,10 @@ mod tests {
             root_from_inclusion_proof(&l, 0, 1, &[l]),
             Err(ProofError::ProofLength { expected: 0, got: 1 })
         );
-        assert_eq!(root_from_inclusion_proof(&l, 1, 1, &[]), Err(ProofError::IndexOutOfRange { index: 1, size: 1 }));
+        assert_eq!(
+            root_from_inclusion_proof(&l, 1, 1, &[]),
+            Err(ProofError::IndexOutOfRange { index: 1, size: 1 })
+        );
         assert!(verify_consistency(2, 1, &[], &l, &l).is_err());
         assert!(verify_consistency(0, 3, &[l], &l, &l).is_err());
         assert!(verify_consistency(3, 3, &[], &l, &l).is_ok());

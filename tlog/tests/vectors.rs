@@ -1,14 +1,14 @@
 //! Golden vectors made by an independent implementation (copied from `shared/testvectors/` into
 //! `tests/data/`): every value must be reproduced byte for byte.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use cairn_tlog::cosignature::Cosigner;
-use cairn_tlog::proof::{consistency_proof, inclusion_proof, tree_root};
+use cairn_tlog::proof::{TileMap, consistency_proof, inclusion_proof, tree_root};
 use cairn_tlog::tile::{BundleId, TileId, TilePath, encode_index, parse_index, partial_tiles};
 use cairn_tlog::{
-    BundleBuilder, Checkpoint, EMPTY_ROOT, Hash, Note, Signer, TileBuilder, TlogProof, TreeEdge, VerifierKey, leaf_hash,
-    verify_consistency, verify_inclusion,
+    BundleBuilder, Checkpoint, EMPTY_ROOT, Hash, Note, Signer, TileBuilder, TlogProof, TreeEdge, VerifierKey,
+    leaf_hash, verify_consistency, verify_inclusion,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -37,9 +37,9 @@ fn str_of(v: &Value) -> &str {
 
 /// Builds all tiles of a log from leaf hashes in the given batch sizes, keyed by (level, index); a
 /// later (wider) version of a tile replaces the earlier one, as in object storage.
-fn build_tiles(leaves: &[Hash], batches: impl Iterator<Item = usize>) -> HashMap<(u8, u64), Vec<u8>> {
+fn build_tiles(leaves: &[Hash], batches: impl Iterator<Item = usize>) -> TileMap {
     let mut builder = TileBuilder::new();
-    let mut tiles = HashMap::new();
+    let mut tiles = TileMap::new();
     let mut start = 0;
     for batch in batches {
         let end = (start + batch).min(leaves.len());
@@ -58,12 +58,25 @@ fn build_tiles(leaves: &[Hash], batches: impl Iterator<Item = usize>) -> HashMap
 #[test]
 fn merkle_roots_and_proofs() {
     let v = load("merkle.json");
-    let leaves: Vec<Vec<u8>> = v["leaves"].as_array().expect("leaves").iter().map(|l| hex::decode(str_of(l)).expect("hex")).collect();
+    let leaves: Vec<Vec<u8>> = v["leaves"]
+        .as_array()
+        .expect("leaves")
+        .iter()
+        .map(|l| hex::decode(str_of(l)).expect("hex"))
+        .collect();
     let hashes: Vec<Hash> = leaves.iter().map(|l| leaf_hash(l)).collect();
-    for (got, want) in hashes.iter().zip(v["leaf_hashes"].as_array().expect("leaf_hashes")) {
+    for (got, want) in hashes
+        .iter()
+        .zip(v["leaf_hashes"].as_array().expect("leaf_hashes"))
+    {
         assert_eq!(*got, hex_hash(want));
     }
-    let roots: Vec<Hash> = v["roots"].as_array().expect("roots").iter().map(hex_hash).collect();
+    let roots: Vec<Hash> = v["roots"]
+        .as_array()
+        .expect("roots")
+        .iter()
+        .map(hex_hash)
+        .collect();
     assert_eq!(roots[0], EMPTY_ROOT);
     let mut edge = TreeEdge::new();
     for (n, root) in roots.iter().enumerate() {
@@ -79,10 +92,22 @@ fn merkle_roots_and_proofs() {
     assert!(!cases.is_empty());
     for case in cases {
         let (index, size) = (u64_of(&case["index"]), u64_of(&case["size"]));
-        let want: Vec<Hash> = case["proof"].as_array().expect("proof").iter().map(hex_hash).collect();
-        assert_eq!(inclusion_proof(&tiles, size, index), Ok(want.clone()), "inclusion {index} in {size}");
+        let want: Vec<Hash> = case["proof"]
+            .as_array()
+            .expect("proof")
+            .iter()
+            .map(hex_hash)
+            .collect();
+        assert_eq!(
+            inclusion_proof(&tiles, size, index),
+            Ok(want.clone()),
+            "inclusion {index} in {size}"
+        );
         let root = &roots[size as usize];
-        assert_eq!(verify_inclusion(&hashes[index as usize], index, size, &want, root), Ok(()));
+        assert_eq!(
+            verify_inclusion(&hashes[index as usize], index, size, &want, root),
+            Ok(())
+        );
         // The proof must not verify another leaf, another root or with a hash missing.
         assert!(verify_inclusion(&leaf_hash(b"not in the tree"), index, size, &want, root).is_err());
         if !want.is_empty() {
@@ -93,8 +118,17 @@ fn merkle_roots_and_proofs() {
     assert!(!cases.is_empty());
     for case in cases {
         let (s1, s2) = (u64_of(&case["size1"]), u64_of(&case["size2"]));
-        let want: Vec<Hash> = case["proof"].as_array().expect("proof").iter().map(hex_hash).collect();
-        assert_eq!(consistency_proof(&tiles, s1, s2), Ok(want.clone()), "consistency {s1} -> {s2}");
+        let want: Vec<Hash> = case["proof"]
+            .as_array()
+            .expect("proof")
+            .iter()
+            .map(hex_hash)
+            .collect();
+        assert_eq!(
+            consistency_proof(&tiles, s1, s2),
+            Ok(want.clone()),
+            "consistency {s1} -> {s2}"
+        );
         let (r1, r2) = (&roots[s1 as usize], &roots[s2 as usize]);
         assert_eq!(verify_consistency(s1, s2, &want, r1, r2), Ok(()));
         if s1 != s2 {
@@ -112,12 +146,19 @@ fn paths() {
         assert_eq!(parse_index(str_of(path)), Ok(n));
     }
     for t in v["tile_paths"].as_array().expect("tile_paths") {
-        let id = TileId { level: u64_of(&t[0]) as u8, index: u64_of(&t[1]), width: u64_of(&t[2]) as u16 };
+        let id = TileId {
+            level: u64_of(&t[0]) as u8,
+            index: u64_of(&t[1]),
+            width: u64_of(&t[2]) as u16,
+        };
         assert_eq!(id.path(), str_of(&t[3]));
         assert_eq!(TilePath::parse(str_of(&t[3])), Ok(TilePath::Hash(id)));
     }
     for b in v["bundle_paths"].as_array().expect("bundle_paths") {
-        let id = BundleId { index: u64_of(&b[0]), width: u64_of(&b[1]) as u16 };
+        let id = BundleId {
+            index: u64_of(&b[0]),
+            width: u64_of(&b[1]) as u16,
+        };
         assert_eq!(id.path(), str_of(&b[2]));
         assert_eq!(TilePath::parse(str_of(&b[2])), Ok(TilePath::Entries(id)));
     }
@@ -126,7 +167,11 @@ fn paths() {
             .as_array()
             .expect("list")
             .iter()
-            .map(|t| TileId { level: u64_of(&t[0]) as u8, index: u64_of(&t[1]), width: u64_of(&t[2]) as u16 })
+            .map(|t| TileId {
+                level: u64_of(&t[0]) as u8,
+                index: u64_of(&t[1]),
+                width: u64_of(&t[2]) as u16,
+            })
             .collect();
         let mut got = partial_tiles(size.parse().expect("size"));
         got.sort_by_key(|t| (t.level, t.index));
@@ -138,7 +183,9 @@ fn paths() {
 fn uneven_batches() -> impl Iterator<Item = usize> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     std::iter::repeat_with(move || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         1 + (x >> 33) as usize % 3000
     })
 }
@@ -171,7 +218,10 @@ fn tiles_of_a_70000_entry_log() {
             break;
         }
     }
-    assert!(batches > 40, "the log must be built in many batches, got {batches}");
+    assert!(
+        batches > 40,
+        "the log must be built in many batches, got {batches}"
+    );
     let mut keep: Vec<String> = partial_tiles(size).iter().map(TileId::path).collect();
     keep.extend(bundles.partial_bundle().map(|b| b.id.path()));
     served.retain(|path, _| !path.contains(".p/") || keep.contains(path));
@@ -183,14 +233,17 @@ fn tiles_of_a_70000_entry_log() {
     }
     assert_eq!(tiles.root(), b64_hash(&v["roots"]["70000"]));
 
-    let src: HashMap<(u8, u64), Vec<u8>> = served
+    let src: TileMap = served
         .iter()
         .filter_map(|(p, d)| match TilePath::parse(p) {
             Ok(TilePath::Hash(id)) => Some(((id.level, id.index), d.clone())),
             _ => None,
         })
         .collect();
-    assert_eq!(src[&(1, 0)][..32], *b64_hash(&v["level1_tile_000_first_hash"]).as_bytes());
+    assert_eq!(
+        src[&(1, 0)][..32],
+        *b64_hash(&v["level1_tile_000_first_hash"]).as_bytes()
+    );
     let mut edge = TreeEdge::new();
     let roots = v["roots"].as_object().expect("roots");
     for (s, root) in roots {
@@ -205,22 +258,49 @@ fn tiles_of_a_70000_entry_log() {
     }
     for case in v["inclusion"].as_array().expect("inclusion") {
         let (index, s) = (u64_of(&case["index"]), u64_of(&case["size"]));
-        let want: Vec<Hash> = case["proof"].as_array().expect("proof").iter().map(b64_hash).collect();
-        assert_eq!(inclusion_proof(&src, s, index), Ok(want.clone()), "inclusion {index} in {s}");
+        let want: Vec<Hash> = case["proof"]
+            .as_array()
+            .expect("proof")
+            .iter()
+            .map(b64_hash)
+            .collect();
+        assert_eq!(
+            inclusion_proof(&src, s, index),
+            Ok(want.clone()),
+            "inclusion {index} in {s}"
+        );
         let root = tree_root(&src, s).expect("root");
-        assert_eq!(verify_inclusion(&hashes[index as usize], index, s, &want, &root), Ok(()));
+        assert_eq!(
+            verify_inclusion(&hashes[index as usize], index, s, &want, &root),
+            Ok(())
+        );
     }
     for case in v["consistency"].as_array().expect("consistency") {
         let (s1, s2) = (u64_of(&case["size1"]), u64_of(&case["size2"]));
-        let want: Vec<Hash> = case["proof"].as_array().expect("proof").iter().map(b64_hash).collect();
-        assert_eq!(consistency_proof(&src, s1, s2), Ok(want.clone()), "consistency {s1} -> {s2}");
-        let (r1, r2) = (tree_root(&src, s1).expect("root"), tree_root(&src, s2).expect("root"));
+        let want: Vec<Hash> = case["proof"]
+            .as_array()
+            .expect("proof")
+            .iter()
+            .map(b64_hash)
+            .collect();
+        assert_eq!(
+            consistency_proof(&src, s1, s2),
+            Ok(want.clone()),
+            "consistency {s1} -> {s2}"
+        );
+        let (r1, r2) = (
+            tree_root(&src, s1).expect("root"),
+            tree_root(&src, s2).expect("root"),
+        );
         assert_eq!(verify_consistency(s1, s2, &want, &r1, &r2), Ok(()));
     }
 }
 
 fn seed(v: &Value) -> [u8; 32] {
-    hex::decode(str_of(v)).expect("hex").try_into().expect("32-byte seed")
+    hex::decode(str_of(v))
+        .expect("hex")
+        .try_into()
+        .expect("32-byte seed")
 }
 
 #[test]
@@ -236,7 +316,10 @@ fn signed_notes_and_checkpoints() {
     note.sign(&signer);
     assert_eq!(note.to_bytes(), str_of(&pn["note"]).as_bytes());
     let vkey = VerifierKey::parse(str_of(&pn["vkey"])).expect("vkey");
-    assert_eq!(Note::open(str_of(&pn["note"]).as_bytes(), &[vkey]).map(|n| n.text), Ok(str_of(&pn["text"]).to_owned()));
+    assert_eq!(
+        Note::open(str_of(&pn["note"]).as_bytes(), &[vkey]).map(|n| n.text),
+        Ok(str_of(&pn["text"]).to_owned())
+    );
 
     let ex = &v["c2sp_example"];
     let vkey = VerifierKey::parse(str_of(&ex["vkey"])).expect("vkey");
@@ -248,29 +331,53 @@ fn signed_notes_and_checkpoints() {
     let wk = &v["witness_key"];
     let witness = Cosigner::from_seed(str_of(&wk["name"]), seed(&wk["seed"])).expect("witness key");
     assert_eq!(witness.verifier().to_string(), str_of(&wk["vkey_cosignature"]));
-    assert_eq!(VerifierKey::parse(str_of(&wk["vkey_cosignature"])), Ok(witness.verifier()));
+    assert_eq!(
+        VerifierKey::parse(str_of(&wk["vkey_cosignature"])),
+        Ok(witness.verifier())
+    );
 
     let cp8 = &v["checkpoint_size8"];
     let checkpoint = Checkpoint::new(str_of(&lk["name"]), 8, hex_hash(&merkle["roots"][8]));
     assert_eq!(checkpoint.to_text(), str_of(&cp8["text"]));
     let mut signed = checkpoint.sign(&log);
     assert_eq!(signed.to_bytes(), str_of(&cp8["signed"]).as_bytes());
-    signed.push(witness.sign(&checkpoint.to_text(), u64_of(&wk["timestamp"])).expect("cosign"));
+    signed.push(
+        witness
+            .sign(&checkpoint.to_text(), u64_of(&wk["timestamp"]))
+            .expect("cosign"),
+    );
     assert_eq!(signed.to_bytes(), str_of(&cp8["cosigned"]).as_bytes());
-    let (opened, note) =
-        Checkpoint::open(str_of(&cp8["cosigned"]).as_bytes(), &log.verifier(), &[witness.verifier()]).expect("opens");
+    let (opened, note) = Checkpoint::open(
+        str_of(&cp8["cosigned"]).as_bytes(),
+        &log.verifier(),
+        &[witness.verifier()],
+    )
+    .expect("opens");
     assert_eq!(opened, checkpoint);
-    assert_eq!(note.verify(&[witness.verifier()]).map(|s| s.len()), Ok(1), "the cosignature verifies on its own");
-    assert_eq!(cairn_tlog::cosignature::timestamp(&note.signatures[1]), Some(u64_of(&wk["timestamp"])));
+    assert_eq!(
+        note.verify(&[witness.verifier()]).map(|s| s.len()),
+        Ok(1),
+        "the cosignature verifies on its own"
+    );
+    assert_eq!(
+        cairn_tlog::cosignature::timestamp(&note.signatures[1]),
+        Some(u64_of(&wk["timestamp"]))
+    );
     // A checkpoint whose cosignature is for other text must be rejected when the witness is known.
     let mut forged = note.clone();
     forged.text = Checkpoint::new(str_of(&lk["name"]), 9, checkpoint.root).to_text();
     forged.signatures[0] = log.sign(&forged.text);
     assert!(Checkpoint::open(&forged.to_bytes(), &log.verifier(), &[witness.verifier()]).is_err());
-    assert!(Checkpoint::open(&forged.to_bytes(), &log.verifier(), &[]).is_ok(), "unknown signatures are ignored");
+    assert!(
+        Checkpoint::open(&forged.to_bytes(), &log.verifier(), &[]).is_ok(),
+        "unknown signatures are ignored"
+    );
 
     let empty = Checkpoint::new(str_of(&lk["name"]), 0, EMPTY_ROOT);
-    assert_eq!(empty.sign(&log).to_bytes(), str_of(&v["checkpoint_empty"]["signed"]).as_bytes());
+    assert_eq!(
+        empty.sign(&log).to_bytes(),
+        str_of(&v["checkpoint_empty"]["signed"]).as_bytes()
+    );
 
     let rejects = v["must_reject"].as_array().expect("must_reject");
     assert!(!rejects.is_empty());
@@ -278,11 +385,17 @@ fn signed_notes_and_checkpoints() {
         let vkey = VerifierKey::parse(str_of(&case["vkey"])).expect("vkey");
         let note = str_of(&case["note"]).as_bytes();
         let why = str_of(&case["why"]);
-        assert!(Checkpoint::open(note, &vkey, &[]).is_err(), "checkpoint accepted: {why}");
+        assert!(
+            Checkpoint::open(note, &vkey, &[]).is_err(),
+            "checkpoint accepted: {why}"
+        );
         if case["checkpoint_only"].as_bool() != Some(true) {
             assert!(Note::open(note, &[vkey]).is_err(), "note accepted: {why}");
         } else {
-            assert!(Note::open(note, &[vkey]).is_ok(), "the note itself is valid: {why}");
+            assert!(
+                Note::open(note, &[vkey]).is_ok(),
+                "the note itself is valid: {why}"
+            );
         }
     }
 }
@@ -308,17 +421,33 @@ fn tlog_proof_round_trip_and_rejections() {
         let bytes = proof.to_bytes();
         let parsed = TlogProof::parse(&bytes).expect("parses");
         assert_eq!(parsed, proof);
-        let (cp, _) = parsed.verify(&entries[index as usize], &log.verifier(), &[]).expect("verifies");
+        let (cp, _) = parsed
+            .verify(&entries[index as usize], &log.verifier(), &[])
+            .expect("verifies");
         assert_eq!(cp, checkpoint);
         assert!(parsed.verify(b"another entry", &log.verifier(), &[]).is_err());
         let other = Signer::from_seed(log.name(), [9; 32]).expect("key");
-        assert!(parsed.verify(&entries[index as usize], &other.verifier(), &[]).is_err());
+        assert!(
+            parsed
+                .verify(&entries[index as usize], &other.verifier(), &[])
+                .is_err()
+        );
         let mut wrong_index = parsed.clone();
         wrong_index.index = (index + 1) % size;
-        assert!(wrong_index.verify(&entries[index as usize], &log.verifier(), &[]).is_err());
+        assert!(
+            wrong_index
+                .verify(&entries[index as usize], &log.verifier(), &[])
+                .is_err()
+        );
     }
     let good = String::from_utf8(
-        TlogProof { extra: None, index: 3, proof: vec![hashes[0]], checkpoint: note.clone() }.to_bytes(),
+        TlogProof {
+            extra: None,
+            index: 3,
+            proof: vec![hashes[0]],
+            checkpoint: note.clone(),
+        }
+        .to_bytes(),
     )
     .expect("utf-8");
     for bad in [
