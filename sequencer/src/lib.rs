@@ -1,0 +1,26 @@
+//! `cairn-sequencer`: the write path's core.
+//!
+//! Each shard is its own Raft group (openraft 0.9 with `storage-v2`) whose log and state machine live in
+//! the node's RocksDB database ([`store`], [`sm`]). Raft traffic travels over gRPC ([`network`]).
+//! Entries from many callers are batched into Raft proposals ([`node`]); applying a batch is
+//! deterministic on every replica: exact dedup, index assignment, the tree edge. On each shard's leader,
+//! the [`publisher`] writes C2SP tiles, entry bundles and the signed checkpoint to object storage
+//! ([`bucket`]) and commits the published size through Raft.
+//!
+//! This crate owns ordering, replication and publication. Formats and proofs are `cairn-tlog`'s; the
+//! gRPC submission API is `cairn-log-server`'s.
+
+pub mod bucket;
+pub mod error;
+pub mod network;
+pub mod node;
+pub mod publisher;
+pub mod sm;
+pub mod store;
+pub mod testing;
+pub mod types;
+
+pub use bucket::{Bucket, open_store};
+pub use error::SequencerError;
+pub use node::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
+pub use types::{Appended, NodeId, ShardId, ShardInfo};

@@ -1,0 +1,456 @@
+//! Cluster tests: real nodes on loopback ports in temporary directories (see `cairn_sequencer::testing`).
+//! After each test, the files in object storage alone are verified with `cairn-tlog`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cairn_sequencer::testing::{
+    Cluster, check_consistent, parse_checkpoint, stored_checkpoint, verify_published,
+};
+use cairn_sequencer::{Bucket, SequencerError, ShardId};
+use cairn_tlog::Checkpoint;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use tokio::sync::RwLock;
+
+const T: Duration = Duration::from_secs(20);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Records every distinct stored checkpoint of a shard, in the order seen, until stopped.
+fn watch_checkpoints(bucket: Bucket, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Checkpoint>> {
+    tokio::spawn(async move {
+        let mut seen: Vec<Checkpoint> = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(Some(c)) = stored_checkpoint(&bucket).await
+                && seen.last() != Some(&c)
+            {
+                seen.push(c);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen
+    })
+}
+
+/// Checks the published files of a shard and that every acknowledged entry is in them exactly once,
+/// at its acknowledged index; and that every checkpoint seen on the way is consistent with the last
+/// and none regressed.
+async fn verify_shard(
+    cluster: &Cluster,
+    shard: ShardId,
+    acked: &HashMap<Vec<u8>, u64>,
+    seen: &[Checkpoint],
+) -> anyhow::Result<u64> {
+    let max = acked.values().max().map_or(0, |m| m + 1);
+    cluster.wait_stored(shard, max, T).await?;
+    let log = verify_published(&cluster.shard_bucket(shard)?, &cluster.vkey(shard)?).await?;
+    let mut positions: HashMap<&[u8], u64> = HashMap::new();
+    for (i, e) in log.entries.iter().enumerate() {
+        anyhow::ensure!(
+            positions.insert(e.as_slice(), i as u64).is_none(),
+            "entry at {i} appears twice"
+        );
+    }
+    for (entry, index) in acked {
+        anyhow::ensure!(
+            positions.get(entry.as_slice()) == Some(index),
+            "acknowledged entry is not at its index {index}"
+        );
+    }
+    for pair in seen.windows(2) {
+        anyhow::ensure!(
+            pair[0].size <= pair[1].size,
+            "checkpoint regressed from {} to {}",
+            pair[0].size,
+            pair[1].size
+        );
+    }
+    for c in seen {
+        check_consistent(&log, c)?;
+    }
+    Ok(log.checkpoint.size)
+}
+
+async fn wait_caught_up(
+    cluster: &Cluster,
+    node: u64,
+    leader: u64,
+    shard: ShardId,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let want = cluster.node(leader)?.state(shard)?.size;
+        let have = cluster.node(node)?.state(shard)?.size;
+        if have == want && want > 0 {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < T,
+            "node {node} stuck at {have} of {want} on shard {shard}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_two_shards_leader_killed_mid_load() -> anyhow::Result<()> {
+    init_tracing();
+    let bucket = Bucket::new(Arc::new(InMemory::new()), Path::default());
+    let cluster = Cluster::start_with(3, 2, bucket, |c| {
+        c.snapshot_every = 20;
+        c.keep_after_snapshot = 0;
+    })
+    .await?;
+    for shard in [1, 2] {
+        cluster.wait_for_leader(shard, T).await?;
+    }
+    let cluster = Arc::new(RwLock::new(cluster));
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watchers: Vec<_> = {
+        let c = cluster.read().await;
+        [1, 2]
+            .iter()
+            .map(|s| Ok(watch_checkpoints(c.shard_bucket(*s)?, stop_watch.clone())))
+            .collect::<Result<_, SequencerError>>()?
+    };
+
+    // Four writers, two per shard; each entry is unique, and every tenth is a resubmission.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        let shard: ShardId = 1 + w % 2;
+        writers.push(tokio::spawn(async move {
+            let mut acked: HashMap<Vec<u8>, u64> = HashMap::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let mut batch: Vec<Vec<u8>> = (0..20)
+                    .map(|k| format!("writer {w} entry {}", i + k).into_bytes())
+                    .collect();
+                if i >= 20 {
+                    batch.push(format!("writer {w} entry {}", i - 13).into_bytes());
+                }
+                let result = cluster.read().await.append(shard, batch.clone(), T).await;
+                let (_, results) = result?;
+                for (entry, r) in batch.into_iter().zip(results) {
+                    if let Some(prev) = acked.insert(entry, r.index) {
+                        anyhow::ensure!(
+                            prev == r.index && r.duplicate,
+                            "resubmission got a new index {} (was {prev})",
+                            r.index
+                        );
+                    }
+                }
+                i += 20;
+            }
+            Ok::<_, anyhow::Error>((shard, acked))
+        }));
+    }
+
+    // Let load build up, then kill shard 1's leader.
+    let wait_size = |n: u64| {
+        let cluster = cluster.clone();
+        async move {
+            let deadline = Instant::now() + T;
+            loop {
+                let c = cluster.read().await;
+                let leader = c.wait_for_leader(1, T).await?;
+                if c.node(leader)?.state(1)?.size >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                drop(c);
+                anyhow::ensure!(Instant::now() < deadline, "load did not reach {n}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_size(1500).await?;
+    let (old_leader, failover) = {
+        let mut c = cluster.write().await;
+        let leader = c.wait_for_leader(1, T).await?;
+        let killed_at = Instant::now();
+        c.kill(leader).await?;
+        let new_leader = c.wait_for_leader(1, T).await?;
+        let failover = killed_at.elapsed();
+        assert_ne!(new_leader, leader);
+        (leader, failover)
+    };
+    println!("shard 1: leader {old_leader} killed; new leader elected after {failover:?}");
+    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    wait_size(4000).await?;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked: BTreeMap<ShardId, HashMap<Vec<u8>, u64>> = BTreeMap::new();
+    for w in writers {
+        let (shard, a) = w.await??;
+        acked.entry(shard).or_default().extend(a);
+    }
+    stop_watch.store(true, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for w in watchers {
+        seen.push(w.await?);
+    }
+
+    let mut cluster = Arc::try_unwrap(cluster)
+        .map_err(|_| anyhow::anyhow!("cluster still shared"))?
+        .into_inner();
+    for (i, shard) in [1u32, 2].into_iter().enumerate() {
+        let size = verify_shard(&cluster, shard, &acked[&shard], &seen[i]).await?;
+        println!(
+            "shard {shard}: {size} entries verified from object storage, {} checkpoints seen",
+            seen[i].len()
+        );
+    }
+
+    // The killed node comes back and catches up.
+    cluster.restart(old_leader).await?;
+    for shard in [1, 2] {
+        let leader = cluster.wait_for_leader(shard, T).await?;
+        let took = wait_caught_up(&cluster, old_leader, leader, shard).await?;
+        println!("restarted node {old_leader} caught up on shard {shard} in {took:?}");
+    }
+
+    // A follower loses its disk. The operator's procedure: remove it from the voters, start it empty,
+    // add it back as a learner (it catches up from a snapshot: the log was purged long ago), promote it.
+    let leader = cluster.wait_for_leader(1, T).await?;
+    let victim = cluster
+        .running()
+        .into_iter()
+        .find(|n| *n != leader)
+        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let all: std::collections::BTreeSet<u64> = cluster.running().into_iter().collect();
+    cluster
+        .change_membership(&all.iter().copied().filter(|n| *n != victim).collect())
+        .await?;
+    cluster.wipe(victim).await?;
+    cluster.add_learner(victim).await?;
+    cluster.change_membership(&all).await?;
+    for shard in [1, 2] {
+        let leader = cluster.wait_for_leader(shard, T).await?;
+        let took = wait_caught_up(&cluster, victim, leader, shard).await?;
+        let snap = cluster.node(victim)?.raft(shard)?.metrics().borrow().snapshot;
+        assert!(
+            snap.is_some(),
+            "wiped node {victim} should have installed a snapshot of shard {shard}"
+        );
+        println!("wiped node {victim} caught up on shard {shard} from a snapshot in {took:?}");
+    }
+    // The rebuilt replica must agree on the dedup index: a resubmission gets its original index.
+    let (entry, index) = acked[&1]
+        .iter()
+        .next()
+        .map(|(e, i)| (e.clone(), *i))
+        .ok_or_else(|| anyhow::anyhow!("no entries"))?;
+    let (_, r) = cluster.append(1, vec![entry], T).await?;
+    assert!(r[0].duplicate && r[0].index == index);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_survives_failing_and_slow_puts() -> anyhow::Result<()> {
+    init_tracing();
+    let bucket = Bucket::new(Arc::new(InMemory::new()), Path::default());
+    let cluster = Cluster::start_with(1, 1, bucket, |c| c.max_unpublished = 600).await?;
+    cluster.wait_for_leader(1, T).await?;
+    let faults = || cluster.node(1).map(|n| n.bucket().faults());
+    // One PUT in three fails and every PUT is slow: publication retries and still converges.
+    faults()?.fail_one_in(3);
+    faults()?.delay(Duration::from_millis(3));
+    let mut acked = HashMap::new();
+    for i in 0..30 {
+        let batch: Vec<Vec<u8>> = (0..40).map(|k| format!("flaky {i}-{k}").into_bytes()).collect();
+        let (_, r) = cluster.append(1, batch.clone(), T).await?;
+        acked.extend(batch.into_iter().zip(r.into_iter().map(|a| a.index)));
+    }
+    verify_shard(&cluster, 1, &acked, &[]).await?;
+
+    // Every PUT fails: appends still commit, until back-pressure refuses them.
+    faults()?.fail_one_in(0);
+    faults()?.fail_all(true);
+    let published = stored_checkpoint(&cluster.shard_bucket(1)?)
+        .await?
+        .map_or(0, |c| c.size);
+    let mut pushed_back = false;
+    for i in 0..100 {
+        let batch: Vec<Vec<u8>> = (0..50).map(|k| format!("outage {i}-{k}").into_bytes()).collect();
+        match cluster.node(1)?.append(1, batch.clone()).await {
+            Ok(r) => acked.extend(batch.into_iter().zip(r.into_iter().map(|a| a.index))),
+            Err(SequencerError::Pushback { .. }) => {
+                pushed_back = true;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert!(
+        pushed_back,
+        "appends must be refused once too much is unpublished"
+    );
+    let sequenced = cluster.node(1)?.state(1)?.size;
+    assert!(sequenced > published, "appends committed during the outage");
+    assert_eq!(
+        stored_checkpoint(&cluster.shard_bucket(1)?)
+            .await?
+            .map_or(0, |c| c.size),
+        published,
+        "nothing published during the outage"
+    );
+
+    // The store heals: publication resumes and covers everything acknowledged.
+    faults()?.fail_all(false);
+    faults()?.delay(Duration::ZERO);
+    let size = verify_shard(&cluster, 1, &acked, &[]).await?;
+    assert_eq!(size, sequenced);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deposed_leader_cannot_regress_the_checkpoint() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = Cluster::start(3, 1).await?;
+    let l1 = cluster.wait_for_leader(1, T).await?;
+    let bucket = cluster.shard_bucket(1)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_checkpoints(bucket.clone(), stop.clone());
+    let mut acked = HashMap::new();
+    let batch: Vec<Vec<u8>> = (0..100).map(|k| format!("before {k}").into_bytes()).collect();
+    let (_, r) = cluster.append(1, batch.clone(), T).await?;
+    acked.extend(batch.into_iter().zip(r.into_iter().map(|a| a.index)));
+    cluster.wait_stored(1, 100, T).await?;
+
+    // The leader's next checkpoint upload hangs for far longer than its lease.
+    let hang = Duration::from_secs(3);
+    cluster.node(l1)?.bucket().faults().delay_checkpoints(hang);
+    let batch: Vec<Vec<u8>> = (0..100).map(|k| format!("during {k}").into_bytes()).collect();
+    let (_, r) = cluster.append(1, batch.clone(), T).await?;
+    acked.extend(batch.into_iter().zip(r.into_iter().map(|a| a.index)));
+    // Wait until the 200-entry checkpoint is committed through Raft (its upload is now hanging).
+    let deadline = Instant::now() + T;
+    while cluster
+        .node(l1)?
+        .checkpoint(1)?
+        .and_then(|n| parse_checkpoint(&n))
+        .map_or(0, |c| c.size)
+        < 200
+    {
+        anyhow::ensure!(Instant::now() < deadline, "checkpoint for 200 never committed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hung_at = Instant::now();
+
+    // Depose it: a new leader publishes more.
+    cluster.isolate(l1);
+    let others: std::collections::BTreeSet<u64> =
+        cluster.running().into_iter().filter(|n| *n != l1).collect();
+    let l2 = cluster.wait_for_leader_among(1, &others, T).await?;
+    let batch: Vec<Vec<u8>> = (0..50).map(|k| format!("after {k}").into_bytes()).collect();
+    let (_, r) = cluster
+        .node(l2)
+        .map(|n| n.append(1, batch.clone()))?
+        .await
+        .map(|r| (l2, r))?;
+    acked.extend(batch.into_iter().zip(r.into_iter().map(|a| a.index)));
+    cluster.wait_stored(1, 250, T).await?;
+
+    // Keep watching until well after the hung upload would have landed.
+    while hung_at.elapsed() < hang + Duration::from_millis(500) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = watcher.await?;
+    cluster.heal();
+    let size = verify_shard(&cluster, 1, &acked, &seen).await?;
+    assert!(size >= 250);
+    println!(
+        "checkpoints seen: {:?}",
+        seen.iter().map(|c| c.size).collect::<Vec<_>>()
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_shard_publishes_a_final_checkpoint_and_refuses_appends() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = Cluster::start(1, 2).await?;
+    cluster.wait_for_leader(1, T).await?;
+    let batch: Vec<Vec<u8>> = (0..300).map(|k| format!("last {k}").into_bytes()).collect();
+    let (_, r) = cluster.append(1, batch.clone(), T).await?;
+    let acked: HashMap<_, _> = batch.into_iter().zip(r.into_iter().map(|a| a.index)).collect();
+    cluster.node(1)?.freeze(1).await?;
+    match cluster.node(1)?.append(1, vec![b"too late".to_vec()]).await {
+        Err(SequencerError::Frozen(1)) => {}
+        other => anyhow::bail!("append to a frozen shard returned {other:?}"),
+    }
+    assert_eq!(verify_shard(&cluster, 1, &acked, &[]).await?, 300);
+    // The other shard is unaffected.
+    cluster.append(2, vec![b"still open".to_vec()], T).await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_bootstrap_one_add_learners_and_voters_remove_one() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::start(1, 1).await?;
+    cluster.wait_for_leader(1, T).await?;
+    let (_, first) = cluster
+        .append(
+            1,
+            (0..500).map(|i| format!("early {i}").into_bytes()).collect(),
+            T,
+        )
+        .await?;
+    for id in [2, 3] {
+        let addr = cluster.add_node(id).await?;
+        cluster.node(1)?.add_learner(1, id, addr).await?;
+        wait_caught_up(&cluster, id, 1, 1).await?;
+    }
+    cluster
+        .node(1)?
+        .change_membership(1, [1, 2, 3].into(), false)
+        .await?;
+    let voters = |c: &Cluster| -> anyhow::Result<Vec<u64>> {
+        Ok(c.node(1)?
+            .raft(1)?
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect())
+    };
+    assert_eq!(voters(&cluster)?, vec![1, 2, 3]);
+    let (_, second) = cluster
+        .append(1, (0..500).map(|i| format!("late {i}").into_bytes()).collect(), T)
+        .await?;
+    for id in [2, 3] {
+        wait_caught_up(&cluster, id, 1, 1).await?;
+    }
+    // Remove node 3: the shard keeps working with two voters.
+    cluster
+        .node(1)?
+        .change_membership(1, [1, 2].into(), false)
+        .await?;
+    assert_eq!(voters(&cluster)?, vec![1, 2]);
+    cluster.kill(3).await?;
+    let (_, third) = cluster.append(1, vec![b"after removal".to_vec()], T).await?;
+    let acked: HashMap<Vec<u8>, u64> = (0..500)
+        .map(|i| format!("early {i}").into_bytes())
+        .chain((0..500).map(|i| format!("late {i}").into_bytes()))
+        .chain([b"after removal".to_vec()])
+        .zip(first.iter().chain(&second).chain(&third).map(|a| a.index))
+        .collect();
+    assert_eq!(verify_shard(&cluster, 1, &acked, &[]).await?, 1001);
+    cluster.shutdown().await;
+    Ok(())
+}
