@@ -10,6 +10,10 @@
 //! This crate owns ordering, replication and publication. Formats and proofs are `cairn-tlog`'s; the
 //! gRPC submission API is `cairn-log-server`'s.
 
+// openraft's storage traits return `StorageError` (over 200 bytes); the helpers around them return the
+// same type so that `?` works across them without conversions.
+#![allow(clippy::result_large_err)]
+
 pub mod bucket;
 pub mod error;
 pub mod network;

@@ -1,4 +1,6 @@
 //! openraft's storage conformance suite against the RocksDB log store and state machine.
+// The suite's signature returns openraft's large `StorageError`.
+#![allow(clippy::result_large_err)]
 
 use cairn_sequencer::sm::{ShardSm, StateMachine};
 use cairn_sequencer::store::{LogStore, open_db};
