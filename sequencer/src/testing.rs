@@ -182,23 +182,11 @@ impl Cluster {
     /// Waits until a running node leads `shard` and every running node that knows of a leader names it.
     /// (Nodes that know of none, such as one just wiped or not yet reached, have no say.)
     pub async fn wait_for_leader(&self, shard: ShardId, timeout: Duration) -> Result<NodeId, SequencerError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let views: BTreeSet<NodeId> = self.nodes.values().filter_map(|n| n.leader(shard)).collect();
-            if let [leader] = views.into_iter().collect::<Vec<_>>()[..]
-                && let Some(node) = self.nodes.get(&leader)
-                && node.raft(shard)?.metrics().borrow().state == openraft::ServerState::Leader
-            {
-                return Ok(leader);
-            }
-            if Instant::now() > deadline {
-                return Err(SequencerError::Timeout("no leader elected"));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_for_leader_among(shard, &self.running().into_iter().collect(), timeout)
+            .await
     }
 
-    /// Waits until the nodes in `among` agree on a leader of `shard` that is one of them.
+    /// Like [`Cluster::wait_for_leader`], counting only the nodes in `among`; the leader must be one of them.
     pub async fn wait_for_leader_among(
         &self,
         shard: ShardId,
@@ -207,13 +195,12 @@ impl Cluster {
     ) -> Result<NodeId, SequencerError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut seen = BTreeSet::new();
-            for id in among {
-                if let Some(node) = self.nodes.get(id) {
-                    seen.insert(node.leader(shard));
-                }
-            }
-            if let [Some(leader)] = seen.into_iter().collect::<Vec<_>>()[..]
+            let views: BTreeSet<NodeId> = among
+                .iter()
+                .filter_map(|id| self.nodes.get(id))
+                .filter_map(|n| n.leader(shard))
+                .collect();
+            if let [leader] = views.into_iter().collect::<Vec<_>>()[..]
                 && among.contains(&leader)
                 && let Some(node) = self.nodes.get(&leader)
                 && node.raft(shard)?.metrics().borrow().state == openraft::ServerState::Leader

@@ -419,6 +419,30 @@ async fn published(s: &AppState, shard: &Shard, size: u64) -> Result<Arc<CachedC
     Ok(cp)
 }
 
+/// Computes a proof over the tiles it needs (as of the latest checkpoint) and serves it as immutable.
+async fn proof_response(
+    s: &AppState,
+    shard: &Shard,
+    tiles: Result<Vec<TileId>, ProofError>,
+    latest: u64,
+    prove: impl FnOnce(&ProofSource) -> Result<Vec<Hash>, ProofError>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let src = s
+        .inner
+        .proof_source(&shard.entry, tiles.map_err(proof_err)?, latest)
+        .await?;
+    let body = proof_body(&prove(&src).map_err(proof_err)?);
+    Ok(respond(
+        headers,
+        body.clone(),
+        &etag_of(&body),
+        TEXT,
+        IMMUTABLE,
+        false,
+    ))
+}
+
 async fn inclusion(
     s: &AppState,
     shard: &Shard,
@@ -433,20 +457,16 @@ async fn inclusion(
         )));
     }
     let cp = published(s, shard, size).await?;
-    let tiles = inclusion_tiles(size, index).map_err(proof_err)?;
-    let src = s
-        .inner
-        .proof_source(&shard.entry, tiles, cp.checkpoint.size)
-        .await?;
-    let body = proof_body(&inclusion_proof(&src, size, index).map_err(proof_err)?);
-    Ok(respond(
+    let tiles = inclusion_tiles(size, index);
+    proof_response(
+        s,
+        shard,
+        tiles,
+        cp.checkpoint.size,
+        |src| inclusion_proof(src, size, index),
         headers,
-        body.clone(),
-        &etag_of(&body),
-        TEXT,
-        IMMUTABLE,
-        false,
-    ))
+    )
+    .await
 }
 
 async fn consistency(
@@ -463,20 +483,16 @@ async fn consistency(
         )));
     }
     let cp = published(s, shard, size2).await?;
-    let tiles = consistency_tiles(size1, size2).map_err(proof_err)?;
-    let src = s
-        .inner
-        .proof_source(&shard.entry, tiles, cp.checkpoint.size)
-        .await?;
-    let body = proof_body(&consistency_proof(&src, size1, size2).map_err(proof_err)?);
-    Ok(respond(
+    let tiles = consistency_tiles(size1, size2);
+    proof_response(
+        s,
+        shard,
+        tiles,
+        cp.checkpoint.size,
+        |src| consistency_proof(src, size1, size2),
         headers,
-        body.clone(),
-        &etag_of(&body),
-        TEXT,
-        IMMUTABLE,
-        false,
-    ))
+    )
+    .await
 }
 
 async fn tlog_proof(
