@@ -331,10 +331,10 @@ impl Cluster {
         let bucket = self.shard_bucket(shard)?;
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(c) = stored_checkpoint(&bucket).await? {
-                if c.size >= size {
-                    return Ok(c.size);
-                }
+            if let Some(c) = stored_checkpoint(&bucket).await?
+                && c.size >= size
+            {
+                return Ok(c.size);
             }
             if Instant::now() > deadline {
                 return Err(SequencerError::Timeout("checkpoint not published"));
