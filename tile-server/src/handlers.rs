@@ -120,11 +120,7 @@ impl Inner {
                 }
             })
             .await
-            .map_err(|e: Arc<ApiError>| match &*e {
-                ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
-                ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
-                ApiError::Unavailable => ApiError::Unavailable,
-            })
+            .map_err(|e: Arc<ApiError>| (*e).clone())
     }
 
     /// The shard's latest checkpoint, verified with its key, refreshed at most every `checkpoint_ttl`.

@@ -27,6 +27,16 @@ fn b64_hash(v: &Value) -> Hash {
     Hash::from_base64(v.as_str().expect("base64 string")).expect("base64 hash")
 }
 
+/// The `proof` list of a vector case, each hash parsed with `parse`.
+fn proof_of(case: &Value, parse: fn(&Value) -> Hash) -> Vec<Hash> {
+    case["proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(parse)
+        .collect()
+}
+
 fn u64_of(v: &Value) -> u64 {
     v.as_u64().expect("integer")
 }
@@ -92,12 +102,7 @@ fn merkle_roots_and_proofs() {
     assert!(!cases.is_empty());
     for case in cases {
         let (index, size) = (u64_of(&case["index"]), u64_of(&case["size"]));
-        let want: Vec<Hash> = case["proof"]
-            .as_array()
-            .expect("proof")
-            .iter()
-            .map(hex_hash)
-            .collect();
+        let want: Vec<Hash> = proof_of(case, hex_hash);
         assert_eq!(
             inclusion_proof(&tiles, size, index),
             Ok(want.clone()),
@@ -118,12 +123,7 @@ fn merkle_roots_and_proofs() {
     assert!(!cases.is_empty());
     for case in cases {
         let (s1, s2) = (u64_of(&case["size1"]), u64_of(&case["size2"]));
-        let want: Vec<Hash> = case["proof"]
-            .as_array()
-            .expect("proof")
-            .iter()
-            .map(hex_hash)
-            .collect();
+        let want: Vec<Hash> = proof_of(case, hex_hash);
         assert_eq!(
             consistency_proof(&tiles, s1, s2),
             Ok(want.clone()),
@@ -258,12 +258,7 @@ fn tiles_of_a_70000_entry_log() {
     }
     for case in v["inclusion"].as_array().expect("inclusion") {
         let (index, s) = (u64_of(&case["index"]), u64_of(&case["size"]));
-        let want: Vec<Hash> = case["proof"]
-            .as_array()
-            .expect("proof")
-            .iter()
-            .map(b64_hash)
-            .collect();
+        let want: Vec<Hash> = proof_of(case, b64_hash);
         assert_eq!(
             inclusion_proof(&src, s, index),
             Ok(want.clone()),
@@ -277,12 +272,7 @@ fn tiles_of_a_70000_entry_log() {
     }
     for case in v["consistency"].as_array().expect("consistency") {
         let (s1, s2) = (u64_of(&case["size1"]), u64_of(&case["size2"]));
-        let want: Vec<Hash> = case["proof"]
-            .as_array()
-            .expect("proof")
-            .iter()
-            .map(b64_hash)
-            .collect();
+        let want: Vec<Hash> = proof_of(case, b64_hash);
         assert_eq!(
             consistency_proof(&src, s1, s2),
             Ok(want.clone()),
