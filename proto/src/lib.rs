@@ -2,8 +2,19 @@
 //!
 //! Generated types stay here; domain crates convert at their edges.
 
+pub mod codec;
+
 /// Raft transport between sequencer nodes (`cairn.raft.v1`).
 pub mod raft {
     #![allow(missing_docs, clippy::all)] // generated code
     tonic::include_proto!("cairn.raft.v1");
+}
+
+/// The public submission and proof API (`cairn.v1`), see `proto/cairn/v1/log.proto`.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all)] // generated code
+    tonic::include_proto!("cairn.v1");
+
+    /// Encoded `FileDescriptorSet` of `cairn.v1`, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cairn_v1_descriptor");
 }

@@ -1,0 +1,240 @@
+//! Submission and queries over gRPC.
+
+use std::time::{Duration, Instant};
+
+use cairn_proto::v1::log_client::LogClient as Raw;
+use cairn_proto::v1::{
+    AddEntriesRequest, EntryResult, FreezeShardRequest, GetCheckpointRequest, GetConsistencyProofRequest,
+    GetInclusionProofRequest, ListShardsRequest, Shard, Wait,
+};
+use cairn_tlog::{Hash, TlogProof};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::error::ClientError;
+
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// How [`LogClient::submit`] retries.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Give up after this long.
+    pub deadline: Duration,
+    /// First wait after `UNAVAILABLE` without a hint; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(60),
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One logged entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// Shard it went to.
+    pub shard: u32,
+    /// Its index in that shard (the original index for a duplicate).
+    pub index: u64,
+    /// RFC 6962 leaf hash.
+    pub leaf_hash: Hash,
+    /// Whether it was logged before.
+    pub duplicate: bool,
+    /// With `Wait::Published`: inclusion proof and the signed checkpoint it proves against.
+    pub proof: Option<(Vec<Hash>, Vec<u8>)>,
+}
+
+impl Submitted {
+    /// The c2sp tlog-proof of this entry, when it was submitted with `Wait::Published`.
+    pub fn tlog_proof(&self) -> Option<TlogProof> {
+        self.proof.as_ref().map(|(proof, checkpoint)| TlogProof {
+            extra: None,
+            index: self.index,
+            proof: proof.clone(),
+            checkpoint: checkpoint.clone(),
+        })
+    }
+}
+
+fn hash(bytes: &[u8]) -> Result<Hash, ClientError> {
+    Hash::from_slice(bytes).map_err(|_| ClientError::Verify("the server sent a hash that is not 32 bytes".into()))
+}
+
+impl TryFrom<EntryResult> for Submitted {
+    type Error = ClientError;
+
+    fn try_from(r: EntryResult) -> Result<Self, ClientError> {
+        let proof = if r.checkpoint.is_empty() {
+            None
+        } else {
+            let hashes = r.inclusion_proof.iter().map(|h| hash(h)).collect::<Result<_, _>>()?;
+            Some((hashes, r.checkpoint))
+        };
+        Ok(Self {
+            shard: r.shard_id,
+            index: r.index,
+            leaf_hash: hash(&r.leaf_hash)?,
+            duplicate: r.duplicate,
+            proof,
+        })
+    }
+}
+
+/// A gRPC client of a Cairn log.
+#[derive(Clone)]
+pub struct LogClient {
+    url: String,
+    raw: Raw<Channel>,
+    token: Option<String>,
+    retry: RetryPolicy,
+}
+
+fn connect(url: &str) -> Result<Raw<Channel>, ClientError> {
+    let channel = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| ClientError::Invalid(format!("server URL {url}: {e}")))?
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(Raw::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+impl LogClient {
+    /// A client of the server at `url` (`http://host:port`); connects on first use.
+    pub fn new(url: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            url: url.to_owned(),
+            raw: connect(url)?,
+            token: None,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The server this client currently talks to (it moves to the leader on hints).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn request<T>(&self, body: T) -> Result<Request<T>, ClientError> {
+        let mut req = Request::new(body);
+        if let Some(t) = &self.token {
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| ClientError::Invalid("the token is not valid header text".into()))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+
+    /// Logs `entries` and waits for `wait`. Retries, until the policy's deadline, what is safe to retry
+    /// (writes are idempotent by leaf hash): `UNAVAILABLE` (moving to the leader the server names) and
+    /// `RESOURCE_EXHAUSTED` (after the server's hint). Results are in the order of `entries`.
+    pub async fn submit(&mut self, entries: Vec<Vec<u8>>, wait: Wait) -> Result<Vec<Submitted>, ClientError> {
+        let start = Instant::now();
+        let mut backoff = self.retry.backoff;
+        loop {
+            let req = self.request(AddEntriesRequest {
+                entries: entries.clone(),
+                wait: wait as i32,
+            })?;
+            let status = match self.raw.add_entries(req).await {
+                Ok(reply) => {
+                    return reply.into_inner().results.into_iter().map(Submitted::try_from).collect();
+                }
+                Err(s) => s,
+            };
+            let pause = match self.retry_after(&status, backoff)? {
+                Some(p) => p,
+                None => return Err(status.into()),
+            };
+            if start.elapsed() + pause > self.retry.deadline {
+                return Err(status.into());
+            }
+            tracing::debug!(code = ?status.code(), message = status.message(), ?pause, "retrying");
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(self.retry.max_backoff);
+        }
+    }
+
+    /// Whether and when to retry after `status`; moves to a hinted leader.
+    fn retry_after(&mut self, status: &Status, backoff: Duration) -> Result<Option<Duration>, ClientError> {
+        let hint = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        match status.code() {
+            Code::ResourceExhausted => {
+                let ms = hint("retry-after-ms").and_then(|v| v.parse::<u64>().ok());
+                Ok(Some(ms.map(Duration::from_millis).unwrap_or(backoff)))
+            }
+            Code::Unavailable => {
+                if let Some(leader) = hint("x-cairn-leader")
+                    && leader != self.url
+                {
+                    self.raw = connect(&leader)?;
+                    self.url = leader;
+                    return Ok(Some(Duration::ZERO));
+                }
+                Ok(Some(backoff))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every shard with its verifier key and state.
+    pub async fn shards(&mut self) -> Result<Vec<Shard>, ClientError> {
+        let req = self.request(ListShardsRequest {})?;
+        Ok(self.raw.list_shards(req).await?.into_inner().shards)
+    }
+
+    /// The latest published checkpoint of a shard.
+    pub async fn checkpoint(&mut self, shard: u32) -> Result<Vec<u8>, ClientError> {
+        let req = self.request(GetCheckpointRequest { shard_id: shard })?;
+        Ok(self.raw.get_checkpoint(req).await?.into_inner().checkpoint)
+    }
+
+    /// The inclusion proof of `index` in the published tree of `size`.
+    pub async fn inclusion_proof(&mut self, shard: u32, index: u64, size: u64) -> Result<Vec<Hash>, ClientError> {
+        let req = self.request(GetInclusionProofRequest {
+            shard_id: shard,
+            index,
+            tree_size: size,
+        })?;
+        let reply = self.raw.get_inclusion_proof(req).await?.into_inner();
+        reply.hashes.iter().map(|h| hash(h)).collect()
+    }
+
+    /// The consistency proof between two published sizes.
+    pub async fn consistency_proof(&mut self, shard: u32, size1: u64, size2: u64) -> Result<Vec<Hash>, ClientError> {
+        let req = self.request(GetConsistencyProofRequest {
+            shard_id: shard,
+            first_size: size1,
+            second_size: size2,
+        })?;
+        let reply = self.raw.get_consistency_proof(req).await?.into_inner();
+        reply.hashes.iter().map(|h| hash(h)).collect()
+    }
+
+    /// Freezes a shard (admin token).
+    pub async fn freeze(&mut self, shard: u32) -> Result<(), ClientError> {
+        let req = self.request(FreezeShardRequest { shard_id: shard })?;
+        self.raw.freeze_shard(req).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! Errors of the submission API and their one mapping to gRPC statuses.
+
+use std::time::Duration;
+
+use cairn_sequencer::SequencerError;
+use tonic::{Code, Status};
+
+/// Metadata key carrying the suggested wait, in milliseconds, on `RESOURCE_EXHAUSTED`.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+/// Metadata key carrying the shard leader's gRPC address on `UNAVAILABLE`, when it is known.
+pub const LEADER: &str = "x-cairn-leader";
+
+/// What went wrong, classified by how the caller must react.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The request is malformed; the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// No token, or a token that is not configured.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// The caller must slow down: queue full or over its rate.
+    #[error("{reason}; retry after {} ms", retry_after.as_millis())]
+    Busy {
+        /// Why.
+        reason: String,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// No leader can take the request right now; retrying (elsewhere) is safe.
+    #[error("{reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// The leader's gRPC address, when known.
+        leader: Option<String>,
+    },
+    /// No such shard, or a tree size that is not published yet.
+    #[error("{0}")]
+    NotFound(String),
+    /// Publication took longer than the wait allows; the entries are sequenced and will be published.
+    #[error("{0}")]
+    Timeout(String),
+    /// A failure inside the log; details are in the server's log.
+    #[error("internal error")]
+    Internal(String),
+    /// A status received from a forwarded call, passed through unchanged.
+    #[error("{}", .0.message())]
+    Forwarded(Status),
+}
+
+impl LogError {
+    /// The same error reported from a sequencer, with `leader_addr` resolving a leader's node id to its
+    /// gRPC address.
+    pub fn from_sequencer(e: SequencerError, leader_addr: impl Fn(u64) -> Option<String>) -> Self {
+        match e {
+            SequencerError::NotLeader { shard, leader } => Self::Unavailable {
+                reason: format!("this node does not lead shard {shard}"),
+                leader: leader.and_then(|(id, _)| leader_addr(id)),
+            },
+            SequencerError::Pushback { retry_after } => Self::Busy {
+                reason: "the shard's queue is full".into(),
+                retry_after,
+            },
+            // A shard frozen after routing chose it: the retry is routed among the remaining shards.
+            SequencerError::Frozen(shard) => Self::Unavailable {
+                reason: format!("shard {shard} was frozen; retry"),
+                leader: None,
+            },
+            SequencerError::UnknownShard(shard) => Self::NotFound(format!("unknown shard {shard}")),
+            SequencerError::Invalid(m) => Self::Invalid(m),
+            SequencerError::Timeout(what) => Self::Timeout(format!("timed out {what}")),
+            SequencerError::Retryable(m) => Self::Unavailable {
+                reason: format!("temporarily unavailable: {m}"),
+                leader: None,
+            },
+            SequencerError::Fatal(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<LogError> for Status {
+    fn from(e: LogError) -> Self {
+        let message = e.to_string();
+        match e {
+            LogError::Invalid(_) => Status::invalid_argument(message),
+            LogError::Unauthenticated(_) => Status::unauthenticated(message),
+            LogError::PermissionDenied(_) => Status::permission_denied(message),
+            LogError::Busy { retry_after, .. } => {
+                let mut s = Status::resource_exhausted(message);
+                if let Ok(v) = retry_after.as_millis().max(1).to_string().parse() {
+                    s.metadata_mut().insert(RETRY_AFTER_MS, v);
+                }
+                s
+            }
+            LogError::Unavailable { leader, .. } => {
+                let mut s = Status::unavailable(message);
+                if let Some(v) = leader.and_then(|l| l.parse().ok()) {
+                    s.metadata_mut().insert(LEADER, v);
+                }
+                s
+            }
+            LogError::NotFound(_) => Status::not_found(message),
+            LogError::Timeout(_) => Status::deadline_exceeded(message),
+            LogError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                Status::internal(message)
+            }
+            LogError::Forwarded(s) => s,
+        }
+    }
+}
+
+/// Whether a status from a forwarded call means "try another node".
+pub(crate) fn is_unavailable(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::Unknown)
+}
