@@ -1,2 +1,259 @@
-//! stub
-fn main() {}
+//! `cairn`: one binary for every role of a Cairn log, and its command-line client.
+//!
+//! - `cairn serve` runs a log (with no flags, the embedded default: one node, one shard, `./cairn-data`);
+//! - `cairn submit` logs entries, `cairn verify` checks a tlog-proof offline;
+//! - `cairn keygen` makes a checkpoint signing key, `cairn shard` lists and freezes shards.
+
+mod commands;
+mod config;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Role, ServeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a sharded, tile-based transparency log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a log. With no flags: the embedded default (one node, one shard, ./cairn-data, loopback).
+    Serve {
+        /// TOML configuration (clusters, tokens, object store); flags below override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (RocksDB, keys, tiles by default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// gRPC API address.
+        #[arg(long)]
+        grpc_addr: Option<SocketAddr>,
+        /// HTTP read path address.
+        #[arg(long)]
+        http_addr: Option<SocketAddr>,
+        /// Raft address.
+        #[arg(long)]
+        raft_addr: Option<SocketAddr>,
+        /// Roles to run (comma-separated): sequencer, log, tiles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<Role>>,
+    },
+    /// Log entries: each FILE is one entry; with --lines each input line is one.
+    Submit {
+        /// gRPC URL of a log server.
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+        /// When to return.
+        #[arg(long, value_enum, default_value_t = WaitArg::Sequenced)]
+        wait: WaitArg,
+        /// Bearer token.
+        #[arg(long, env = "CAIRN_TOKEN")]
+        token: Option<String>,
+        /// Each line of the input (stdin when no FILE) is one entry.
+        #[arg(long)]
+        lines: bool,
+        /// With --wait published: write a c2sp tlog-proof per entry here.
+        #[arg(long)]
+        proof_dir: Option<PathBuf>,
+        /// Entries per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Input files.
+        files: Vec<PathBuf>,
+    },
+    /// Verify a c2sp tlog-proof for an entry, offline. Exit status 0 only if it is valid.
+    Verify {
+        /// The log's verifier key, or a file holding it.
+        #[arg(long)]
+        vkey: String,
+        /// The tlog-proof file.
+        #[arg(long)]
+        proof: PathBuf,
+        /// The entry's exact bytes.
+        entry: PathBuf,
+    },
+    /// Generate a checkpoint signing key: writes the signer key file (mode 0600), prints the verifier key.
+    Keygen {
+        /// Checkpoint origin (and key name), e.g. log.example.org/2026h2-a.
+        #[arg(long)]
+        origin: String,
+        /// Signer key file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Shard administration.
+    Shard {
+        #[command(subcommand)]
+        command: ShardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// List shards with their verifier keys and states.
+    List {
+        /// gRPC URL of a log server.
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+    },
+    /// Freeze a shard: no more entries, a final checkpoint (admin token).
+    Freeze {
+        /// gRPC URL of a log server.
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+        /// Admin token.
+        #[arg(long, env = "CAIRN_ADMIN_TOKEN")]
+        token: Option<String>,
+        /// Shard id.
+        id: u32,
+    },
+    /// Add a shard to a configuration file (generating its key); nodes pick it up when restarted.
+    Add {
+        /// Configuration file to extend.
+        #[arg(long)]
+        config: PathBuf,
+        /// New shard id.
+        #[arg(long)]
+        id: u32,
+        /// Its origin.
+        #[arg(long)]
+        origin: String,
+    },
+}
+
+/// Acknowledgment level.
+#[derive(Clone, Copy, ValueEnum)]
+enum WaitArg {
+    /// Index assigned, durable on a majority.
+    Sequenced,
+    /// In a published checkpoint, with an inclusion proof.
+    Published,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            grpc_addr,
+            http_addr,
+            raft_addr,
+            roles,
+        } => {
+            let mut c = match config {
+                Some(path) => ServeConfig::load(&path)?,
+                None => ServeConfig::embedded(),
+            };
+            if let Some(d) = data_dir {
+                c.data_dir = d;
+            }
+            if let Some(a) = grpc_addr {
+                c.grpc_addr = a;
+            }
+            if let Some(a) = http_addr {
+                c.http_addr = a;
+            }
+            if let Some(a) = raft_addr {
+                c.raft_addr = a;
+            }
+            if let Some(r) = roles {
+                c.roles = r;
+            }
+            serve::run(c, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit {
+            server,
+            wait,
+            token,
+            lines,
+            proof_dir,
+            batch,
+            files,
+        } => {
+            let wait = match wait {
+                WaitArg::Sequenced => cairn_client::Wait::Sequenced,
+                WaitArg::Published => cairn_client::Wait::Published,
+            };
+            commands::submit(commands::SubmitArgs {
+                server,
+                wait,
+                token,
+                lines,
+                proof_dir,
+                batch,
+                files,
+            })
+            .await
+        }
+        Command::Verify { vkey, proof, entry } => commands::verify(&vkey, &proof, &entry),
+        Command::Keygen { origin, out } => commands::keygen(&origin, &out),
+        Command::Shard { command } => match command {
+            ShardCommand::List { server } => commands::shard_list(&server).await,
+            ShardCommand::Freeze { server, token, id } => commands::shard_freeze(&server, token, id).await,
+            ShardCommand::Add { config, id, origin } => commands::shard_add(&config, id, &origin),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

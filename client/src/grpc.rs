@@ -64,7 +64,8 @@ impl Submitted {
 }
 
 fn hash(bytes: &[u8]) -> Result<Hash, ClientError> {
-    Hash::from_slice(bytes).map_err(|_| ClientError::Verify("the server sent a hash that is not 32 bytes".into()))
+    Hash::from_slice(bytes)
+        .map_err(|_| ClientError::Verify("the server sent a hash that is not 32 bytes".into()))
 }
 
 impl TryFrom<EntryResult> for Submitted {
@@ -74,7 +75,11 @@ impl TryFrom<EntryResult> for Submitted {
         let proof = if r.checkpoint.is_empty() {
             None
         } else {
-            let hashes = r.inclusion_proof.iter().map(|h| hash(h)).collect::<Result<_, _>>()?;
+            let hashes = r
+                .inclusion_proof
+                .iter()
+                .map(|h| hash(h))
+                .collect::<Result<_, _>>()?;
             Some((hashes, r.checkpoint))
         };
         Ok(Self {
@@ -158,7 +163,12 @@ impl LogClient {
             })?;
             let status = match self.raw.add_entries(req).await {
                 Ok(reply) => {
-                    return reply.into_inner().results.into_iter().map(Submitted::try_from).collect();
+                    return reply
+                        .into_inner()
+                        .results
+                        .into_iter()
+                        .map(Submitted::try_from)
+                        .collect();
                 }
                 Err(s) => s,
             };
@@ -177,7 +187,13 @@ impl LogClient {
 
     /// Whether and when to retry after `status`; moves to a hinted leader.
     fn retry_after(&mut self, status: &Status, backoff: Duration) -> Result<Option<Duration>, ClientError> {
-        let hint = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let hint = |key: &str| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         match status.code() {
             Code::ResourceExhausted => {
                 let ms = hint("retry-after-ms").and_then(|v| v.parse::<u64>().ok());
@@ -210,7 +226,12 @@ impl LogClient {
     }
 
     /// The inclusion proof of `index` in the published tree of `size`.
-    pub async fn inclusion_proof(&mut self, shard: u32, index: u64, size: u64) -> Result<Vec<Hash>, ClientError> {
+    pub async fn inclusion_proof(
+        &mut self,
+        shard: u32,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, ClientError> {
         let req = self.request(GetInclusionProofRequest {
             shard_id: shard,
             index,
@@ -221,7 +242,12 @@ impl LogClient {
     }
 
     /// The consistency proof between two published sizes.
-    pub async fn consistency_proof(&mut self, shard: u32, size1: u64, size2: u64) -> Result<Vec<Hash>, ClientError> {
+    pub async fn consistency_proof(
+        &mut self,
+        shard: u32,
+        size1: u64,
+        size2: u64,
+    ) -> Result<Vec<Hash>, ClientError> {
         let req = self.request(GetConsistencyProofRequest {
             shard_id: shard,
             first_size: size1,

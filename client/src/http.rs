@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use cairn_tlog::proof::{TileMap, consistency_tiles, inclusion_tiles, root_tiles};
 use cairn_tlog::tile::{TILE_WIDTH, TileId, tile_width};
 use cairn_tlog::{
-    BundleId, Checkpoint, Hash, VerifierKey, bundle, consistency_proof, inclusion_proof, leaf_hash, tree_root,
-    verify_consistency,
+    BundleId, Checkpoint, Hash, VerifierKey, bundle, consistency_proof, inclusion_proof, leaf_hash,
+    tree_root, verify_consistency,
 };
 use serde::Deserialize;
 
@@ -119,7 +119,9 @@ impl HttpLog {
     pub async fn verify_shard(&self, shard: &ShardListing) -> Result<VerifiedShard, ClientError> {
         let checkpoint = self.checkpoint(shard).await?;
         let size = checkpoint.size;
-        let tiles = self.tiles(shard, root_tiles(size).map_err(verify_err)?, size).await?;
+        let tiles = self
+            .tiles(shard, root_tiles(size).map_err(verify_err)?, size)
+            .await?;
         let root = tree_root(&tiles, size).map_err(verify_err)?;
         if root != checkpoint.root {
             return Err(ClientError::Verify(format!(
@@ -139,7 +141,10 @@ impl HttpLog {
             let data = self.need(&format!("{}/{}", shard.prefix, b.path())).await?;
             let decoded = bundle::decode(&data, Some(usize::from(b.width))).map_err(verify_err)?;
             if decoded.len() != usize::from(b.width) {
-                return Err(ClientError::Verify(format!("{b} holds {} entries", decoded.len())));
+                return Err(ClientError::Verify(format!(
+                    "{b} holds {} entries",
+                    decoded.len()
+                )));
             }
             for (i, e) in decoded.into_iter().enumerate() {
                 if leaf_hash(e).as_bytes()[..] != hashes[i * 32..i * 32 + 32] {
@@ -155,7 +160,12 @@ impl HttpLog {
     }
 
     /// The inclusion proof of `index` in the tree of `size`, built locally from the tiles.
-    pub async fn inclusion_proof(&self, shard: &ShardListing, index: u64, size: u64) -> Result<Vec<Hash>, ClientError> {
+    pub async fn inclusion_proof(
+        &self,
+        shard: &ShardListing,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, ClientError> {
         let latest = self.checkpoint(shard).await?.size;
         let tiles = self
             .tiles(shard, inclusion_tiles(size, index).map_err(verify_err)?, latest)
@@ -165,7 +175,11 @@ impl HttpLog {
 
     /// One step of following a log: fetches the latest checkpoint and, if `previous` is given, proves
     /// from the tiles that the new tree extends it. Returns the new checkpoint.
-    pub async fn follow(&self, shard: &ShardListing, previous: Option<&Checkpoint>) -> Result<Checkpoint, ClientError> {
+    pub async fn follow(
+        &self,
+        shard: &ShardListing,
+        previous: Option<&Checkpoint>,
+    ) -> Result<Checkpoint, ClientError> {
         let latest = self.checkpoint(shard).await?;
         let Some(prev) = previous else {
             return Ok(latest);
@@ -178,7 +192,9 @@ impl HttpLog {
         }
         if prev.size == 0 || latest.size == prev.size {
             if latest.size == prev.size && latest.root != prev.root {
-                return Err(ClientError::Verify("two different roots for the same size".into()));
+                return Err(ClientError::Verify(
+                    "two different roots for the same size".into(),
+                ));
             }
             return Ok(latest);
         }

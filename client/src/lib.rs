@@ -23,7 +23,8 @@ use cairn_tlog::{Checkpoint, TlogProof, VerifierKey};
 /// Verifies a c2sp tlog-proof for `entry` against the log key `vkey` (text form), offline. Returns the
 /// checkpoint the entry is proven against.
 pub fn verify_tlog_proof(vkey: &str, proof: &[u8], entry: &[u8]) -> Result<(u64, Checkpoint), ClientError> {
-    let key = VerifierKey::parse(vkey.trim()).map_err(|e| ClientError::Verify(format!("verifier key: {e}")))?;
+    let key =
+        VerifierKey::parse(vkey.trim()).map_err(|e| ClientError::Verify(format!("verifier key: {e}")))?;
     let proof = TlogProof::parse(proof).map_err(|e| ClientError::Verify(format!("proof file: {e}")))?;
     let (checkpoint, _) = proof
         .verify(entry, &key, &[])

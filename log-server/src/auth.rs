@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tonic::metadata::MetadataMap;
@@ -63,7 +62,9 @@ fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, LogError> {
         .map_err(|_| LogError::Unauthenticated("the authorization header is not text"))?;
     v.strip_prefix("Bearer ")
         .map(|t| Some(t.trim()))
-        .ok_or(LogError::Unauthenticated("authorization must be `Bearer <token>`"))
+        .ok_or(LogError::Unauthenticated(
+            "authorization must be `Bearer <token>`",
+        ))
 }
 
 impl Auth {
@@ -73,7 +74,9 @@ impl Auth {
             .iter()
             .map(|t| {
                 let limiter = t.rate.map(|rate| {
-                    DefaultDirectRateLimiter::direct(Quota::per_second(rate).allow_burst(t.burst.unwrap_or(rate)))
+                    DefaultDirectRateLimiter::direct(
+                        Quota::per_second(rate).allow_burst(t.burst.unwrap_or(rate)),
+                    )
                 });
                 (
                     t.token.clone(),
@@ -133,13 +136,12 @@ impl Auth {
         let token = bearer(metadata)?;
         match (&self.admin_token, token) {
             (None, None) if self.allow_anonymous => Ok(()),
-            (None, _) => Err(LogError::PermissionDenied("admin calls are disabled: no admin token is configured")),
+            (None, _) => Err(LogError::PermissionDenied(
+                "admin calls are disabled: no admin token is configured",
+            )),
             (Some(_), None) => Err(LogError::Unauthenticated("missing bearer token")),
             (Some(admin), Some(t)) if admin == t => Ok(()),
             (Some(_), Some(_)) => Err(LogError::PermissionDenied("this token may not administer shards")),
         }
     }
 }
-
-
-

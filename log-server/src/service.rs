@@ -16,7 +16,9 @@ use cairn_tlog::bundle::MAX_ENTRY_SIZE;
 use cairn_tlog::checkpoint::Checkpoint;
 use cairn_tlog::hash::{Hash, leaf_hash};
 use cairn_tlog::note::Note;
-use cairn_tlog::proof::{ProofError, TileMap, consistency_proof, consistency_tiles, inclusion_proof, inclusion_tiles};
+use cairn_tlog::proof::{
+    ProofError, TileMap, consistency_proof, consistency_tiles, inclusion_proof, inclusion_tiles,
+};
 use cairn_tlog::tile::{TileId, tile_width};
 use futures::{Stream, StreamExt, future::try_join_all};
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -92,7 +94,9 @@ fn validate(entries: &[Vec<u8>], limits: &crate::Limits) -> Result<(), LogError>
     let mut total = 0usize;
     for (i, e) in entries.iter().enumerate() {
         if e.is_empty() {
-            return Err(LogError::Invalid(format!("entry {i} is empty; entries are 1 to {MAX_ENTRY_SIZE} bytes")));
+            return Err(LogError::Invalid(format!(
+                "entry {i} is empty; entries are 1 to {MAX_ENTRY_SIZE} bytes"
+            )));
         }
         if e.len() > MAX_ENTRY_SIZE {
             return Err(LogError::Invalid(format!(
@@ -127,7 +131,10 @@ fn checkpoint_size(note: &[u8]) -> Result<u64, LogError> {
 }
 
 fn leader_hint(s: &Status) -> Option<String> {
-    s.metadata().get(LEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    s.metadata()
+        .get(LEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 impl Inner {
@@ -184,7 +191,11 @@ impl Inner {
         Ok(client)
     }
 
-    async fn add_entries(&self, metadata: &MetadataMap, req: AddEntriesRequest) -> Result<AddEntriesResponse, LogError> {
+    async fn add_entries(
+        &self,
+        metadata: &MetadataMap,
+        req: AddEntriesRequest,
+    ) -> Result<AddEntriesResponse, LogError> {
         let wait = req.wait();
         let entries = req.entries;
         validate(&entries, &self.config.limits)?;
@@ -202,10 +213,11 @@ impl Inner {
         let n = entries.len();
         let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
         for (i, entry) in entries.into_iter().enumerate() {
-            let shard = route(leaf_hash(&entry).as_bytes(), &active).ok_or_else(|| LogError::Unavailable {
-                reason: "no shard accepts entries: every shard is frozen".into(),
-                leader: None,
-            })?;
+            let shard =
+                route(leaf_hash(&entry).as_bytes(), &active).ok_or_else(|| LogError::Unavailable {
+                    reason: "no shard accepts entries: every shard is frozen".into(),
+                    leader: None,
+                })?;
             if forwarded.is_some_and(|f| f != shard) {
                 // The forwarding server routed with another set of active shards (a freeze in between).
                 return Err(LogError::Unavailable {
@@ -217,19 +229,23 @@ impl Inner {
             g.0.push(i);
             g.1.push(entry);
         }
-        let outs = try_join_all(groups.into_iter().map(|(shard, (positions, entries))| async move {
-            let results = self
-                .append_group(shard, entries, wait, metadata, forwarded.is_some())
-                .await?;
-            if results.len() != positions.len() {
-                return Err(LogError::Internal(format!(
-                    "shard {shard} answered {} results for {} entries",
-                    results.len(),
-                    positions.len()
-                )));
-            }
-            Ok::<_, LogError>(positions.into_iter().zip(results).collect::<Vec<_>>())
-        }))
+        let outs = try_join_all(
+            groups
+                .into_iter()
+                .map(|(shard, (positions, entries))| async move {
+                    let results = self
+                        .append_group(shard, entries, wait, metadata, forwarded.is_some())
+                        .await?;
+                    if results.len() != positions.len() {
+                        return Err(LogError::Internal(format!(
+                            "shard {shard} answered {} results for {} entries",
+                            results.len(),
+                            positions.len()
+                        )));
+                    }
+                    Ok::<_, LogError>(positions.into_iter().zip(results).collect::<Vec<_>>())
+                }),
+        )
         .await?;
         let mut results = vec![EntryResult::default(); n];
         for (i, r) in outs.into_iter().flatten() {
@@ -251,7 +267,9 @@ impl Inner {
                 Some(l) if l == node.id() => self.append_local(node, shard, entries, wait).await,
                 Some(l) if !forwarded => {
                     let url = self.peer(l).ok_or_else(|| LogError::Unavailable {
-                        reason: format!("the leader of shard {shard} (node {l}) is not among the configured peers"),
+                        reason: format!(
+                            "the leader of shard {shard} (node {l}) is not among the configured peers"
+                        ),
                         leader: None,
                     })?;
                     self.forward(&url, shard, entries, wait, metadata).await
@@ -390,7 +408,12 @@ impl Inner {
     }
 
     /// Inclusion proofs for `indexes` in the published tree of `size`, from the stored tiles.
-    async fn inclusion_proofs(&self, shard: ShardId, size: u64, indexes: &[u64]) -> Result<Vec<Vec<Hash>>, LogError> {
+    async fn inclusion_proofs(
+        &self,
+        shard: ShardId,
+        size: u64,
+        indexes: &[u64],
+    ) -> Result<Vec<Vec<Hash>>, LogError> {
         let mut tiles = BTreeSet::new();
         for &i in indexes {
             tiles.extend(inclusion_tiles(size, i).map_err(proof_err)?);
@@ -404,7 +427,12 @@ impl Inner {
 
     /// Fetches hash tiles as of the published size `latest` (a full or wider tile serves every smaller
     /// tree).
-    async fn fetch_tiles(&self, shard: ShardId, tiles: BTreeSet<TileId>, latest: u64) -> Result<TileMap, LogError> {
+    async fn fetch_tiles(
+        &self,
+        shard: ShardId,
+        tiles: BTreeSet<TileId>,
+        latest: u64,
+    ) -> Result<TileMap, LogError> {
         let bucket = self.bucket.child(&self.shard(shard)?.bucket_prefix);
         let bucket = &bucket;
         let fetched = try_join_all(tiles.into_iter().map(|t| async move {
@@ -444,7 +472,9 @@ impl Inner {
     }
 
     fn unpublished(size: u64, latest: u64) -> LogError {
-        LogError::NotFound(format!("tree size {size} is not published; the latest checkpoint has size {latest}"))
+        LogError::NotFound(format!(
+            "tree size {size} is not published; the latest checkpoint has size {latest}"
+        ))
     }
 
     async fn get_inclusion_proof(&self, req: GetInclusionProofRequest) -> Result<Vec<Hash>, LogError> {
@@ -459,7 +489,9 @@ impl Inner {
             )));
         }
         let tiles = inclusion_tiles(req.tree_size, req.index).map_err(proof_err)?;
-        let src = self.fetch_tiles(req.shard_id, tiles.into_iter().collect(), latest).await?;
+        let src = self
+            .fetch_tiles(req.shard_id, tiles.into_iter().collect(), latest)
+            .await?;
         inclusion_proof(&src, req.tree_size, req.index).map_err(proof_err)
     }
 
@@ -475,7 +507,9 @@ impl Inner {
             )));
         }
         let tiles = consistency_tiles(req.first_size, req.second_size).map_err(proof_err)?;
-        let src = self.fetch_tiles(req.shard_id, tiles.into_iter().collect(), latest).await?;
+        let src = self
+            .fetch_tiles(req.shard_id, tiles.into_iter().collect(), latest)
+            .await?;
         consistency_proof(&src, req.first_size, req.second_size).map_err(proof_err)
     }
 
@@ -501,7 +535,8 @@ impl Inner {
         if let Some(auth) = metadata.get("authorization") {
             req.metadata_mut().insert("authorization", auth.clone());
         }
-        req.metadata_mut().insert(FORWARDED_SHARD, MetadataValue::from(shard));
+        req.metadata_mut()
+            .insert(FORWARDED_SHARD, MetadataValue::from(shard));
         self.client(&url)?
             .freeze_shard(req)
             .await
@@ -523,7 +558,10 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<AddEntriesResponse, Statu
 
 #[tonic::async_trait]
 impl Log for LogServer {
-    async fn add_entries(&self, req: Request<AddEntriesRequest>) -> Result<Response<AddEntriesResponse>, Status> {
+    async fn add_entries(
+        &self,
+        req: Request<AddEntriesRequest>,
+    ) -> Result<Response<AddEntriesResponse>, Status> {
         let (metadata, _, body) = req.into_parts();
         let n = body.entries.len();
         let span = tracing::debug_span!("add_entries", entries = n);
@@ -568,17 +606,24 @@ impl Log for LogServer {
         &self,
         req: Request<GetInclusionProofRequest>,
     ) -> Result<Response<ProofResponse>, Status> {
-        Ok(Response::new(hashes(self.inner.get_inclusion_proof(req.into_inner()).await?)))
+        Ok(Response::new(hashes(
+            self.inner.get_inclusion_proof(req.into_inner()).await?,
+        )))
     }
 
     async fn get_consistency_proof(
         &self,
         req: Request<GetConsistencyProofRequest>,
     ) -> Result<Response<ProofResponse>, Status> {
-        Ok(Response::new(hashes(self.inner.get_consistency_proof(req.into_inner()).await?)))
+        Ok(Response::new(hashes(
+            self.inner.get_consistency_proof(req.into_inner()).await?,
+        )))
     }
 
-    async fn list_shards(&self, _req: Request<ListShardsRequest>) -> Result<Response<ListShardsResponse>, Status> {
+    async fn list_shards(
+        &self,
+        _req: Request<ListShardsRequest>,
+    ) -> Result<Response<ListShardsResponse>, Status> {
         let shards = self
             .shards()
             .into_iter()
@@ -593,7 +638,10 @@ impl Log for LogServer {
         Ok(Response::new(ListShardsResponse { shards }))
     }
 
-    async fn freeze_shard(&self, req: Request<FreezeShardRequest>) -> Result<Response<FreezeShardResponse>, Status> {
+    async fn freeze_shard(
+        &self,
+        req: Request<FreezeShardRequest>,
+    ) -> Result<Response<FreezeShardResponse>, Status> {
         let (metadata, _, body) = req.into_parts();
         self.inner.freeze(&metadata, body.shard_id).await?;
         tracing::info!(shard = body.shard_id, "shard frozen");

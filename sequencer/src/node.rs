@@ -363,6 +363,10 @@ impl Node {
             .map(|(id, addr)| (id, BasicNode::new(addr)))
             .collect();
         for shard in self.inner.shards.values() {
+            // A restarted node already has its membership; asking again would only log an error.
+            if shard.raft.is_initialized().await.map_err(to_retryable)? {
+                continue;
+            }
             match shard.raft.initialize(nodes.clone()).await {
                 Ok(()) => {}
                 Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}

@@ -56,16 +56,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn new(config: Config) -> Self {
-        let list: Vec<serde_json::Value> = config
-            .shards
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.id, "origin": s.origin, "vkey": s.vkey, "state": s.state, "prefix": format!("/logs/{}", s.id),
-                })
-            })
-            .collect();
-        let shards_json = Bytes::from(serde_json::json!({ "shards": list }).to_string());
+        let shards_json = shard_list(&config);
         let shards = config
             .shards
             .iter()
@@ -263,8 +254,26 @@ fn respond(
     r
 }
 
+/// `shards.json`: every shard with its state, from the live source when there is one.
+fn shard_list(config: &Config) -> Bytes {
+    let list: Vec<serde_json::Value> = config
+        .shards
+        .iter()
+        .map(|s| {
+            let state = config.live_state.as_ref().and_then(|f| f(s.id)).unwrap_or(s.state);
+            serde_json::json!({
+                "id": s.id, "origin": s.origin, "vkey": s.vkey, "state": state, "prefix": format!("/logs/{}", s.id),
+            })
+        })
+        .collect();
+    Bytes::from(serde_json::json!({ "shards": list }).to_string())
+}
+
 async fn shards_json(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let body = s.inner.shards_json.clone();
+    let body = match s.inner.config.live_state {
+        Some(_) => shard_list(&s.inner.config),
+        None => s.inner.shards_json.clone(),
+    };
     let cache = format!("public, max-age={}", s.inner.config.mutable_max_age.as_secs());
     respond(
         &headers,

@@ -59,8 +59,12 @@ pub struct ShardEntry {
     pub store_prefix: Path,
 }
 
+/// Reports a shard's current state (for example from the sequencer's replicated state), or `None` to
+/// keep the configured one.
+pub type StateSource = Arc<dyn Fn(u32) -> Option<ShardState> + Send + Sync>;
+
 /// Tile-server configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Shards to serve.
     pub shards: Vec<ShardEntry>,
@@ -72,6 +76,8 @@ pub struct Config {
     pub checkpoint_ttl: Duration,
     /// `max-age` for the checkpoint and other mutable responses.
     pub mutable_max_age: Duration,
+    /// Live shard states for `shards.json`; without it the configured states are served.
+    pub live_state: Option<StateSource>,
 }
 
 impl Config {
@@ -83,6 +89,7 @@ impl Config {
             cache_bytes: 256 << 20,
             checkpoint_ttl: Duration::from_secs(1),
             mutable_max_age: Duration::from_secs(2),
+            live_state: None,
         }
     }
 }

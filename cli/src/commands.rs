@@ -1,0 +1,194 @@
+//! The client-side subcommands: submit, verify, keygen, shard.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cairn_client::{LogClient, Wait, verify_tlog_proof};
+
+use crate::config::{ServeConfig, generate_signer, write_key_file};
+
+/// Arguments of `cairn submit`.
+pub struct SubmitArgs {
+    pub server: String,
+    pub wait: Wait,
+    pub token: Option<String>,
+    pub lines: bool,
+    pub proof_dir: Option<PathBuf>,
+    pub batch: usize,
+    pub files: Vec<PathBuf>,
+}
+
+fn read_input(path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match path {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display())),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
+            Ok(buf)
+        }
+    }
+}
+
+/// Splits input into lines; a final newline does not start another entry.
+fn split_lines(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = data.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    if lines.last().is_some_and(Vec::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+fn entries(args: &SubmitArgs) -> anyhow::Result<Vec<Vec<u8>>> {
+    if args.lines {
+        if args.files.is_empty() {
+            return Ok(split_lines(&read_input(None)?));
+        }
+        let mut out = Vec::new();
+        for f in &args.files {
+            out.extend(split_lines(&read_input(Some(f))?));
+        }
+        return Ok(out);
+    }
+    if args.files.is_empty() {
+        bail!("give one or more FILEs (each is one entry), or --lines to read entries from stdin");
+    }
+    args.files.iter().map(|f| read_input(Some(f))).collect()
+}
+
+/// `cairn submit`.
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let entries = entries(&args)?;
+    if args.proof_dir.is_some() && args.wait != Wait::Published {
+        bail!("--proof-dir needs --wait published");
+    }
+    if let Some(dir) = &args.proof_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut client = LogClient::new(&args.server)?;
+    if let Some(t) = &args.token {
+        client = client.with_token(t.clone());
+    }
+    for chunk in entries.chunks(args.batch.max(1)) {
+        let results = client.submit(chunk.to_vec(), args.wait).await?;
+        for r in results {
+            let mut line = serde_json::json!({
+                "shard": r.shard,
+                "index": r.index,
+                "leaf_hash": STANDARD.encode(r.leaf_hash.as_bytes()),
+                "duplicate": r.duplicate,
+            });
+            if let (Some(dir), Some(proof)) = (&args.proof_dir, r.tlog_proof()) {
+                let path = dir.join(format!("{}-{}.proof", r.shard, r.index));
+                std::fs::write(&path, proof.to_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                line["proof"] = serde_json::Value::String(path.display().to_string());
+            }
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn verify`.
+pub fn verify(vkey: &str, proof: &Path, entry: &Path) -> anyhow::Result<ExitCode> {
+    let vkey = if Path::new(vkey).is_file() {
+        std::fs::read_to_string(vkey).with_context(|| format!("reading {vkey}"))?
+    } else {
+        vkey.to_owned()
+    };
+    let proof_bytes = std::fs::read(proof).with_context(|| format!("reading {}", proof.display()))?;
+    let entry_bytes = std::fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
+    match verify_tlog_proof(&vkey, &proof_bytes, &entry_bytes) {
+        Ok((index, cp)) => {
+            println!(
+                "OK: {} is entry {index} of {} (tree size {}, root {})",
+                entry.display(),
+                cp.origin,
+                cp.size,
+                cp.root.to_base64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("INVALID: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `cairn keygen`.
+pub fn keygen(origin: &str, out: &Path) -> anyhow::Result<ExitCode> {
+    let signer = generate_signer(origin)?;
+    write_key_file(out, &signer)?;
+    println!("{}", signer.verifier());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn shard list`.
+pub async fn shard_list(server: &str) -> anyhow::Result<ExitCode> {
+    let mut client = LogClient::new(server)?;
+    for s in client.shards().await? {
+        println!(
+            "{}",
+            serde_json::json!({"id": s.id, "origin": s.origin, "vkey": s.vkey, "state": s.state, "prefix": s.prefix})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn shard freeze`.
+pub async fn shard_freeze(server: &str, token: Option<String>, id: u32) -> anyhow::Result<ExitCode> {
+    let mut client = LogClient::new(server)?;
+    if let Some(t) = token {
+        client = client.with_token(t);
+    }
+    client.freeze(id).await?;
+    println!("shard {id} frozen");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn shard add`: appends the shard to the configuration file and creates its key.
+pub fn shard_add(config_path: &Path, id: u32, origin: &str) -> anyhow::Result<ExitCode> {
+    let config = ServeConfig::load(config_path)?;
+    if config.shards.iter().any(|s| s.id == id) {
+        bail!("{} already has a shard {id}", config_path.display());
+    }
+    let key_file = PathBuf::from(format!("keys/shard-{id}.key"));
+    let probe = crate::config::ShardFile {
+        id,
+        origin: origin.to_owned(),
+        key_file: Some(key_file.clone()),
+        vkey: None,
+    };
+    let key_path = config.key_path(&probe);
+    let signer = generate_signer(origin)?;
+    write_key_file(&key_path, &signer)?;
+    let mut text = std::fs::read_to_string(config_path)?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "\n[[shards]]\nid = {id}\norigin = {}\nkey_file = {}\nvkey = {}\n",
+        toml_str(origin),
+        toml_str(&key_file.display().to_string()),
+        toml_str(&signer.verifier().to_string())
+    ));
+    ServeConfig::load_str(&text).context("the extended configuration does not parse")?;
+    std::fs::write(config_path, text)?;
+    println!(
+        "added shard {id} ({origin}) to {}; key {} (copy it to every sequencer node, mode 0600); \
+         restart the nodes to start it",
+        config_path.display(),
+        key_path.display()
+    );
+    println!("{}", signer.verifier());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}

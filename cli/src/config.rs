@@ -1,0 +1,303 @@
+//! The `cairn serve` configuration file (TOML) and the embedded default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use cairn_tlog::Signer;
+use serde::Deserialize;
+
+/// Everything `cairn serve` runs with. Unknown keys are errors, so typos do not pass silently.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// This node's id (unique in the cluster).
+    #[serde(default = "one")]
+    pub node_id: u64,
+    /// RocksDB, keys and (by default) tiles live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Roles this process plays: `sequencer`, `log`, `tiles`.
+    #[serde(default = "all_roles")]
+    pub roles: Vec<Role>,
+    /// Public gRPC API (`cairn.v1.Log`, health, reflection).
+    #[serde(default = "default_grpc")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP read path.
+    #[serde(default = "default_http")]
+    pub http_addr: SocketAddr,
+    /// Raft between sequencers.
+    #[serde(default = "default_raft")]
+    pub raft_addr: SocketAddr,
+    /// Object store URL (`file:///abs/dir`, `s3://bucket/prefix`, `gs://…`, `az://…`, `memory://`);
+    /// default `file://<data_dir>/tiles`.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Backend options for the store, e.g. `aws_endpoint`, `aws_allow_http`.
+    #[serde(default)]
+    pub store_options: Vec<(String, String)>,
+    /// Bootstrap the Raft groups from this node (exactly one node of a new cluster). Default: true for
+    /// the node with the smallest id among `peers` (or when there are no peers).
+    #[serde(default)]
+    pub initialize: Option<bool>,
+    /// Sequencer nodes of the cluster (including this one).
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+    /// The log's shards.
+    #[serde(default)]
+    pub shards: Vec<ShardFile>,
+    /// Submitters and their tokens; none means anonymous writes, allowed only on loopback.
+    #[serde(default)]
+    pub tenants: Vec<TenantFile>,
+    /// Token for `cairn shard freeze`.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Batching and publishing.
+    #[serde(default)]
+    pub tuning: Tuning,
+}
+
+/// A role of the `cairn` process.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A Raft member hosting every shard: orders, stores and publishes.
+    Sequencer,
+    /// The gRPC submission API.
+    Log,
+    /// The HTTP read path.
+    Tiles,
+}
+
+/// A sequencer node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Node id.
+    pub id: u64,
+    /// Raft address (`host:port`).
+    pub raft: String,
+    /// gRPC API URL (`http://host:port`), where writes for shards it leads are forwarded.
+    pub grpc: String,
+}
+
+/// A shard in the configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardFile {
+    /// Shard id.
+    pub id: u32,
+    /// Checkpoint origin, e.g. `log.example.org/2026h2-a`.
+    pub origin: String,
+    /// Signer key file (`cairn keygen`), relative to `data_dir` unless absolute. Sequencers need it;
+    /// it is created (mode 0600) on first start when missing.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Verifier key; derived from the key file when that is readable.
+    #[serde(default)]
+    pub vkey: Option<String>,
+}
+
+/// A tenant in the configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFile {
+    /// Name.
+    pub name: String,
+    /// Bearer token.
+    pub token: String,
+    /// Sustained entries per second.
+    #[serde(default)]
+    pub rate: Option<u32>,
+    /// Burst size in entries.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// Batching and publishing knobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tuning {
+    /// Entries per Raft proposal.
+    pub batch_max_entries: usize,
+    /// How long a proposal waits to fill, in milliseconds.
+    pub batch_max_delay_ms: u64,
+    /// How often the leader publishes tiles and a checkpoint, in milliseconds.
+    pub publish_interval_ms: u64,
+    /// How long a `PUBLISHED` write waits, in seconds.
+    pub publish_timeout_s: u64,
+    /// Raft heartbeat, in milliseconds (elections time out after 4 to 8 heartbeats).
+    pub heartbeat_ms: u64,
+    /// Bytes of tiles the read path keeps in memory.
+    pub tile_cache_bytes: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let batch = cairn_sequencer::BatchConfig::default();
+        Self {
+            batch_max_entries: batch.max_entries,
+            batch_max_delay_ms: batch.max_delay.as_millis() as u64,
+            publish_interval_ms: 200,
+            publish_timeout_s: 30,
+            heartbeat_ms: 100,
+            tile_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+fn one() -> u64 {
+    1
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./cairn-data")
+}
+fn all_roles() -> Vec<Role> {
+    vec![Role::Sequencer, Role::Log, Role::Tiles]
+}
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7480))
+}
+fn default_raft() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7401))
+}
+
+/// Origin of the embedded default's shard.
+pub const DEFAULT_ORIGIN: &str = "localhost/cairn/1";
+
+impl ServeConfig {
+    /// The embedded default: one node, one shard, everything under `./cairn-data`, loopback only.
+    pub fn embedded() -> Self {
+        Self {
+            node_id: 1,
+            data_dir: default_data_dir(),
+            roles: all_roles(),
+            grpc_addr: default_grpc(),
+            http_addr: default_http(),
+            raft_addr: default_raft(),
+            store: None,
+            store_options: Vec::new(),
+            initialize: Some(true),
+            peers: Vec::new(),
+            shards: vec![ShardFile {
+                id: 1,
+                origin: DEFAULT_ORIGIN.into(),
+                key_file: Some(PathBuf::from("keys/shard-1.key")),
+                vkey: None,
+            }],
+            tenants: Vec::new(),
+            admin_token: None,
+            tuning: Tuning::default(),
+        }
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::load_str(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses a configuration.
+    pub fn load_str(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text)?;
+        if config.shards.is_empty() {
+            bail!("at least one [[shards]] is required");
+        }
+        let mut ids: Vec<u32> = config.shards.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            bail!("shard ids must be unique");
+        }
+        Ok(config)
+    }
+
+    /// Whether this process plays `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The store URL, defaulting to the data directory.
+    pub fn store_url(&self) -> anyhow::Result<String> {
+        if let Some(s) = &self.store {
+            return Ok(s.clone());
+        }
+        let dir = self.data_dir.join("tiles");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let abs = std::fs::canonicalize(&dir)?;
+        Ok(format!("file://{}", abs.display()))
+    }
+
+    /// Whether this node bootstraps the cluster.
+    pub fn initializes(&self) -> bool {
+        self.initialize.unwrap_or_else(|| {
+            self.peers
+                .iter()
+                .map(|p| p.id)
+                .min()
+                .is_none_or(|min| min == self.node_id)
+        })
+    }
+
+    /// Where a shard's key file is.
+    pub fn key_path(&self, shard: &ShardFile) -> PathBuf {
+        let rel = shard
+            .key_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("keys/shard-{}.key", shard.id)));
+        if rel.is_absolute() {
+            rel
+        } else {
+            self.data_dir.join(rel)
+        }
+    }
+}
+
+/// Writes a new signer key file readable by its owner only. Fails if the file exists.
+pub fn write_key_file(path: &Path, signer: &Signer) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating key file {}", path.display()))?;
+    writeln!(f, "{}", signer.to_skey())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// A new random signer for `origin`.
+pub fn generate_signer(origin: &str) -> anyhow::Result<Signer> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(Signer::from_seed(origin, seed)?)
+}
+
+/// Reads a signer key file, refusing one that others can read.
+pub fn read_key_file(path: &Path) -> anyhow::Result<Signer> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading key file {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "key file {} is readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    Signer::parse(text.trim()).with_context(|| format!("parsing key file {}", path.display()))
+}

@@ -1,0 +1,302 @@
+//! `cairn serve`: wires the sequencer node, the gRPC log API and the HTTP read path of one process.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, ShardMeta, Tenant};
+use cairn_sequencer::{BatchConfig, Bucket, Node, NodeConfig, RaftTiming, ShardConfig, open_store};
+use cairn_tile_server::{ShardEntry, ShardState};
+use tokio::sync::watch;
+
+use crate::config::{Role, ServeConfig, generate_signer, read_key_file, write_key_file};
+
+/// A shard with what this process knows of it.
+struct Resolved {
+    config: ShardConfig,
+}
+
+fn shard_prefix(id: u32) -> String {
+    format!("logs/{id}")
+}
+
+fn resolve_shards(config: &ServeConfig) -> anyhow::Result<Vec<Resolved>> {
+    let mut out = Vec::new();
+    for s in &config.shards {
+        let path = config.key_path(s);
+        let sequencer = config.has(Role::Sequencer);
+        let signer = if sequencer {
+            if !path.exists() {
+                let signer = generate_signer(&s.origin)?;
+                write_key_file(&path, &signer)?;
+                tracing::info!(shard = s.id, path = %path.display(), "generated a new signing key");
+            }
+            let signer = read_key_file(&path)?;
+            if signer.name() != s.origin {
+                bail!(
+                    "key file {} is for origin {}, but shard {} has origin {}",
+                    path.display(),
+                    signer.name(),
+                    s.id,
+                    s.origin
+                );
+            }
+            Some(signer)
+        } else {
+            None
+        };
+        let derived = signer.as_ref().map(|k| k.verifier().to_string());
+        let vkey = match (&s.vkey, derived) {
+            (Some(v), Some(d)) if *v != d => {
+                bail!(
+                    "shard {}: the configured vkey does not match key file {}",
+                    s.id,
+                    path.display()
+                )
+            }
+            (_, Some(d)) => d,
+            (Some(v), None) => v.clone(),
+            (None, None) => bail!(
+                "shard {}: set `vkey` (this process has no sequencer role to read the key)",
+                s.id
+            ),
+        };
+        out.push(Resolved {
+            config: ShardConfig {
+                id: s.id,
+                origin: s.origin.clone(),
+                signer,
+                vkey,
+                prefix: shard_prefix(s.id),
+            },
+        });
+    }
+    Ok(out)
+}
+
+async fn wait_for_leader(node: &Node, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if node.shard_ids().iter().all(|s| node.leader(*s).is_some()) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the configured roles until `shutdown` resolves, then stops them cleanly (the database is closed
+/// when this returns).
+pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    if config.roles.is_empty() {
+        bail!("no roles to run");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let shards = resolve_shards(&config)?;
+    let url = config.store_url()?;
+    let (store, root) =
+        open_store(&url, &config.store_options).with_context(|| format!("opening store {url}"))?;
+    let bucket = Bucket::new(store.clone(), root.clone());
+
+    let node = if config.has(Role::Sequencer) {
+        let mut nc = NodeConfig::new(
+            config.node_id,
+            config.data_dir.join("db"),
+            config.raft_addr,
+            bucket.clone(),
+            shards.iter().map(|s| s.config.clone()).collect(),
+        );
+        nc.raft_advertise = config
+            .peers
+            .iter()
+            .find(|p| p.id == config.node_id)
+            .map(|p| p.raft.clone());
+        let hb = config.tuning.heartbeat_ms.max(10);
+        nc.timing = RaftTiming {
+            heartbeat_ms: hb,
+            election_min_ms: hb * 4,
+            election_max_ms: hb * 8,
+        };
+        nc.batch = BatchConfig {
+            max_entries: config.tuning.batch_max_entries.max(1),
+            max_delay: Duration::from_millis(config.tuning.batch_max_delay_ms),
+            ..BatchConfig::default()
+        };
+        nc.publish_interval = Duration::from_millis(config.tuning.publish_interval_ms.max(1));
+        let node = Node::start(nc).await?;
+        if config.initializes() {
+            let members: BTreeMap<u64, String> = if config.peers.is_empty() {
+                BTreeMap::from([(config.node_id, node.advertise_addr())])
+            } else {
+                config.peers.iter().map(|p| (p.id, p.raft.clone())).collect()
+            };
+            node.initialize(members).await?;
+        }
+        if config.peers.len() <= 1 && !wait_for_leader(&node, Duration::from_secs(10)).await {
+            tracing::warn!("no leader elected yet");
+        }
+        Some(Arc::new(node))
+    } else {
+        None
+    };
+
+    let (stop, _) = watch::channel(false);
+    let stopped = |stop: &watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+    let mut grpc_addr = None;
+    let mut http_addr = None;
+
+    if config.has(Role::Log) {
+        let anonymous = config.tenants.is_empty();
+        if anonymous && !config.grpc_addr.ip().is_loopback() {
+            bail!(
+                "no [[tenants]] are configured: anonymous writes are only allowed on loopback, and grpc_addr is {}",
+                config.grpc_addr
+            );
+        }
+        let mut lc = LogServerConfig::new(
+            shards
+                .iter()
+                .map(|s| ShardMeta {
+                    id: s.config.id,
+                    origin: s.config.origin.clone(),
+                    vkey: s.config.vkey.clone(),
+                    http_prefix: format!("/{}", shard_prefix(s.config.id)),
+                    bucket_prefix: shard_prefix(s.config.id),
+                })
+                .collect(),
+        );
+        lc.peers = config.peers.iter().map(|p| (p.id, p.grpc.clone())).collect();
+        lc.auth = AuthConfig {
+            tenants: config
+                .tenants
+                .iter()
+                .map(|t| Tenant {
+                    name: t.name.clone(),
+                    token: t.token.clone(),
+                    rate: t.rate.and_then(NonZeroU32::new),
+                    burst: t.burst.and_then(NonZeroU32::new),
+                })
+                .collect(),
+            admin_token: config.admin_token.clone(),
+            allow_anonymous: anonymous,
+        };
+        lc.publish_timeout = Duration::from_secs(config.tuning.publish_timeout_s.max(1));
+        let server = LogServer::new(
+            lc,
+            Backend {
+                node: node.clone(),
+                bucket: bucket.clone(),
+            },
+        );
+        let routes = cairn_log_server::grpc_routes(server).await?;
+        let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding gRPC to {}", config.grpc_addr))?;
+        grpc_addr = Some(listener.local_addr()?);
+        let done = stopped(&stop);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = cairn_log_server::serve(listener, routes, done).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }));
+    }
+
+    if config.has(Role::Tiles) {
+        let entries = shards
+            .iter()
+            .map(|s| ShardEntry {
+                id: s.config.id,
+                origin: s.config.origin.clone(),
+                vkey: s.config.vkey.clone(),
+                state: ShardState::Active,
+                store_prefix: root.clone().join("logs").join(s.config.id.to_string()),
+            })
+            .collect();
+        let mut tc = cairn_tile_server::Config::new(entries, store.clone());
+        tc.cache_bytes = config.tuning.tile_cache_bytes;
+        if let Some(node) = &node {
+            let weak: Weak<Node> = Arc::downgrade(node);
+            tc.live_state = Some(Arc::new(move |id| {
+                let node = weak.upgrade()?;
+                let frozen = node.state(id).ok()?.frozen;
+                Some(if frozen {
+                    ShardState::Frozen
+                } else {
+                    ShardState::Active
+                })
+            }));
+        }
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
+        http_addr = Some(listener.local_addr()?);
+        let state = cairn_tile_server::AppState::new(tc);
+        let done = stopped(&stop);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = cairn_tile_server::serve(listener, state, done).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
+
+    let show = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    println!(
+        "cairn serving: node={} grpc={} http={} raft={} store={} data={}",
+        config.node_id,
+        show(grpc_addr),
+        show(http_addr),
+        node.as_ref()
+            .map_or_else(|| "off".to_owned(), |n| n.raft_addr().to_string()),
+        url,
+        config.data_dir.display()
+    );
+    for s in &shards {
+        println!(
+            "shard {} origin={} vkey={}",
+            s.config.id, s.config.origin, s.config.vkey
+        );
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(node) = node {
+        // The servers are stopped; in-flight handlers release their handles shortly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut node = node;
+        loop {
+            match Arc::try_unwrap(node) {
+                Ok(n) => {
+                    n.shutdown().await;
+                    break;
+                }
+                Err(again) if Instant::now() < deadline => {
+                    node = again;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => {
+                    tracing::warn!("node still in use at shutdown; exiting without a clean close");
+                    break;
+                }
+            }
+        }
+    }
+    println!("cairn stopped");
+    Ok(())
+}

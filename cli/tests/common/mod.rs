@@ -1,0 +1,121 @@
+//! Starting the real `cairn` binary in tests.
+
+#![allow(dead_code)] // each test binary uses part of this
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// A running `cairn serve`.
+pub struct Server {
+    child: Child,
+    pub grpc: String,
+    pub http: String,
+    pub vkeys: Vec<String>,
+}
+
+impl Server {
+    /// Starts `cairn serve ARGS` and waits for its startup lines.
+    pub fn start(dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env("CAIRN_LOG", "warn,openraft=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            grpc: String::new(),
+            http: String::new(),
+            vkeys: Vec::new(),
+        };
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| anyhow::anyhow!("cairn serve did not report its addresses"))?;
+            if let Some(rest) = line.strip_prefix("cairn serving: ") {
+                for kv in rest.split(' ') {
+                    match kv.split_once('=') {
+                        Some(("grpc", a)) => server.grpc = format!("http://{a}"),
+                        Some(("http", a)) => server.http = format!("http://{a}"),
+                        _ => {}
+                    }
+                }
+            } else if line.starts_with("shard ") {
+                if let Some(v) = line.split("vkey=").nth(1) {
+                    server.vkeys.push(v.to_owned());
+                }
+            }
+            if !server.grpc.is_empty() && server.vkeys.len() >= 1 {
+                // Shard lines follow the address line; give them a moment to arrive.
+                while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                    if let Some(v) = line.split("vkey=").nth(1) {
+                        server.vkeys.push(v.to_owned());
+                    }
+                }
+                return Ok(server);
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill failed");
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs `cairn ARGS` to completion: (exit success, stdout, stderr).
+pub fn cairn(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<(bool, String, String)> {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut sin) = child.stdin.take() {
+        sin.write_all(stdin.unwrap_or_default())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+pub fn path(p: &Path) -> PathBuf {
+    p.to_path_buf()
+}
