@@ -1,0 +1,486 @@
+//! The submission API over a real socket, in front of a one-node sequencer with two shards: the
+//! malformed-input table (each gets its documented status and message, and the log is unchanged),
+//! routing around a frozen shard, the streaming call, and health.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut};
+use cairn_log_server::{AuthConfig, Backend, Limits, LogServer, LogServerConfig, ShardMeta, Tenant};
+use cairn_proto::v1::log_client::LogClient;
+use cairn_proto::v1::{
+    AddEntriesRequest, FreezeShardRequest, GetCheckpointRequest, GetConsistencyProofRequest,
+    GetInclusionProofRequest, ListShardsRequest, Wait,
+};
+use cairn_sequencer::testing::test_shards;
+use cairn_sequencer::{Bucket, Node, NodeConfig};
+use object_store::memory::InMemory;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+struct Fixture {
+    node: Arc<Node>,
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let bucket = Bucket::new(Arc::new(InMemory::new()), Default::default());
+    let shards = test_shards(2);
+    let config = NodeConfig::new(
+        1,
+        dir.path().join("db"),
+        "127.0.0.1:0".parse()?,
+        bucket.clone(),
+        shards.clone(),
+    );
+    let node = Node::start(config).await?;
+    node.initialize(BTreeMap::from([(1, node.advertise_addr())]))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.leader(1).is_none() || node.leader(2).is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let node = Arc::new(node);
+    let mut config = LogServerConfig::new(
+        shards
+            .iter()
+            .map(|s| ShardMeta {
+                id: s.id,
+                origin: s.origin.clone(),
+                vkey: s.vkey.clone(),
+                http_prefix: format!("/logs/{}", s.id),
+                bucket_prefix: s.prefix.clone(),
+            })
+            .collect(),
+    );
+    config.limits = Limits {
+        max_entries: 100,
+        max_bytes: 256 << 10,
+    };
+    config.auth = AuthConfig {
+        tenants: vec![
+            Tenant {
+                name: "npm".into(),
+                token: "npm-token".into(),
+                rate: None,
+                burst: None,
+            },
+            Tenant {
+                name: "tiny".into(),
+                token: "tiny-token".into(),
+                rate: NonZeroU32::new(1),
+                burst: NonZeroU32::new(5),
+            },
+        ],
+        admin_token: Some("admin-token".into()),
+        allow_anonymous: false,
+    };
+    let server = LogServer::new(
+        config,
+        Backend {
+            node: Some(node.clone()),
+            bucket,
+        },
+    );
+    let routes = cairn_log_server::grpc_routes(server).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(cairn_log_server::serve(listener, routes, async move {
+        let _ = rx.await;
+    }));
+    Ok(Fixture {
+        node,
+        addr,
+        stop,
+        _dir: dir,
+    })
+}
+
+fn client(addr: SocketAddr) -> anyhow::Result<LogClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect_lazy();
+    Ok(LogClient::new(channel).max_encoding_message_size(64 << 20))
+}
+
+fn with_token<T>(body: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(body);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", t.parse().expect("ascii header"));
+    }
+    r
+}
+
+fn add(entries: Vec<Vec<u8>>, token: Option<&str>) -> Request<AddEntriesRequest> {
+    with_token(
+        AddEntriesRequest {
+            entries,
+            wait: Wait::Sequenced as i32,
+        },
+        token,
+    )
+}
+
+/// Sends raw bytes as the request message, to test what the server does with garbage.
+#[derive(Default)]
+struct RawCodec;
+struct Raw;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let v = buf.chunk().to_vec();
+        buf.advance(v.len());
+        Ok(Some(v))
+    }
+}
+
+async fn raw_add_entries(addr: SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::internal(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| Status::internal(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/cairn.v1.Log/AddEntries");
+    let mut req = Request::new(body);
+    req.metadata_mut()
+        .insert("authorization", "Bearer npm-token".parse().expect("ascii"));
+    grpc.unary(req, path, RawCodec).await.map(|r| r.into_inner())
+}
+
+fn total_size(node: &Node) -> anyhow::Result<u64> {
+    Ok(node.state(1)?.size + node.state(2)?.size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_gets_its_documented_status_and_changes_nothing() -> anyhow::Result<()> {
+    let f = start().await?;
+    let mut c = client(f.addr)?;
+    let ok = Some("Bearer npm-token");
+    let e = |n: usize| vec![7u8; n];
+    type Case = (&'static str, Result<(), Status>, Code, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "no entries",
+            c.add_entries(add(vec![], ok)).await.map(drop),
+            Code::InvalidArgument,
+            "no entries",
+        ),
+        (
+            "empty entry",
+            c.add_entries(add(vec![e(3), vec![]], ok)).await.map(drop),
+            Code::InvalidArgument,
+            "entry 1 is empty",
+        ),
+        (
+            "oversized entry",
+            c.add_entries(add(vec![e(65_536)], ok)).await.map(drop),
+            Code::InvalidArgument,
+            "entry 0 is 65536 bytes; the limit is 65535 bytes",
+        ),
+        (
+            "too many entries",
+            c.add_entries(add((0..101u8).map(|i| vec![i]).collect(), ok))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "101 entries; the limit is 100",
+        ),
+        (
+            "oversized request",
+            c.add_entries(add((0..5u8).map(|i| vec![i; 60_000]).collect(), ok))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "300000 bytes of entries; the limit is 262144 bytes",
+        ),
+        (
+            "no token",
+            c.add_entries(add(vec![e(1)], None)).await.map(drop),
+            Code::Unauthenticated,
+            "missing bearer token",
+        ),
+        (
+            "wrong token",
+            c.add_entries(add(vec![e(1)], Some("Bearer nope")))
+                .await
+                .map(drop),
+            Code::Unauthenticated,
+            "unknown token",
+        ),
+        (
+            "not a bearer token",
+            c.add_entries(add(vec![e(1)], Some("Basic dXNlcg==")))
+                .await
+                .map(drop),
+            Code::Unauthenticated,
+            "Bearer <token>",
+        ),
+        (
+            "over the burst",
+            c.add_entries(add(
+                (0..6u8).map(|i| vec![i]).collect(),
+                Some("Bearer tiny-token"),
+            ))
+            .await
+            .map(drop),
+            Code::InvalidArgument,
+            "exceed tenant tiny's burst size",
+        ),
+        (
+            "garbage protobuf",
+            raw_add_entries(f.addr, vec![0xff, 0xff, 0xff, 0xff])
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "malformed request message",
+        ),
+        (
+            "wrong wire type",
+            raw_add_entries(f.addr, vec![0x08, 0x01]).await.map(drop),
+            Code::InvalidArgument,
+            "malformed request message",
+        ),
+        (
+            "unknown shard checkpoint",
+            c.get_checkpoint(GetCheckpointRequest { shard_id: 99 })
+                .await
+                .map(drop),
+            Code::NotFound,
+            "unknown shard 99",
+        ),
+        (
+            "unknown shard proof",
+            c.get_inclusion_proof(GetInclusionProofRequest {
+                shard_id: 99,
+                index: 0,
+                tree_size: 1,
+            })
+            .await
+            .map(drop),
+            Code::NotFound,
+            "unknown shard 99",
+        ),
+        (
+            "nothing published yet",
+            c.get_consistency_proof(GetConsistencyProofRequest {
+                shard_id: 1,
+                first_size: 1,
+                second_size: 2,
+            })
+            .await
+            .map(drop),
+            Code::NotFound,
+            "tree size 2 is not published; the latest checkpoint has size 0",
+        ),
+        (
+            "freeze with a tenant token",
+            c.freeze_shard(with_token(FreezeShardRequest { shard_id: 1 }, ok))
+                .await
+                .map(drop),
+            Code::PermissionDenied,
+            "may not administer",
+        ),
+        (
+            "freeze without a token",
+            c.freeze_shard(with_token(FreezeShardRequest { shard_id: 1 }, None))
+                .await
+                .map(drop),
+            Code::Unauthenticated,
+            "missing bearer token",
+        ),
+        (
+            "freeze unknown shard",
+            c.freeze_shard(with_token(
+                FreezeShardRequest { shard_id: 9 },
+                Some("Bearer admin-token"),
+            ))
+            .await
+            .map(drop),
+            Code::NotFound,
+            "unknown shard 9",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, got, code, message) in cases {
+        match got {
+            Err(s) if s.code() == code && s.message().contains(message) => {}
+            other => failures.push(format!(
+                "{name}: expected {code:?} containing {message:?}, got {other:?}"
+            )),
+        }
+    }
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    anyhow::ensure!(total_size(&f.node)? == 0, "a rejected request appended something");
+
+    // A tenant over its rate is told when to come back.
+    c.add_entries(add(
+        (0..5u8).map(|i| vec![i]).collect(),
+        Some("Bearer tiny-token"),
+    ))
+    .await?;
+    let s = c
+        .add_entries(add(vec![e(9)], Some("Bearer tiny-token")))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the rate limit did not apply"))?;
+    anyhow::ensure!(s.code() == Code::ResourceExhausted, "{s:?}");
+    let ms: u64 = s
+        .metadata()
+        .get(cairn_log_server::RETRY_AFTER_MS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no retry hint"))?;
+    anyhow::ensure!((1..=1_000).contains(&ms), "retry hint {ms} ms");
+    anyhow::ensure!(
+        total_size(&f.node)? == 5,
+        "only the five accepted entries are logged"
+    );
+
+    // A valid request after all that works, and the published tree answers proofs past it with NOT_FOUND.
+    let r = c
+        .add_entries(with_token(
+            AddEntriesRequest {
+                entries: vec![b"fine".to_vec()],
+                wait: Wait::Published as i32,
+            },
+            ok,
+        ))
+        .await?
+        .into_inner();
+    let shard = r.results[0].shard_id;
+    let s = c
+        .get_inclusion_proof(GetInclusionProofRequest {
+            shard_id: shard,
+            index: 0,
+            tree_size: 1_000,
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a proof against an unpublished size"))?;
+    anyhow::ensure!(
+        s.code() == Code::NotFound && s.message().contains("not published"),
+        "{s:?}"
+    );
+    let _ = f.stop.send(());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_spreads_entries_and_never_chooses_a_frozen_shard() -> anyhow::Result<()> {
+    let f = start().await?;
+    let mut c = client(f.addr)?;
+    let ok = Some("Bearer npm-token");
+    let entries: Vec<Vec<u8>> = (0..100).map(|i| format!("entry {i}").into_bytes()).collect();
+    let first = c
+        .add_entries(add(entries.clone(), ok))
+        .await?
+        .into_inner()
+        .results;
+    let on1 = first.iter().filter(|r| r.shard_id == 1).count();
+    anyhow::ensure!((20..=80).contains(&on1), "{on1} of 100 entries went to shard 1");
+    for (e, r) in entries.iter().zip(&first) {
+        let expected = cairn_log_server::route(cairn_tlog::leaf_hash(e).as_bytes(), &[1, 2]);
+        anyhow::ensure!(
+            Some(r.shard_id) == expected,
+            "entry routed to {} not {expected:?}",
+            r.shard_id
+        );
+    }
+
+    c.freeze_shard(with_token(
+        FreezeShardRequest { shard_id: 1 },
+        Some("Bearer admin-token"),
+    ))
+    .await?;
+    let shards = c.list_shards(ListShardsRequest {}).await?.into_inner().shards;
+    let states: Vec<(u32, &str)> = shards.iter().map(|s| (s.id, s.state.as_str())).collect();
+    anyhow::ensure!(states == [(1, "frozen"), (2, "active")], "{states:?}");
+    let more: Vec<Vec<u8>> = (100..200).map(|i| format!("entry {i}").into_bytes()).collect();
+    let second = c.add_entries(add(more, ok)).await?.into_inner().results;
+    anyhow::ensure!(
+        second.iter().all(|r| r.shard_id == 2),
+        "an entry went to the frozen shard"
+    );
+    let _ = f.stop.send(());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_answers_every_request_in_order() -> anyhow::Result<()> {
+    let f = start().await?;
+    let mut c = client(f.addr)?;
+    let requests: Vec<AddEntriesRequest> = (0..40)
+        .map(|r| AddEntriesRequest {
+            entries: (0..25).map(|i| format!("stream {r} {i}").into_bytes()).collect(),
+            wait: Wait::Sequenced as i32,
+        })
+        .collect();
+    let mut req = Request::new(futures::stream::iter(requests.clone()));
+    req.metadata_mut()
+        .insert("authorization", "Bearer npm-token".parse()?);
+    let mut replies = c.add_entries_stream(req).await?.into_inner();
+    let mut n = 0;
+    while let Some(reply) = replies.message().await? {
+        let sent = &requests[n];
+        anyhow::ensure!(reply.results.len() == sent.entries.len());
+        for (e, r) in sent.entries.iter().zip(&reply.results) {
+            anyhow::ensure!(
+                r.leaf_hash == cairn_tlog::leaf_hash(e).as_bytes().to_vec(),
+                "reply out of order"
+            );
+        }
+        n += 1;
+    }
+    anyhow::ensure!(n == 40, "{n} replies for 40 requests");
+    anyhow::ensure!(total_size(&f.node)? == 1_000);
+
+    // Health: the standard service reports the log API as serving.
+    let channel = Channel::from_shared(format!("http://{}", f.addr))?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "cairn.v1.Log".into(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    anyhow::ensure!(status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let _ = f.stop.send(());
+    Ok(())
+}
