@@ -250,6 +250,13 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         }));
     }
 
+    // Shard lines first: the `cairn serving:` line is the last startup line, for scripts to wait on.
+    for s in &shards {
+        println!(
+            "shard {} origin={} vkey={}",
+            s.config.id, s.config.origin, s.config.vkey
+        );
+    }
     let show = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(
         "cairn serving: node={} grpc={} http={} raft={} store={} data={}",
@@ -261,12 +268,6 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         url,
         config.data_dir.display()
     );
-    for s in &shards {
-        println!(
-            "shard {} origin={} vkey={}",
-            s.config.id, s.config.origin, s.config.vkey
-        );
-    }
     use std::io::Write;
     std::io::stdout().flush()?;
 

@@ -154,7 +154,7 @@ async fn embedded_default_logs_and_proves_ten_thousand_entries() -> anyhow::Resu
             "127.0.0.1:0",
         ],
     )?;
-    exercise(&[server.grpc.clone()], &server.http, "embedded").await?;
+    exercise(std::slice::from_ref(&server.grpc), &server.http, "embedded").await?;
     anyhow::ensure!(
         server.stop()?.success(),
         "cairn serve did not exit cleanly on SIGTERM"

@@ -655,18 +655,23 @@ pub async fn grpc_routes(server: LogServer) -> Result<tonic::service::Routes, Lo
     let limits = server.inner.config.limits;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<LogService<LogServer>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cairn_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| LogError::Internal(format!("reflection: {e}")))?;
+    // Both reflection versions: grpcurl speaks v1, many language runtimes still only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cairn_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_err = |e: tonic_reflection::server::Error| LogError::Internal(format!("reflection: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(reflection_err)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_err)?;
     // tonic's own limit sits well above ours so that oversized requests get our INVALID_ARGUMENT
     // message naming the limit; beyond it tonic answers OUT_OF_RANGE without reading the body.
     let log = LogService::new(server)
         .max_decoding_message_size(limits.max_bytes.saturating_mul(4).max(64 << 20))
         .max_encoding_message_size(MAX_REPLY);
     Ok(tonic::service::Routes::new(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(log))
 }
 

@@ -48,24 +48,18 @@ impl Server {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
                 .map_err(|_| anyhow::anyhow!("cairn serve did not report its addresses"))?;
+            if line.starts_with("shard ")
+                && let Some(v) = line.split("vkey=").nth(1)
+            {
+                server.vkeys.push(v.to_owned());
+            }
+            // The last startup line.
             if let Some(rest) = line.strip_prefix("cairn serving: ") {
                 for kv in rest.split(' ') {
                     match kv.split_once('=') {
                         Some(("grpc", a)) => server.grpc = format!("http://{a}"),
                         Some(("http", a)) => server.http = format!("http://{a}"),
                         _ => {}
-                    }
-                }
-            } else if line.starts_with("shard ") {
-                if let Some(v) = line.split("vkey=").nth(1) {
-                    server.vkeys.push(v.to_owned());
-                }
-            }
-            if !server.grpc.is_empty() && server.vkeys.len() >= 1 {
-                // Shard lines follow the address line; give them a moment to arrive.
-                while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-                    if let Some(v) = line.split("vkey=").nth(1) {
-                        server.vkeys.push(v.to_owned());
                     }
                 }
                 return Ok(server);
