@@ -1,6 +1,6 @@
-//! End to end, through the real `cairn` binary: the embedded default and a three-node cluster, 10,000
-//! entries each with both ack levels, resubmissions, every returned proof verified, and the whole log
-//! verified from its tiles over HTTP.
+//! End to end, through the real `cairn` binary: the embedded default and a three-node cluster (plus a
+//! gateway running only the log API and the read path), 10,000 entries each with both ack levels,
+//! resubmissions, every returned proof verified, and the whole log verified from its tiles over HTTP.
 
 mod common;
 
@@ -330,9 +330,34 @@ async fn three_node_cluster_logs_and_proves_ten_thousand_entries() -> anyhow::Re
             &["--config", &path.display().to_string()],
         )?);
     }
-    // Writes go to every node: followers forward each shard's share to its leader.
-    let grpc: Vec<String> = servers.iter().map(|s| s.grpc.clone()).collect();
-    exercise(&grpc, &servers[1].http, "cluster").await?;
+    // A gateway without a sequencer: the log API forwards to the leaders it finds among the peers, and
+    // the read path serves the shared store.
+    let gateway_dir = d.join("gateway");
+    std::fs::create_dir_all(&gateway_dir)?;
+    let node1_config = d.join("node-1/cairn.toml").display().to_string();
+    let gateway = Server::start(
+        &gateway_dir,
+        &[
+            "--config",
+            &node1_config,
+            "--roles",
+            "log,tiles",
+            "--data-dir",
+            &gateway_dir.display().to_string(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+    )?;
+    // Writes go to the gateway and to two nodes: followers forward each shard's share to its leader.
+    let grpc = vec![
+        gateway.grpc.clone(),
+        servers[1].grpc.clone(),
+        servers[2].grpc.clone(),
+    ];
+    exercise(&grpc, &gateway.http, "cluster").await?;
+    anyhow::ensure!(gateway.stop()?.success(), "unclean exit");
     for s in servers {
         anyhow::ensure!(s.stop()?.success(), "unclean exit");
     }
