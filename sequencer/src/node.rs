@@ -274,7 +274,8 @@ impl Node {
         let service = RaftService::new(inner.clone());
         let mut stop_rx = stop.subscribe();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // `tcp_nodelay` on the builder only applies to sockets tonic binds itself.
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let shutdown = async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             };
