@@ -47,7 +47,13 @@ fn resolve_shards(config: &ServeConfig) -> anyhow::Result<Vec<Resolved>> {
         } else {
             None
         };
-        let derived = signer.as_ref().map(|k| k.verifier().to_string());
+        // Without the sequencer role the key is only read to learn its verifier key, when no vkey is
+        // configured (`cairn serve --roles tiles` on the embedded default's data directory).
+        let derived = match &signer {
+            Some(k) => Some(k.verifier().to_string()),
+            None if s.vkey.is_none() && path.exists() => Some(read_key_file(&path)?.verifier().to_string()),
+            None => None,
+        };
         let vkey = match (&s.vkey, derived) {
             (Some(v), Some(d)) if *v != d => {
                 bail!(
