@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use cairn_tlog::proof::{TileMap, consistency_tiles, inclusion_tiles, root_tiles};
+use cairn_tlog::proof::{TileMap, consistency_tiles, inclusion_tiles};
 use cairn_tlog::tile::{TILE_WIDTH, TileId, tile_width};
 use cairn_tlog::{
-    BundleId, Checkpoint, Hash, VerifierKey, bundle, consistency_proof, inclusion_proof, leaf_hash,
-    tree_root, verify_consistency,
+    BundleId, Checkpoint, Hash, TileBuilder, VerifierKey, bundle, consistency_proof, inclusion_proof,
+    leaf_hash, verify_consistency,
 };
 use serde::Deserialize;
 
@@ -114,30 +114,21 @@ impl HttpLog {
         Ok(map)
     }
 
-    /// Verifies a whole shard from its files: the checkpoint signature, the root recomputed from every
-    /// hash tile, and every entry bundle against the level-0 tiles.
+    /// Verifies a whole shard from its files: the checkpoint signature; every entry bundle; the root
+    /// recomputed from the entries equal to the checkpoint's; and every hash tile of every level, full and
+    /// partial, byte for byte equal to the tile recomputed from the entries.
     pub async fn verify_shard(&self, shard: &ShardListing) -> Result<VerifiedShard, ClientError> {
         let checkpoint = self.checkpoint(shard).await?;
         let size = checkpoint.size;
-        let tiles = self
-            .tiles(shard, root_tiles(size).map_err(verify_err)?, size)
-            .await?;
-        let root = tree_root(&tiles, size).map_err(verify_err)?;
-        if root != checkpoint.root {
-            return Err(ClientError::Verify(format!(
-                "shard {}: the root computed from the tiles differs from the checkpoint's",
-                shard.id
-            )));
-        }
-        let mut entries = Vec::with_capacity(size as usize);
         let width = u64::from(TILE_WIDTH);
+        let mut builder = TileBuilder::new();
+        let mut tiles = Vec::new();
+        let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         for index in 0..size.div_ceil(width) {
             let b = BundleId {
                 index,
                 width: (size - index * width).min(width) as u16,
             };
-            let level0 = self.tiles(shard, [b.hash_tile()], size).await?;
-            let hashes = &level0[&(0, index)];
             let data = self.need(&format!("{}/{}", shard.prefix, b.path())).await?;
             let decoded = bundle::decode(&data, Some(usize::from(b.width))).map_err(verify_err)?;
             if decoded.len() != usize::from(b.width) {
@@ -146,14 +137,25 @@ impl HttpLog {
                     decoded.len()
                 )));
             }
-            for (i, e) in decoded.into_iter().enumerate() {
-                if leaf_hash(e).as_bytes()[..] != hashes[i * 32..i * 32 + 32] {
-                    return Err(ClientError::Verify(format!(
-                        "entry {} does not match its leaf hash",
-                        index * width + i as u64
-                    )));
-                }
-                entries.push(e.to_vec());
+            let leaves: Vec<Hash> = decoded.iter().map(|e| leaf_hash(e)).collect();
+            // Only full tiles: the partial tiles of intermediate sizes were never published.
+            tiles.extend(builder.extend(&leaves).into_iter().filter(|t| t.id.is_full()));
+            entries.extend(decoded.into_iter().map(<[u8]>::to_vec));
+        }
+        if builder.root() != checkpoint.root {
+            return Err(ClientError::Verify(format!(
+                "shard {}: the entries do not hash to the checkpoint's root",
+                shard.id
+            )));
+        }
+        tiles.extend(builder.partial_tiles());
+        for t in tiles {
+            let served = self.need(&format!("{}/{}", shard.prefix, t.id.path())).await?;
+            if served != t.data {
+                return Err(ClientError::Verify(format!(
+                    "shard {}: {} differs from the tile computed from the entries",
+                    shard.id, t.id
+                )));
             }
         }
         Ok(VerifiedShard { checkpoint, entries })

@@ -125,6 +125,8 @@ pub struct ShardSm {
     size_tx: watch::Sender<u64>,
     /// Size of the last checkpoint committed through Raft.
     checkpointed_tx: watch::Sender<u64>,
+    /// Whether openraft has read the current snapshot since start (its first read only wants the meta).
+    snapshot_read: std::sync::atomic::AtomicBool,
 }
 
 fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -164,6 +166,7 @@ impl ShardSm {
             inner: Mutex::new(Inner { state, published }),
             size_tx,
             checkpointed_tx,
+            snapshot_read: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -438,7 +441,7 @@ impl ShardSm {
         );
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: bytes,
+            data: Vec::new(),
         };
         batch.put_cf(
             sm,
@@ -465,39 +468,47 @@ impl ShardSm {
 #[derive(Clone)]
 pub struct StateMachine(pub Arc<ShardSm>);
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (state, data) = self.0.build_snapshot_data()?;
-        let id = match state.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, state.size),
-            None => format!("empty-{}", state.size),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: state.last_applied,
-            last_membership: state.membership.clone(),
-            snapshot_id: id,
-        };
+fn snapshot_meta(state: &ShardState) -> SnapshotMeta<NodeId, BasicNode> {
+    let id = match state.last_applied {
+        Some(l) => format!("{}-{}-{}", l.leader_id, l.index, state.size),
+        None => format!("empty-{}", state.size),
+    };
+    SnapshotMeta {
+        last_log_id: state.last_applied,
+        last_membership: state.membership.clone(),
+        snapshot_id: id,
+    }
+}
+
+impl ShardSm {
+    /// Records `meta` as the current snapshot. The state machine lives in RocksDB, so a snapshot needs no
+    /// copy of it: its data is serialized only when a replica has to be sent one, from the state as it is
+    /// then (a later snapshot is as good as an earlier one, and the log before it is no longer needed).
+    fn record_snapshot(&self, meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<(), StorageError<NodeId>> {
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data,
+            data: Vec::new(),
         };
-        let sm = &self.0;
-        sm.db
+        self.db
             .put_cf(
-                cf(&sm.db, CF_SM),
-                key(sm.shard, SNAPSHOT, &[]),
+                cf(&self.db, CF_SM),
+                key(self.shard, SNAPSHOT, &[]),
                 postcard::to_allocvec(&stored).map_err(sm_write)?,
             )
-            .map_err(sm_write)?;
-        tracing::info!(
-            shard = sm.shard,
-            size = state.size,
-            bytes = stored.data.len(),
-            "built snapshot"
-        );
+            .map_err(sm_write)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    // Cheap whatever the log's size: a snapshot is a marker (see `record_snapshot`); openraft uses only the
+    // meta of what this returns, to purge the log behind it.
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let meta = snapshot_meta(&self.0.state());
+        self.0.record_snapshot(&meta)?;
+        tracing::debug!(shard = self.0.shard, snapshot = %meta.snapshot_id, "recorded snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -590,6 +601,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let sm = &self.0;
+        // openraft's first read, at start, only learns which log prefix a snapshot covers: the recorded
+        // meta. Later reads are for replicas that fell behind the purged log: serialize the state now.
+        let first = !sm.snapshot_read.swap(true, std::sync::atomic::Ordering::AcqRel);
         let Some(raw) = sm
             .db
             .get_cf(cf(&sm.db, CF_SM), key(sm.shard, SNAPSHOT, &[]))
@@ -597,10 +611,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         else {
             return Ok(None);
         };
-        let stored: StoredSnapshot = postcard::from_bytes(&raw).map_err(sm_read)?;
+        if first {
+            let stored: StoredSnapshot = postcard::from_bytes(&raw).map_err(sm_read)?;
+            return Ok(Some(Snapshot {
+                meta: stored.meta,
+                snapshot: Box::new(Cursor::new(Vec::new())),
+            }));
+        }
+        let (state, data) = sm.build_snapshot_data()?;
+        let meta = snapshot_meta(&state);
+        sm.record_snapshot(&meta)?;
+        tracing::info!(shard = sm.shard, snapshot = %meta.snapshot_id, bytes = data.len(), "serialized snapshot");
         Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }

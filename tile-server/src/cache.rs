@@ -42,9 +42,10 @@ pub(crate) type Cache = moka::future::Cache<String, Arc<Object>>;
 pub(crate) fn new_cache(bytes: u64) -> Cache {
     moka::future::Cache::builder()
         .max_capacity(bytes)
-        // The interior nodes of an expanded tile take about as much again as the tile.
+        // Weighed by the bytes served. A hash tile that has served proofs also keeps its interior nodes
+        // (as much again), so memory can reach twice the bound when the cache holds only such tiles.
         .weigher(|k: &String, v: &Arc<Object>| {
-            u32::try_from(k.len() + 2 * v.body.len() + 128).unwrap_or(u32::MAX)
+            u32::try_from(k.len() + v.body.len() + 128).unwrap_or(u32::MAX)
         })
         .build()
 }

@@ -9,14 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_client::HttpLog;
 use cairn_tile_server::testing::{signer, write_log, write_shards_json};
 use cairn_tile_server::{AppState, Config, ShardEntry, ShardState};
-use cairn_tlog::proof::{TileMap, tree_root};
-use cairn_tlog::tile::{TILE_WIDTH, TileId, hashes_at_level, partial_tiles};
-use cairn_tlog::{
-    BundleId, Checkpoint, Hash, TlogProof, VerifierKey, bundle, leaf_hash, verify_consistency,
-    verify_inclusion,
-};
+use cairn_tlog::{Hash, TlogProof, leaf_hash, verify_consistency, verify_inclusion};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use reqwest::StatusCode;
@@ -44,55 +40,14 @@ struct SiteView {
     shards: Vec<(u64, u64, Hash, Vec<Vec<u8>>)>,
 }
 
-/// Verifies everything a site serves, using only HTTP and `cairn-tlog`.
+/// Verifies everything a site serves, over HTTP only, with `cairn-client`'s verifier: checkpoint
+/// signatures, every bundle, the root recomputed from the entries, and every tile of every level.
 async fn verify_site(site: &Site) -> anyhow::Result<SiteView> {
-    let list: serde_json::Value = serde_json::from_slice(&site.bytes("/shards.json").await?)?;
+    let log = HttpLog::new(&site.base);
     let mut shards = Vec::new();
-    for s in list["shards"]
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("no shards"))?
-    {
-        let id = s["id"].as_u64().ok_or_else(|| anyhow::anyhow!("id"))?;
-        let prefix = s["prefix"].as_str().ok_or_else(|| anyhow::anyhow!("prefix"))?;
-        let vkey = VerifierKey::parse(s["vkey"].as_str().ok_or_else(|| anyhow::anyhow!("vkey"))?)?;
-        let (cp, _) = Checkpoint::open(&site.bytes(&format!("{prefix}/checkpoint")).await?, &vkey, &[])?;
-        let partials = partial_tiles(cp.size);
-        let mut tiles = TileMap::new();
-        for level in 0..8u8 {
-            let n = hashes_at_level(cp.size, level);
-            for index in 0..n.div_ceil(u64::from(TILE_WIDTH)) {
-                let id = partials
-                    .iter()
-                    .find(|t| t.level == level && t.index == index)
-                    .copied()
-                    .unwrap_or(TileId::full(level, index));
-                let data = site.bytes(&format!("{prefix}/{}", id.path())).await?;
-                anyhow::ensure!(data.len() == id.byte_len(), "{id} has the wrong length");
-                tiles.insert((level, index), data);
-            }
-        }
-        let root = tree_root(&tiles, cp.size)?;
-        anyhow::ensure!(
-            root == cp.root,
-            "shard {id}: root from tiles differs from the checkpoint"
-        );
-        let mut entries = Vec::new();
-        for index in 0..cp.size.div_ceil(256) {
-            let width = (cp.size - index * 256).min(256) as u16;
-            let b = BundleId { index, width };
-            let data = site.bytes(&format!("{prefix}/{}", b.path())).await?;
-            for (i, e) in bundle::decode(&data, Some(usize::from(width)))?
-                .into_iter()
-                .enumerate()
-            {
-                anyhow::ensure!(
-                    leaf_hash(e).0[..] == tiles[&(0, index)][i * 32..i * 32 + 32],
-                    "entry does not match its leaf hash"
-                );
-                entries.push(e.to_vec());
-            }
-        }
-        shards.push((id, cp.size, cp.root, entries));
+    for s in log.shards().await? {
+        let v = log.verify_shard(&s).await?;
+        shards.push((u64::from(s.id), v.checkpoint.size, v.checkpoint.root, v.entries));
     }
     Ok(SiteView { shards })
 }
