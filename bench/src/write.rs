@@ -189,7 +189,8 @@ pub async fn run(server: &str, wait: WaitArg, token: Option<String>, load: &Load
     let per_worker_rate = (load.rate > 0).then(|| load.rate as f64 / load.concurrency.max(1) as f64);
     let samples = sampler(load.duration, done.clone(), load.quiet);
     let mut workers = Vec::new();
-    for w in 0..load.concurrency.max(1) {
+    let workers_n = load.concurrency.max(1);
+    for w in 0..workers_n {
         let mut client = LogClient::new(channels[w % channels.len()].clone())
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
@@ -208,7 +209,12 @@ pub async fn run(server: &str, wait: WaitArg, token: Option<String>, load: &Load
         workers.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
             let mut totals = Totals::default();
+            // Paced workers start spread over one interval, so that a target rate is an even stream
+            // and not every worker's request at the same instant.
             let mut next_send = Instant::now();
+            if let Some(rate) = per_worker_rate {
+                next_send += Duration::from_secs_f64(batch as f64 / rate * w as f64 / workers_n as f64);
+            }
             while Instant::now() < deadline {
                 if let Some(rate) = per_worker_rate {
                     tokio::time::sleep_until(next_send.into()).await;
