@@ -11,14 +11,37 @@ use cairn_client::{LogClient, Wait, verify_tlog_proof};
 
 use crate::config::{ServeConfig, generate_signer, write_key_file};
 
+/// Acknowledgment level.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitArg {
+    /// Index assigned, durable on a majority.
+    Sequenced,
+    /// In a published checkpoint, with an inclusion proof.
+    Published,
+}
+
 /// Arguments of `cairn submit`.
+#[derive(clap::Args)]
 pub struct SubmitArgs {
+    /// gRPC URL of a log server.
+    #[arg(long, default_value = "http://127.0.0.1:7400")]
     pub server: String,
-    pub wait: Wait,
+    /// When to return.
+    #[arg(long, value_enum, default_value_t = WaitArg::Sequenced)]
+    pub wait: WaitArg,
+    /// Bearer token.
+    #[arg(long, env = "CAIRN_TOKEN")]
     pub token: Option<String>,
+    /// Each line of the input (stdin when no FILE) is one entry.
+    #[arg(long)]
     pub lines: bool,
+    /// With --wait published: write a c2sp tlog-proof per entry here.
+    #[arg(long)]
     pub proof_dir: Option<PathBuf>,
+    /// Entries per request.
+    #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Input files.
     pub files: Vec<PathBuf>,
 }
 
@@ -62,7 +85,11 @@ fn entries(args: &SubmitArgs) -> anyhow::Result<Vec<Vec<u8>>> {
 /// `cairn submit`.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let entries = entries(&args)?;
-    if args.proof_dir.is_some() && args.wait != Wait::Published {
+    let wait = match args.wait {
+        WaitArg::Sequenced => Wait::Sequenced,
+        WaitArg::Published => Wait::Published,
+    };
+    if args.proof_dir.is_some() && wait != Wait::Published {
         bail!("--proof-dir needs --wait published");
     }
     if let Some(dir) = &args.proof_dir {
@@ -73,7 +100,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         client = client.with_token(t.clone());
     }
     for chunk in entries.chunks(args.batch.max(1)) {
-        let results = client.submit(chunk.to_vec(), args.wait).await?;
+        let results = client.submit(chunk.to_vec(), wait).await?;
         for r in results {
             let mut line = serde_json::json!({
                 "shard": r.shard,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::config::{Role, ServeConfig};
 
@@ -51,28 +51,7 @@ enum Command {
         roles: Option<Vec<Role>>,
     },
     /// Log entries: each FILE is one entry; with --lines each input line is one.
-    Submit {
-        /// gRPC URL of a log server.
-        #[arg(long, default_value = "http://127.0.0.1:7400")]
-        server: String,
-        /// When to return.
-        #[arg(long, value_enum, default_value_t = WaitArg::Sequenced)]
-        wait: WaitArg,
-        /// Bearer token.
-        #[arg(long, env = "CAIRN_TOKEN")]
-        token: Option<String>,
-        /// Each line of the input (stdin when no FILE) is one entry.
-        #[arg(long)]
-        lines: bool,
-        /// With --wait published: write a c2sp tlog-proof per entry here.
-        #[arg(long)]
-        proof_dir: Option<PathBuf>,
-        /// Entries per request.
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-        /// Input files.
-        files: Vec<PathBuf>,
-    },
+    Submit(commands::SubmitArgs),
     /// Verify a c2sp tlog-proof for an entry, offline. Exit status 0 only if it is valid.
     Verify {
         /// The log's verifier key, or a file holding it.
@@ -131,15 +110,6 @@ enum ShardCommand {
         #[arg(long)]
         origin: String,
     },
-}
-
-/// Acknowledgment level.
-#[derive(Clone, Copy, ValueEnum)]
-enum WaitArg {
-    /// Index assigned, durable on a majority.
-    Sequenced,
-    /// In a published checkpoint, with an inclusion proof.
-    Published,
 }
 
 fn init_tracing() {
@@ -205,30 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::run(c, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Submit {
-            server,
-            wait,
-            token,
-            lines,
-            proof_dir,
-            batch,
-            files,
-        } => {
-            let wait = match wait {
-                WaitArg::Sequenced => cairn_client::Wait::Sequenced,
-                WaitArg::Published => cairn_client::Wait::Published,
-            };
-            commands::submit(commands::SubmitArgs {
-                server,
-                wait,
-                token,
-                lines,
-                proof_dir,
-                batch,
-                files,
-            })
-            .await
-        }
+        Command::Submit(args) => commands::submit(args).await,
         Command::Verify { vkey, proof, entry } => commands::verify(&vkey, &proof, &entry),
         Command::Keygen { origin, out } => commands::keygen(&origin, &out),
         Command::Shard { command } => match command {

@@ -18,21 +18,33 @@ fn entry(tag: &str, i: usize) -> Vec<u8> {
     format!("{{\"artifact\":\"{tag}-{i}\",\"digest\":\"sha256:{i:064x}\"}}").into_bytes()
 }
 
-/// Submits `entries` in batches over `servers` (round robin), `BATCH` per request, all at once.
-async fn submit_all(servers: &[String], entries: &[Vec<u8>], wait: Wait) -> anyhow::Result<Vec<Submitted>> {
+/// Submits `entries` in batches over `servers` (round robin), `BATCH` per request, all at once. Also
+/// says, per result, whether its request was retried (a retried request may report entries an earlier
+/// attempt logged as duplicates).
+async fn submit_all(
+    servers: &[String],
+    entries: &[Vec<u8>],
+    wait: Wait,
+) -> anyhow::Result<Vec<(Submitted, bool)>> {
     let mut tasks = JoinSet::new();
     for (n, chunk) in entries.chunks(BATCH).enumerate() {
         let mut client = LogClient::new(&servers[n % servers.len()])?;
         let chunk = chunk.to_vec();
-        tasks.spawn(async move { (n, client.submit(chunk, wait).await) });
+        tasks.spawn(async move {
+            let r = client.submit(chunk, wait).await;
+            (n, r, client.retries() > 0)
+        });
     }
     let mut parts = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        let (n, results) = r?;
-        parts.push((n, results?));
+        let (n, results, retried) = r?;
+        parts.push((n, results?, retried));
     }
-    parts.sort_by_key(|(n, _)| *n);
-    Ok(parts.into_iter().flat_map(|(_, r)| r).collect())
+    parts.sort_by_key(|(n, _, _)| *n);
+    Ok(parts
+        .into_iter()
+        .flat_map(|(_, r, retried)| r.into_iter().map(move |s| (s, retried)))
+        .collect())
 }
 
 /// The whole exercise against running servers: 10,000 entries, half sequenced and half published,
@@ -50,6 +62,14 @@ async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> 
 
     let sequenced = submit_all(grpc, first, Wait::Sequenced).await?;
     let published = submit_all(grpc, second, Wait::Published).await?;
+    for (r, retried) in sequenced.iter().chain(&published) {
+        anyhow::ensure!(
+            !r.duplicate || *retried,
+            "a new entry was reported as a duplicate"
+        );
+    }
+    let sequenced: Vec<Submitted> = sequenced.into_iter().map(|(r, _)| r).collect();
+    let published: Vec<Submitted> = published.into_iter().map(|(r, _)| r).collect();
     anyhow::ensure!(sequenced.len() == 5_000 && published.len() == 5_000);
     anyhow::ensure!(
         sequenced.iter().all(|r| r.proof.is_none()),
@@ -57,7 +77,6 @@ async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> 
     );
     let mut at = HashMap::new();
     for (e, r) in entries.iter().zip(sequenced.iter().chain(&published)) {
-        anyhow::ensure!(!r.duplicate, "a new entry was reported as a duplicate");
         anyhow::ensure!(r.leaf_hash == leaf_hash(e), "wrong leaf hash");
         anyhow::ensure!(
             at.insert((r.shard, r.index), e.clone()).is_none(),
@@ -76,7 +95,11 @@ async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> 
     let again: Vec<Vec<u8>> = entries.iter().step_by(10).cloned().collect();
     let originals: Vec<&Submitted> = sequenced.iter().chain(&published).step_by(10).collect();
     for wait in [Wait::Sequenced, Wait::Published] {
-        let dups = submit_all(grpc, &again, wait).await?;
+        let dups: Vec<Submitted> = submit_all(grpc, &again, wait)
+            .await?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
         anyhow::ensure!(dups.len() == again.len());
         for ((d, o), e) in dups.iter().zip(&originals).zip(&again) {
             anyhow::ensure!(d.duplicate, "a resubmitted entry was not reported as a duplicate");
@@ -143,17 +166,7 @@ async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_logs_and_proves_ten_thousand_entries() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--raft-addr",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let server = Server::start_loopback(dir.path())?;
     exercise(std::slice::from_ref(&server.grpc), &server.http, "embedded").await?;
     anyhow::ensure!(
         server.stop()?.success(),
@@ -168,15 +181,7 @@ async fn embedded_default_logs_and_proves_ten_thousand_entries() -> anyhow::Resu
 async fn cli_session_submit_verify_restart() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    let args = [
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--raft-addr",
-        "127.0.0.1:0",
-    ];
-    let server = Server::start(d, &args)?;
+    let server = Server::start_loopback(d)?;
     let vkey = server
         .vkeys
         .first()
@@ -262,7 +267,7 @@ async fn cli_session_submit_verify_restart() -> anyhow::Result<()> {
             .mode();
         anyhow::ensure!(mode & 0o777 == 0o600, "key file mode {:o}", mode & 0o777);
     }
-    let server = Server::start(d, &args)?;
+    let server = Server::start_loopback(d)?;
     anyhow::ensure!(
         server.vkeys.first() == Some(&vkey),
         "the key changed across a restart"

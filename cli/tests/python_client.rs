@@ -33,17 +33,7 @@ async fn python_grpcio_client_logs_entries_with_valid_proofs() -> anyhow::Result
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--raft-addr",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let server = Server::start_loopback(dir.path())?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/python/cairn_check.py");
     let out = Command::new(&python)
         .arg(&script)

@@ -99,6 +99,7 @@ pub struct LogClient {
     raw: Raw<Channel>,
     token: Option<String>,
     retry: RetryPolicy,
+    retries: u64,
 }
 
 fn connect(url: &str) -> Result<Raw<Channel>, ClientError> {
@@ -119,6 +120,7 @@ impl LogClient {
             raw: connect(url)?,
             token: None,
             retry: RetryPolicy::default(),
+            retries: 0,
         })
     }
 
@@ -132,6 +134,12 @@ impl LogClient {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// Requests this client has sent again after a retryable error. A retried write may report some of
+    /// its entries as duplicates: an earlier attempt logged them before another part of it failed.
+    pub fn retries(&self) -> u64 {
+        self.retries
     }
 
     /// The server this client currently talks to (it moves to the leader on hints).
@@ -181,6 +189,7 @@ impl LogClient {
             }
             tracing::debug!(code = ?status.code(), message = status.message(), ?pause, "retrying");
             tokio::time::sleep(pause).await;
+            self.retries += 1;
             backoff = (backoff * 2).min(self.retry.max_backoff);
         }
     }

@@ -132,7 +132,7 @@ impl NodeConfig {
             timing: RaftTiming::default(),
             batch: BatchConfig::default(),
             publish_interval: Duration::from_millis(50),
-            snapshot_every: 5_000,
+            snapshot_every: 1_000,
             keep_after_snapshot: 500,
             max_unpublished: 2_000_000,
         }

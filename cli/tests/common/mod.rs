@@ -10,6 +10,16 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
 
+/// `cairn serve` flags that put every listener on an ephemeral loopback port.
+pub const LOOPBACK: [&str; 6] = [
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--http-addr",
+    "127.0.0.1:0",
+    "--raft-addr",
+    "127.0.0.1:0",
+];
+
 /// A running `cairn serve`.
 pub struct Server {
     child: Child,
@@ -65,6 +75,11 @@ impl Server {
                 return Ok(server);
             }
         }
+    }
+
+    /// Starts the embedded default in `dir` with every listener on an ephemeral loopback port.
+    pub fn start_loopback(dir: &Path) -> anyhow::Result<Self> {
+        Self::start(dir, &LOOPBACK)
     }
 
     /// Sends SIGTERM and waits for a clean exit.
