@@ -39,7 +39,7 @@ mkdir -p "$work/growth"
 for _ in $(seq 100); do grep -q "cairn serving" "$work/growth/serve.out" 2>/dev/null && break; sleep 0.1; done
 pid=$(pgrep -f "cairn serve --data-dir $work/growth/data")
 rate=$(field "$max" entries_per_sec)
-secs=$(python3 -c "print(int($growth_entries / float('$rate') * 1.1) + 5)")
+secs=$(python3 -c "print(int($growth_entries / (0.6 * float('$rate'))) + 5)")
 ( while kill -0 "$pid" 2>/dev/null; do ps -o rss= -p "$pid" >>"$work/rss" || true; sleep 5; done ) &
 growth=$(json "$bin/cairn-bench" write --server http://127.0.0.1:7410 --duration "$secs")
 rss=$(python3 -c "import sys; v=[int(l) for l in open('$work/rss') if l.strip()]; print('{\"rss_kib_first\":%d,\"rss_kib_max\":%d,\"rss_kib_last\":%d,\"samples\":%d}' % (v[0], max(v), v[-1], len(v)))")
