@@ -278,6 +278,16 @@ async fn cli_session_submit_verify_restart() -> anyhow::Result<()> {
         ok && line["index"] == 2 && line["duplicate"] == true,
         "{out}{err}"
     );
+
+    // Freezing (allowed without a token only on the loopback default): the read path's shards.json
+    // shows it at once, from the replicated state, and a frozen-only log refuses new entries.
+    let (ok, _, err) = cairn(d, &["shard", "freeze", "--server", &server.grpc, "1"], None)?;
+    anyhow::ensure!(ok, "freeze: {err}");
+    let listing = HttpLog::new(&server.http).shards().await?;
+    anyhow::ensure!(listing.len() == 1 && listing[0].state == "frozen", "{listing:?}");
+    std::fs::write(d.join("late.json"), b"{\"late\":true}\n")?;
+    let (ok, _, err) = cairn(d, &["submit", "--server", &server.grpc, "late.json"], None)?;
+    anyhow::ensure!(!ok && err.contains("frozen"), "a frozen log took an entry: {err}");
     anyhow::ensure!(server.stop()?.success(), "unclean exit");
     Ok(())
 }

@@ -38,6 +38,9 @@ pub enum LogError {
         /// The leader's gRPC address, when known.
         leader: Option<String>,
     },
+    /// Every shard is frozen: nothing will accept entries until a new shard is added.
+    #[error("{0}")]
+    Frozen(String),
     /// No such shard, or a tree size that is not published yet.
     #[error("{0}")]
     NotFound(String),
@@ -103,6 +106,7 @@ impl From<LogError> for Status {
                 }
                 s
             }
+            LogError::Frozen(_) => Status::failed_precondition(message),
             LogError::NotFound(_) => Status::not_found(message),
             LogError::Timeout(_) => Status::deadline_exceeded(message),
             LogError::Internal(detail) => {

@@ -213,11 +213,8 @@ impl Inner {
         let n = entries.len();
         let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
         for (i, entry) in entries.into_iter().enumerate() {
-            let shard =
-                route(leaf_hash(&entry).as_bytes(), &active).ok_or_else(|| LogError::Unavailable {
-                    reason: "no shard accepts entries: every shard is frozen".into(),
-                    leader: None,
-                })?;
+            let shard = route(leaf_hash(&entry).as_bytes(), &active)
+                .ok_or_else(|| LogError::Frozen("no shard accepts entries: every shard is frozen".into()))?;
             if forwarded.is_some_and(|f| f != shard) {
                 // The forwarding server routed with another set of active shards (a freeze in between).
                 return Err(LogError::Unavailable {
