@@ -230,6 +230,32 @@ async fn three_nodes_two_shards_leader_killed_mid_load() -> anyhow::Result<()> {
         .change_membership(&all.iter().copied().filter(|n| *n != victim).collect())
         .await?;
     cluster.wipe(victim).await?;
+    // Make sure each leader's log no longer starts at the beginning, so the empty replica can only catch
+    // up from a snapshot (the snapshot policy usually has done this already; here it is certain).
+    for shard in [1, 2] {
+        let leader = cluster.wait_for_leader(shard, T).await?;
+        let raft = cluster.node(leader)?.raft(shard)?;
+        raft.trigger().snapshot().await?;
+        let deadline = std::time::Instant::now() + T;
+        let upto = loop {
+            if let Some(s) = raft.metrics().borrow().snapshot {
+                break s.index;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no snapshot of shard {shard}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        raft.trigger().purge_log(upto).await?;
+        while raft.metrics().borrow().purged.is_none_or(|p| p.index < upto) {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "log of shard {shard} not purged"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
     cluster.add_learner(victim).await?;
     cluster.change_membership(&all).await?;
     for shard in [1, 2] {
