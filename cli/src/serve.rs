@@ -235,7 +235,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.live_state = Some(Arc::new(move |id| {
                 let node = weak.upgrade()?;
-                let frozen = node.state(id).ok()?.frozen;
+                let frozen = node.frozen(id).ok()?;
                 Some(if frozen {
                     ShardState::Frozen
                 } else {

@@ -148,7 +148,7 @@ impl Inner {
 
     fn is_frozen(&self, id: ShardId) -> bool {
         match &self.node {
-            Some(node) => node.state(id).map(|s| s.frozen).unwrap_or(false),
+            Some(node) => node.frozen(id).unwrap_or(false),
             None => self.frozen.lock().map(|f| f.contains(&id)).unwrap_or(false),
         }
     }

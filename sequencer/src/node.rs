@@ -348,6 +348,11 @@ impl Node {
         Ok(self.shard(shard)?.sm.state())
     }
 
+    /// Whether a shard is frozen, as this replica has applied it (cheap: read on every submission).
+    pub fn frozen(&self, shard: ShardId) -> Result<bool, SequencerError> {
+        Ok(self.shard(shard)?.sm.frozen())
+    }
+
     /// The current leader of a shard, as this node knows it.
     pub fn leader(&self, shard: ShardId) -> Option<NodeId> {
         self.inner

@@ -176,6 +176,11 @@ impl ShardSm {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the shard is frozen (without copying the whole state).
+    pub fn frozen(&self) -> bool {
+        self.lock().state.frozen
+    }
+
     /// The current replicated state.
     pub fn state(&self) -> ShardState {
         self.lock().state.clone()
