@@ -323,16 +323,10 @@ impl Inner {
         Ok(results)
     }
 
-    fn forward_request(
-        shard: ShardId,
-        entries: Vec<Vec<u8>>,
-        wait: Wait,
-        metadata: &MetadataMap,
-    ) -> Request<AddEntriesRequest> {
-        let mut req = Request::new(AddEntriesRequest {
-            entries,
-            wait: wait as i32,
-        });
+    /// `body` as a forwarded request for `shard`: the caller's token travels with it, and the marker
+    /// tells the receiving server not to route or forward again.
+    fn forward_request<T>(shard: ShardId, body: T, metadata: &MetadataMap) -> Request<T> {
+        let mut req = Request::new(body);
         if let Some(auth) = metadata.get("authorization") {
             req.metadata_mut().insert("authorization", auth.clone());
         }
@@ -351,7 +345,14 @@ impl Inner {
     ) -> Result<Vec<EntryResult>, LogError> {
         let mut client = self.client(url)?;
         let reply = client
-            .add_entries(Self::forward_request(shard, entries, wait, metadata))
+            .add_entries(Self::forward_request(
+                shard,
+                AddEntriesRequest {
+                    entries,
+                    wait: wait as i32,
+                },
+                metadata,
+            ))
             .await
             .map_err(LogError::Forwarded)?;
         Ok(reply.into_inner().results)
@@ -528,12 +529,7 @@ impl Inner {
             reason: format!("no reachable leader for shard {shard}"),
             leader: None,
         })?;
-        let mut req = Request::new(FreezeShardRequest { shard_id: shard });
-        if let Some(auth) = metadata.get("authorization") {
-            req.metadata_mut().insert("authorization", auth.clone());
-        }
-        req.metadata_mut()
-            .insert(FORWARDED_SHARD, MetadataValue::from(shard));
+        let req = Self::forward_request(shard, FreezeShardRequest { shard_id: shard }, metadata);
         self.client(&url)?
             .freeze_shard(req)
             .await
