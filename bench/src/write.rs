@@ -225,8 +225,10 @@ pub async fn run(server: &str, wait: WaitArg, token: Option<String>, load: &Load
                     wait: wait as i32,
                 });
                 if let Some(t) = &token {
-                    req.metadata_mut()
-                        .insert("authorization", format!("Bearer {t}").parse()?);
+                    req.metadata_mut().insert(
+                        cairn_proto::metadata::AUTHORIZATION,
+                        format!("Bearer {t}").parse()?,
+                    );
                 }
                 let t0 = Instant::now();
                 match client.add_entries(req).await {
@@ -240,7 +242,7 @@ pub async fn run(server: &str, wait: WaitArg, token: Option<String>, load: &Load
                         totals.pushback += 1;
                         let hint = s
                             .metadata()
-                            .get("retry-after-ms")
+                            .get(cairn_proto::metadata::RETRY_AFTER_MS)
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(50);

@@ -23,9 +23,10 @@ pub enum WaitArg {
 /// Arguments of `cairn submit`.
 #[derive(clap::Args)]
 pub struct SubmitArgs {
-    /// gRPC URL of a log server.
-    #[arg(long, default_value = "http://127.0.0.1:7400")]
-    pub server: String,
+    /// gRPC URL of a log server; repeat it to name several servers of the log: the client moves to the
+    /// next when one cannot be reached or cannot take the write.
+    #[arg(long = "server", default_value = "http://127.0.0.1:7400")]
+    pub servers: Vec<String>,
     /// When to return.
     #[arg(long, value_enum, default_value_t = WaitArg::Sequenced)]
     pub wait: WaitArg,
@@ -95,7 +96,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.proof_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut client = LogClient::new(&args.server)?;
+    let mut client = LogClient::with_servers(&args.servers)?;
     if let Some(t) = &args.token {
         client = client.with_token(t.clone());
     }
@@ -159,10 +160,8 @@ pub fn keygen(origin: &str, out: &Path) -> anyhow::Result<ExitCode> {
 pub async fn shard_list(server: &str) -> anyhow::Result<ExitCode> {
     let mut client = LogClient::new(server)?;
     for s in client.shards().await? {
-        println!(
-            "{}",
-            serde_json::json!({"id": s.id, "origin": s.origin, "vkey": s.vkey, "state": s.state, "prefix": s.prefix})
-        );
+        let listing = cairn_store::ShardListing::try_from(s)?;
+        println!("{}", serde_json::to_string(&listing)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,17 +4,13 @@
 //! - `cairn submit` logs entries, `cairn verify` checks a tlog-proof offline;
 //! - `cairn keygen` makes a checkpoint signing key, `cairn shard` lists and freezes shards.
 
-mod commands;
-mod config;
-mod serve;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cairn_cli::commands;
+use cairn_cli::config::{Role, ServeConfig};
 use clap::{Parser, Subcommand};
-
-use crate::config::{Role, ServeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -172,7 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(r) = roles {
                 c.roles = r;
             }
-            serve::run(c, shutdown_signal()).await?;
+            cairn_cli::run(c, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit(args) => commands::submit(args).await,

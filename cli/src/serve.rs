@@ -6,9 +6,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, ShardMeta, Tenant};
-use cairn_sequencer::{BatchConfig, Bucket, Node, NodeConfig, RaftTiming, ShardConfig, open_store};
-use cairn_tile_server::{ShardEntry, ShardState};
+use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, Tenant};
+use cairn_sequencer::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
+use cairn_store::{Lifecycle, Shard, TileCache, open_bucket};
 use tokio::sync::watch;
 
 use crate::config::{Role, ServeConfig, generate_signer, read_key_file, write_key_file};
@@ -16,10 +16,6 @@ use crate::config::{Role, ServeConfig, generate_signer, read_key_file, write_key
 /// A shard with what this process knows of it.
 struct Resolved {
     config: ShardConfig,
-}
-
-fn shard_prefix(id: u32) -> String {
-    format!("logs/{id}")
 }
 
 fn resolve_shards(config: &ServeConfig) -> anyhow::Result<Vec<Resolved>> {
@@ -71,11 +67,12 @@ fn resolve_shards(config: &ServeConfig) -> anyhow::Result<Vec<Resolved>> {
         };
         out.push(Resolved {
             config: ShardConfig {
-                id: s.id,
-                origin: s.origin.clone(),
+                shard: Shard {
+                    id: s.id,
+                    origin: s.origin.clone(),
+                    vkey,
+                },
                 signer,
-                vkey,
-                prefix: shard_prefix(s.id),
             },
         });
     }
@@ -105,9 +102,9 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let shards = resolve_shards(&config)?;
     let url = config.store_url()?;
-    let (store, root) =
-        open_store(&url, &config.store_options).with_context(|| format!("opening store {url}"))?;
-    let bucket = Bucket::new(store.clone(), root.clone());
+    let bucket = open_bucket(&url, &config.store_options).with_context(|| format!("opening store {url}"))?;
+    // One tile cache for the write API's proofs and the read path.
+    let cache = TileCache::new(config.tuning.tile_cache_bytes);
 
     let node = if config.has(Role::Sequencer) {
         let mut nc = NodeConfig::new(
@@ -170,18 +167,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                 config.grpc_addr
             );
         }
-        let mut lc = LogServerConfig::new(
-            shards
-                .iter()
-                .map(|s| ShardMeta {
-                    id: s.config.id,
-                    origin: s.config.origin.clone(),
-                    vkey: s.config.vkey.clone(),
-                    http_prefix: format!("/{}", shard_prefix(s.config.id)),
-                    bucket_prefix: shard_prefix(s.config.id),
-                })
-                .collect(),
-        );
+        let mut lc = LogServerConfig::new(shards.iter().map(|s| s.config.shard.clone()).collect());
         lc.peers = config.peers.iter().map(|p| (p.id, p.grpc.clone())).collect();
         lc.auth = AuthConfig {
             tenants: config
@@ -198,13 +184,17 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             allow_anonymous: anonymous,
         };
         lc.publish_timeout = Duration::from_secs(config.tuning.publish_timeout_s.max(1));
+        // Twice the longest election timeout (8 heartbeats): a leader that has not answered by then is
+        // either gone (and replaced) or unreachable from here.
+        lc.forward_deadline = Duration::from_millis(config.tuning.heartbeat_ms.max(10) * 16);
         let server = LogServer::new(
             lc,
             Backend {
                 node: node.clone(),
                 bucket: bucket.clone(),
+                cache: cache.clone(),
             },
-        );
+        )?;
         let routes = cairn_log_server::grpc_routes(server).await?;
         let listener = tokio::net::TcpListener::bind(config.grpc_addr)
             .await
@@ -219,35 +209,42 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     }
 
     if config.has(Role::Tiles) {
-        let entries = shards
-            .iter()
-            .map(|s| ShardEntry {
-                id: s.config.id,
-                origin: s.config.origin.clone(),
-                vkey: s.config.vkey.clone(),
-                state: ShardState::Active,
-                store_prefix: root.clone().join("logs").join(s.config.id.to_string()),
-            })
-            .collect();
-        let mut tc = cairn_tile_server::Config::new(entries, store.clone());
-        tc.cache_bytes = config.tuning.tile_cache_bytes;
+        let mut tc = cairn_tile_server::Config::new(
+            shards.iter().map(|s| s.config.shard.clone()).collect(),
+            bucket.clone(),
+        );
+        tc.cache = cache.clone();
         if let Some(node) = &node {
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.live_state = Some(Arc::new(move |id| {
                 let node = weak.upgrade()?;
                 let frozen = node.frozen(id).ok()?;
                 Some(if frozen {
-                    ShardState::Frozen
+                    Lifecycle::Frozen
                 } else {
-                    ShardState::Active
+                    Lifecycle::Active
                 })
+            }));
+            let weak: Weak<Node> = Arc::downgrade(node);
+            tc.status = Some(Arc::new(move || {
+                let Some(node) = weak.upgrade() else {
+                    return Vec::new();
+                };
+                node.shard_ids()
+                    .into_iter()
+                    .map(|id| cairn_tile_server::ShardStatus {
+                        id,
+                        leader: node.leader(id),
+                        publishing_stopped: node.publishing_stopped(id),
+                    })
+                    .collect()
             }));
         }
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
         http_addr = Some(listener.local_addr()?);
-        let state = cairn_tile_server::AppState::new(tc);
+        let state = cairn_tile_server::AppState::new(tc)?;
         let done = stopped(&stop);
         tasks.push(tokio::spawn(async move {
             if let Err(e) = cairn_tile_server::serve(listener, state, done).await {
@@ -258,10 +255,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
 
     // Shard lines first: the `cairn serving:` line is the last startup line, for scripts to wait on.
     for s in &shards {
-        println!(
-            "shard {} origin={} vkey={}",
-            s.config.id, s.config.origin, s.config.vkey
-        );
+        let s = &s.config.shard;
+        println!("shard {} origin={} vkey={}", s.id, s.origin, s.vkey);
     }
     let show = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::{HttpLog, LogClient, Submitted, Wait};
 use cairn_tlog::{VerifierKey, leaf_hash};
-use common::{Server, cairn, free_port};
+use common::{Server, cairn, cluster_ports, keygen_shards};
 use tokio::task::JoinSet;
 
 const BATCH: usize = 500;
@@ -284,7 +284,10 @@ async fn cli_session_submit_verify_restart() -> anyhow::Result<()> {
     let (ok, _, err) = cairn(d, &["shard", "freeze", "--server", &server.grpc, "1"], None)?;
     anyhow::ensure!(ok, "freeze: {err}");
     let listing = HttpLog::new(&server.http).shards().await?;
-    anyhow::ensure!(listing.len() == 1 && listing[0].state == "frozen", "{listing:?}");
+    anyhow::ensure!(
+        listing.len() == 1 && listing[0].state == cairn_client::Lifecycle::Frozen,
+        "{listing:?}"
+    );
     std::fs::write(d.join("late.json"), b"{\"late\":true}\n")?;
     let (ok, _, err) = cairn(d, &["submit", "--server", &server.grpc, "late.json"], None)?;
     anyhow::ensure!(!ok && err.contains("frozen"), "a frozen log took an entry: {err}");
@@ -297,35 +300,8 @@ async fn three_node_cluster_logs_and_proves_ten_thousand_entries() -> anyhow::Re
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     // Two shards, keys made with `cairn keygen` and shared by every sequencer.
-    let mut shards = String::new();
-    for id in 1..=2 {
-        let origin = format!("cluster.test/shard-{id}");
-        let key = d.join(format!("shard-{id}.key"));
-        let (ok, vkey, err) = cairn(
-            d,
-            &["keygen", "--origin", &origin, "--out", &key.display().to_string()],
-            None,
-        )?;
-        anyhow::ensure!(ok, "keygen: {err}");
-        shards.push_str(&format!(
-            "[[shards]]\nid = {id}\norigin = \"{origin}\"\nkey_file = \"{}\"\nvkey = \"{}\"\n\n",
-            key.display(),
-            vkey.trim()
-        ));
-    }
-    let ports: Vec<(u16, u16, u16)> = (0..3)
-        .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
-        .collect::<anyhow::Result<_>>()?;
-    let peers: String = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (g, _, r))| {
-            format!(
-                "[[peers]]\nid = {}\nraft = \"127.0.0.1:{r}\"\ngrpc = \"http://127.0.0.1:{g}\"\n\n",
-                i + 1
-            )
-        })
-        .collect();
+    let (shards, _) = keygen_shards(d, "cluster.test", 2, true)?;
+    let (ports, peers) = cluster_ports(3)?;
     let store = d.join("bucket");
     let mut servers = Vec::new();
     for (i, (g, h, r)) in ports.iter().enumerate() {

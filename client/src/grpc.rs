@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use cairn_proto::metadata::{AUTHORIZATION, LEADER, RETRY_AFTER_MS};
 use cairn_proto::v1::log_client::LogClient as Raw;
 use cairn_proto::v1::{
     AddEntriesRequest, EntryResult, FreezeShardRequest, GetCheckpointRequest, GetConsistencyProofRequest,
@@ -92,14 +93,33 @@ impl TryFrom<EntryResult> for Submitted {
     }
 }
 
-/// A gRPC client of a Cairn log.
+/// A gRPC client of a Cairn log: one server, or several it fails over between.
 #[derive(Clone)]
 pub struct LogClient {
     url: String,
     raw: Raw<Channel>,
+    /// Every server this client may use, in order; it moves to the next on transport failures.
+    servers: Vec<String>,
     token: Option<String>,
     retry: RetryPolicy,
     retries: u64,
+    failed: Vec<FailedAttempt>,
+}
+
+/// An attempt of a write that failed and was retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedAttempt {
+    /// The server it was sent to.
+    pub server: String,
+    /// The status it got.
+    pub code: Code,
+    /// The status message.
+    pub message: String,
+    /// Whether the server answered with this status; `false` when this client's own transport failed
+    /// (connection refused or reset: the request may not have reached the server).
+    pub answered: bool,
+    /// When it failed.
+    pub at: Instant,
 }
 
 fn connect(url: &str) -> Result<Raw<Channel>, ClientError> {
@@ -115,12 +135,26 @@ fn connect(url: &str) -> Result<Raw<Channel>, ClientError> {
 impl LogClient {
     /// A client of the server at `url` (`http://host:port`); connects on first use.
     pub fn new(url: &str) -> Result<Self, ClientError> {
+        Self::with_servers(&[url.to_owned()])
+    }
+
+    /// A client of several servers of one log (`http://host:port` each): it starts with the first and,
+    /// when a server cannot be reached or cannot take a write and names no leader, moves to the next.
+    pub fn with_servers(urls: &[String]) -> Result<Self, ClientError> {
+        let first = urls
+            .first()
+            .ok_or_else(|| ClientError::Invalid("no server given".into()))?;
+        for u in urls {
+            connect(u)?;
+        }
         Ok(Self {
-            url: url.to_owned(),
-            raw: connect(url)?,
+            url: first.clone(),
+            raw: connect(first)?,
+            servers: urls.to_vec(),
             token: None,
             retry: RetryPolicy::default(),
             retries: 0,
+            failed: Vec::new(),
         })
     }
 
@@ -142,6 +176,11 @@ impl LogClient {
         self.retries
     }
 
+    /// Every failed attempt this client retried, oldest first (for diagnosis and tests).
+    pub fn failed_attempts(&self) -> &[FailedAttempt] {
+        &self.failed
+    }
+
     /// The server this client currently talks to (it moves to the leader on hints).
     pub fn url(&self) -> &str {
         &self.url
@@ -153,14 +192,15 @@ impl LogClient {
             let v = format!("Bearer {t}")
                 .parse()
                 .map_err(|_| ClientError::Invalid("the token is not valid header text".into()))?;
-            req.metadata_mut().insert("authorization", v);
+            req.metadata_mut().insert(AUTHORIZATION, v);
         }
         Ok(req)
     }
 
     /// Logs `entries` and waits for `wait`. Retries, until the policy's deadline, what is safe to retry
-    /// (writes are idempotent by leaf hash): `UNAVAILABLE` (moving to the leader the server names) and
-    /// `RESOURCE_EXHAUSTED` (after the server's hint). Results are in the order of `entries`.
+    /// (writes are idempotent by leaf hash): `UNAVAILABLE` (moving to the leader the server names, or to
+    /// the next server), `RESOURCE_EXHAUSTED` (after the server's hint), and transport failures
+    /// (`UNKNOWN`, `CANCELLED`: the next server). Results are in the order of `entries`.
     pub async fn submit(&mut self, entries: Vec<Vec<u8>>, wait: Wait) -> Result<Vec<Submitted>, ClientError> {
         let start = Instant::now();
         let mut backoff = self.retry.backoff;
@@ -180,6 +220,7 @@ impl LogClient {
                 }
                 Err(s) => s,
             };
+            let server = self.url.clone();
             let pause = match self.retry_after(&status, backoff)? {
                 Some(p) => p,
                 None => return Err(status.into()),
@@ -188,6 +229,13 @@ impl LogClient {
                 return Err(status.into());
             }
             tracing::debug!(code = ?status.code(), message = status.message(), ?pause, "retrying");
+            self.failed.push(FailedAttempt {
+                server,
+                code: status.code(),
+                message: status.message().to_owned(),
+                answered: std::error::Error::source(&status).is_none(),
+                at: Instant::now(),
+            });
             tokio::time::sleep(pause).await;
             self.retries += 1;
             backoff = (backoff * 2).min(self.retry.max_backoff);
@@ -205,21 +253,39 @@ impl LogClient {
         };
         match status.code() {
             Code::ResourceExhausted => {
-                let ms = hint("retry-after-ms").and_then(|v| v.parse::<u64>().ok());
+                let ms = hint(RETRY_AFTER_MS).and_then(|v| v.parse::<u64>().ok());
                 Ok(Some(ms.map(Duration::from_millis).unwrap_or(backoff)))
             }
-            Code::Unavailable => {
-                if let Some(leader) = hint("x-cairn-leader")
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                if status.code() == Code::Unavailable
+                    && let Some(leader) = hint(LEADER)
                     && leader != self.url
                 {
-                    self.raw = connect(&leader)?;
-                    self.url = leader;
+                    self.switch(leader)?;
                     return Ok(Some(Duration::ZERO));
+                }
+                // No hint: this server cannot help now (down, or no leader it knows); try the next one.
+                if let Some(pos) = self.servers.iter().position(|s| *s == self.url) {
+                    let next = self.servers[(pos + 1) % self.servers.len()].clone();
+                    if next != self.url {
+                        self.switch(next)?;
+                        return Ok(Some(backoff.min(Duration::from_millis(50))));
+                    }
+                } else if let Some(first) = self.servers.first().cloned() {
+                    // We followed a hint to a server outside the list and it failed: back to the list.
+                    self.switch(first)?;
+                    return Ok(Some(backoff.min(Duration::from_millis(50))));
                 }
                 Ok(Some(backoff))
             }
             _ => Ok(None),
         }
+    }
+
+    fn switch(&mut self, url: String) -> Result<(), ClientError> {
+        self.raw = connect(&url)?;
+        self.url = url;
+        Ok(())
     }
 
     /// Every shard with its verifier key and state.

@@ -1,37 +1,13 @@
 //! The read path over plain HTTP: nothing here needs a Cairn server, only the C2SP tlog-tiles layout
-//! and a `shards.json`.
+//! and a `shards.json`. Reading and verifying is `cairn_store::TileReader`'s, over an HTTP [`Source`].
 
-use std::collections::BTreeSet;
+use std::time::Duration;
 
-use cairn_tlog::proof::{TileMap, consistency_tiles, inclusion_tiles};
-use cairn_tlog::tile::{TILE_WIDTH, TileId, tile_width};
-use cairn_tlog::{
-    BundleId, Checkpoint, Hash, TileBuilder, VerifierKey, bundle, consistency_proof, inclusion_proof,
-    leaf_hash, verify_consistency,
-};
-use serde::Deserialize;
+use bytes::Bytes;
+use cairn_store::{ReadError, ShardListing, ShardsJson, Source, TileCache, TileReader};
+use cairn_tlog::{Checkpoint, Hash, VerifierKey, verify_consistency};
 
 use crate::error::ClientError;
-
-/// A shard as `shards.json` lists it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct ShardListing {
-    /// Shard id.
-    pub id: u32,
-    /// Checkpoint origin.
-    pub origin: String,
-    /// Verifier key.
-    pub vkey: String,
-    /// `active` or `frozen`.
-    pub state: String,
-    /// Path under which its files are served.
-    pub prefix: String,
-}
-
-#[derive(Deserialize)]
-struct ShardList {
-    shards: Vec<ShardListing>,
-}
 
 /// What a full verification of a shard established.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +25,45 @@ pub struct HttpLog {
     http: reqwest::Client,
 }
 
+/// One shard's files over HTTP, for a [`TileReader`].
+#[derive(Clone, Debug)]
+pub struct HttpShard {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Source for HttpShard {
+    async fn get(&self, rel: &str) -> Result<Option<Bytes>, ReadError> {
+        let url = format!("{}/{rel}", self.base);
+        let unavailable = |e: reqwest::Error| ReadError::Unavailable(format!("GET {url}: {e}"));
+        let r = self.http.get(&url).send().await.map_err(unavailable)?;
+        match r.status() {
+            reqwest::StatusCode::OK => Ok(Some(r.bytes().await.map_err(unavailable)?)),
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            s => Err(ReadError::Unavailable(format!("GET {url}: {s}"))),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+}
+
 fn verify_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Verify(e.to_string())
+}
+
+impl From<ReadError> for ClientError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Unavailable(m) => Self::Http(m),
+            ReadError::Invalid(m) => Self::Invalid(m),
+            ReadError::NoCheckpoint | ReadError::NotPublished(_) | ReadError::NotFound(_) => {
+                Self::Http(e.to_string())
+            }
+            ReadError::Corrupt(m) => Self::Verify(m),
+        }
+    }
 }
 
 impl HttpLog {
@@ -72,93 +85,43 @@ impl HttpLog {
         }
     }
 
-    async fn need(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        self.get(path)
-            .await?
-            .ok_or_else(|| ClientError::Http(format!("GET {path}: 404 Not Found")))
-    }
-
     /// The shard list.
     pub async fn shards(&self) -> Result<Vec<ShardListing>, ClientError> {
-        let body = self.need("/shards.json").await?;
-        let list: ShardList =
-            serde_json::from_slice(&body).map_err(|e| ClientError::Http(format!("shards.json: {e}")))?;
+        let body = self
+            .get("/shards.json")
+            .await?
+            .ok_or_else(|| ClientError::Http("GET /shards.json: 404 Not Found".into()))?;
+        let list = ShardsJson::parse(&body).map_err(|e| ClientError::Http(format!("shards.json: {e}")))?;
         Ok(list.shards)
+    }
+
+    /// A verified reader of one shard (its checkpoint is read afresh on every call).
+    pub fn reader(&self, shard: &ShardListing) -> Result<TileReader<HttpShard>, ClientError> {
+        let key = VerifierKey::parse(&shard.vkey).map_err(verify_err)?;
+        let source = HttpShard {
+            base: format!("{}{}", self.base, shard.http_prefix),
+            http: self.http.clone(),
+        };
+        Ok(TileReader::new(source, key, TileCache::new(16 << 20)).with_checkpoint_ttl(Duration::ZERO))
     }
 
     /// A shard's latest checkpoint, its signature verified with the listed key.
     pub async fn checkpoint(&self, shard: &ShardListing) -> Result<Checkpoint, ClientError> {
-        let key = VerifierKey::parse(&shard.vkey).map_err(verify_err)?;
-        let note = self.need(&format!("{}/checkpoint", shard.prefix)).await?;
-        Ok(Checkpoint::open(&note, &key, &[]).map_err(verify_err)?.0)
+        Ok(self.reader(shard)?.checkpoint().await?.checkpoint.clone())
     }
 
-    /// Fetches hash tiles as of tree size `latest` (a full or wider tile serves every smaller tree).
-    async fn tiles(
-        &self,
-        shard: &ShardListing,
-        tiles: impl IntoIterator<Item = TileId>,
-        latest: u64,
-    ) -> Result<TileMap, ClientError> {
-        let mut map = TileMap::new();
-        for t in tiles.into_iter().collect::<BTreeSet<_>>() {
-            let width = tile_width(latest, t.level, t.index)
-                .ok_or_else(|| ClientError::Invalid(format!("tile {t} is beyond tree size {latest}")))?;
-            let id = TileId { width, ..t };
-            let data = self.need(&format!("{}/{}", shard.prefix, id.path())).await?;
-            if data.len() != id.byte_len() {
-                return Err(ClientError::Verify(format!("{id} has {} bytes", data.len())));
-            }
-            map.insert((t.level, t.index), data);
-        }
-        Ok(map)
-    }
-
-    /// Verifies a whole shard from its files: the checkpoint signature; every entry bundle; the root
-    /// recomputed from the entries equal to the checkpoint's; and every hash tile of every level, full and
-    /// partial, byte for byte equal to the tile recomputed from the entries.
+    /// Verifies a whole shard from its files (`cairn_tlog::audit`): the checkpoint signature; every entry
+    /// bundle; every hash tile of every level, full and partial, byte for byte equal to the tile
+    /// recomputed from the entries; and the root equal to the checkpoint's.
     pub async fn verify_shard(&self, shard: &ShardListing) -> Result<VerifiedShard, ClientError> {
-        let checkpoint = self.checkpoint(shard).await?;
-        let size = checkpoint.size;
-        let width = u64::from(TILE_WIDTH);
-        let mut builder = TileBuilder::new();
-        let mut tiles = Vec::new();
-        let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        for index in 0..size.div_ceil(width) {
-            let b = BundleId {
-                index,
-                width: (size - index * width).min(width) as u16,
-            };
-            let data = self.need(&format!("{}/{}", shard.prefix, b.path())).await?;
-            let decoded = bundle::decode(&data, Some(usize::from(b.width))).map_err(verify_err)?;
-            if decoded.len() != usize::from(b.width) {
-                return Err(ClientError::Verify(format!(
-                    "{b} holds {} entries",
-                    decoded.len()
-                )));
-            }
-            let leaves: Vec<Hash> = decoded.iter().map(|e| leaf_hash(e)).collect();
-            // Only full tiles: the partial tiles of intermediate sizes were never published.
-            tiles.extend(builder.extend(&leaves).into_iter().filter(|t| t.id.is_full()));
-            entries.extend(decoded.into_iter().map(<[u8]>::to_vec));
-        }
-        if builder.root() != checkpoint.root {
-            return Err(ClientError::Verify(format!(
-                "shard {}: the entries do not hash to the checkpoint's root",
-                shard.id
-            )));
-        }
-        tiles.extend(builder.partial_tiles());
-        for t in tiles {
-            let served = self.need(&format!("{}/{}", shard.prefix, t.id.path())).await?;
-            if served != t.data {
-                return Err(ClientError::Verify(format!(
-                    "shard {}: {} differs from the tile computed from the entries",
-                    shard.id, t.id
-                )));
-            }
-        }
-        Ok(VerifiedShard { checkpoint, entries })
+        let log = self.reader(shard)?.audit().await.map_err(|e| match e {
+            ReadError::Corrupt(m) => ClientError::Verify(format!("shard {}: {m}", shard.id)),
+            other => other.into(),
+        })?;
+        Ok(VerifiedShard {
+            checkpoint: log.checkpoint,
+            entries: log.entries,
+        })
     }
 
     /// The inclusion proof of `index` in the tree of `size`, built locally from the tiles.
@@ -168,11 +131,7 @@ impl HttpLog {
         index: u64,
         size: u64,
     ) -> Result<Vec<Hash>, ClientError> {
-        let latest = self.checkpoint(shard).await?.size;
-        let tiles = self
-            .tiles(shard, inclusion_tiles(size, index).map_err(verify_err)?, latest)
-            .await?;
-        inclusion_proof(&tiles, size, index).map_err(verify_err)
+        Ok(self.reader(shard)?.inclusion_proof(size, index).await?)
     }
 
     /// One step of following a log: fetches the latest checkpoint and, if `previous` is given, proves
@@ -182,7 +141,8 @@ impl HttpLog {
         shard: &ShardListing,
         previous: Option<&Checkpoint>,
     ) -> Result<Checkpoint, ClientError> {
-        let latest = self.checkpoint(shard).await?;
+        let reader = self.reader(shard)?;
+        let latest = reader.checkpoint().await?.checkpoint.clone();
         let Some(prev) = previous else {
             return Ok(latest);
         };
@@ -200,14 +160,7 @@ impl HttpLog {
             }
             return Ok(latest);
         }
-        let tiles = self
-            .tiles(
-                shard,
-                consistency_tiles(prev.size, latest.size).map_err(verify_err)?,
-                latest.size,
-            )
-            .await?;
-        let proof = consistency_proof(&tiles, prev.size, latest.size).map_err(verify_err)?;
+        let proof = reader.consistency_proof(prev.size, latest.size).await?;
         verify_consistency(prev.size, latest.size, &proof, &prev.root, &latest.root).map_err(verify_err)?;
         Ok(latest)
     }

@@ -14,9 +14,10 @@ mod grpc;
 mod http;
 
 pub use cairn_proto::v1::Wait;
+pub use cairn_store::{Lifecycle, ShardListing};
 pub use error::ClientError;
-pub use grpc::{LogClient, RetryPolicy, Submitted};
-pub use http::{HttpLog, ShardListing, VerifiedShard};
+pub use grpc::{FailedAttempt, LogClient, RetryPolicy, Submitted};
+pub use http::{HttpLog, HttpShard, VerifiedShard};
 
 use cairn_tlog::{Checkpoint, TlogProof, VerifierKey};
 

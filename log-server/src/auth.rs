@@ -54,7 +54,7 @@ pub(crate) struct Auth {
 }
 
 fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, LogError> {
-    let Some(v) = metadata.get("authorization") else {
+    let Some(v) = metadata.get(cairn_proto::metadata::AUTHORIZATION) else {
         return Ok(None);
     };
     let v = v

@@ -2,13 +2,10 @@
 
 use std::time::Duration;
 
+use cairn_proto::metadata::{LEADER, RETRY_AFTER_MS};
 use cairn_sequencer::SequencerError;
+use cairn_store::ReadError;
 use tonic::{Code, Status};
-
-/// Metadata key carrying the suggested wait, in milliseconds, on `RESOURCE_EXHAUSTED`.
-pub const RETRY_AFTER_MS: &str = "retry-after-ms";
-/// Metadata key carrying the shard leader's gRPC address on `UNAVAILABLE`, when it is known.
-pub const LEADER: &str = "x-cairn-leader";
 
 /// What went wrong, classified by how the caller must react.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +47,7 @@ pub enum LogError {
     /// A failure inside the log; details are in the server's log.
     #[error("internal error")]
     Internal(String),
-    /// A status received from a forwarded call, passed through unchanged.
+    /// The leader's answer to a forwarded call (anything but a failure to reach it), passed on.
     #[error("{}", .0.message())]
     Forwarded(Status),
 }
@@ -81,6 +78,45 @@ impl LogError {
                 leader: None,
             },
             SequencerError::Fatal(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl LogError {
+    /// The one mapping of a status received from a forwarded call. A transport failure (`UNKNOWN`
+    /// "transport error", a connection reset), a call cancelled before the leader answered, or the
+    /// leader's own `UNAVAILABLE` all mean "this leader cannot take it now": `UNAVAILABLE`, retryable,
+    /// with the leader hint the status carried. Everything else is the leader's answer, passed on.
+    pub fn from_forwarded(s: Status) -> Self {
+        match s.code() {
+            Code::Unavailable | Code::Unknown | Code::Cancelled => Self::Unavailable {
+                leader: s
+                    .metadata()
+                    .get(LEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                reason: match s.code() {
+                    Code::Unavailable => s.message().to_owned(),
+                    _ => format!("forwarding to the shard's leader failed: {}", s.message()),
+                },
+            },
+            _ => Self::Forwarded(s),
+        }
+    }
+}
+
+impl From<ReadError> for LogError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NoCheckpoint => Self::NotFound("the shard has no published checkpoint yet".into()),
+            ReadError::NotPublished(m) => Self::NotFound(m),
+            ReadError::NotFound(m) => Self::NotFound(format!("{m} not found")),
+            ReadError::Invalid(m) => Self::Invalid(m),
+            ReadError::Unavailable(m) => Self::Unavailable {
+                reason: m,
+                leader: None,
+            },
+            ReadError::Corrupt(m) => Self::Internal(format!("published log: {m}")),
         }
     }
 }
@@ -116,9 +152,4 @@ impl From<LogError> for Status {
             LogError::Forwarded(s) => s,
         }
     }
-}
-
-/// Whether a status from a forwarded call means "try another node".
-pub(crate) fn is_unavailable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Unknown)
 }

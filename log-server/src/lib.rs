@@ -13,35 +13,22 @@
 
 mod auth;
 mod error;
+mod forward;
+mod read;
 mod service;
+mod write;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_sequencer::{Bucket, Node, NodeId, ShardId};
+use cairn_sequencer::{Node, NodeId, ShardId};
+use cairn_store::{Bucket, Shard, TileCache};
 
 pub use auth::{AuthConfig, Caller, Tenant};
-pub use error::{LEADER, LogError, RETRY_AFTER_MS};
+pub use cairn_proto::metadata::{FORWARDED_SHARD, LEADER, RETRY_AFTER_MS};
+pub use error::LogError;
 pub use service::{LogServer, grpc_routes, serve};
-
-/// Metadata key a log-server sets when it forwards a shard's share of a request to that shard's leader.
-pub const FORWARDED_SHARD: &str = "x-cairn-shard";
-
-/// A shard as the API presents it.
-#[derive(Clone, Debug)]
-pub struct ShardMeta {
-    /// Shard id.
-    pub id: ShardId,
-    /// Checkpoint origin (and key name).
-    pub origin: String,
-    /// Verifier key.
-    pub vkey: String,
-    /// Where the read path serves it, e.g. `/logs/1`.
-    pub http_prefix: String,
-    /// Where its files are in object storage, relative to the bucket root.
-    pub bucket_prefix: String,
-}
 
 /// Request size limits.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +52,7 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct LogServerConfig {
     /// Every shard of the log (active and frozen).
-    pub shards: Vec<ShardMeta>,
+    pub shards: Vec<Shard>,
     /// gRPC URL (`http://host:port`) of each sequencer node's log API, for forwarding to leaders.
     pub peers: BTreeMap<NodeId, String>,
     /// Tokens, rates and the admin token.
@@ -74,19 +61,24 @@ pub struct LogServerConfig {
     pub limits: Limits,
     /// How long a `PUBLISHED` write waits for its checkpoint.
     pub publish_timeout: Duration,
+    /// How long a write forwarded to a shard's leader may wait for its answer (plus `publish_timeout`
+    /// for `PUBLISHED`); a small multiple of the election timeout. Leadership moving during the wait
+    /// re-routes the write at once.
+    pub forward_deadline: Duration,
     /// Requests of one stream handled at once.
     pub stream_window: usize,
 }
 
 impl LogServerConfig {
     /// A configuration with default limits, no peers and anonymous writes off.
-    pub fn new(shards: Vec<ShardMeta>) -> Self {
+    pub fn new(shards: Vec<Shard>) -> Self {
         Self {
             shards,
             peers: BTreeMap::new(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
             publish_timeout: Duration::from_secs(30),
+            forward_deadline: Duration::from_secs(2),
             stream_window: 8,
         }
     }
@@ -108,6 +100,8 @@ pub fn route(leaf_hash: &[u8; 32], active: &[ShardId]) -> Option<ShardId> {
 pub struct Backend {
     /// The local sequencer node, if this process runs one.
     pub node: Option<Arc<Node>>,
-    /// The object store the shards publish to (proofs are computed from its tiles).
+    /// The object store the shards publish to, at the log's root (proofs are computed from its tiles).
     pub bucket: Bucket,
+    /// Cache of the tiles proofs read (shared with the read path when both run in one process).
+    pub cache: TileCache,
 }

@@ -1,37 +1,33 @@
-//! The `cairn.v1.Log` service.
+//! The `cairn.v1.Log` service: the gRPC edge (one span per call) over the write path ([`crate::write`]),
+//! forwarding ([`crate::forward`]) and reads ([`crate::read`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use cairn_proto::metadata::FORWARDED_SHARD;
 use cairn_proto::v1::log_client::LogClient;
 use cairn_proto::v1::log_server::{Log, LogServer as LogService};
 use cairn_proto::v1::{
-    AddEntriesRequest, AddEntriesResponse, EntryResult, FreezeShardRequest, FreezeShardResponse,
-    GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest,
-    ListShardsRequest, ListShardsResponse, ProofResponse, Shard, Wait,
+    AddEntriesRequest, AddEntriesResponse, FreezeShardRequest, FreezeShardResponse, GetCheckpointRequest,
+    GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest, ListShardsRequest,
+    ListShardsResponse, ProofResponse,
 };
-use cairn_sequencer::{Bucket, Node, SequencerError, ShardId};
-use cairn_tlog::bundle::MAX_ENTRY_SIZE;
-use cairn_tlog::checkpoint::Checkpoint;
-use cairn_tlog::hash::{Hash, leaf_hash};
-use cairn_tlog::note::Note;
-use cairn_tlog::proof::{
-    ProofError, TileMap, consistency_proof, consistency_tiles, inclusion_proof, inclusion_tiles,
-};
-use cairn_tlog::tile::{TileId, tile_width};
-use futures::{Stream, StreamExt, future::try_join_all};
-use tonic::metadata::{MetadataMap, MetadataValue};
+use cairn_sequencer::{Node, SequencerError, ShardId};
+use cairn_store::{Bucket, Lifecycle, Shard, ShardListing, TileReader};
+use futures::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::auth::Auth;
-use crate::error::{LEADER, LogError, is_unavailable};
-use crate::{Backend, FORWARDED_SHARD, LogServerConfig, ShardMeta, route};
+use crate::error::LogError;
+use crate::{Backend, LogServerConfig};
 
 /// Largest message a forwarded reply or a client may need to decode: a `PUBLISHED` reply carries a
 /// proof and a checkpoint per entry.
-const MAX_REPLY: usize = 256 << 20;
+pub(crate) const MAX_REPLY: usize = 256 << 20;
 
 /// The submission API. Cheap to clone.
 #[derive(Clone)]
@@ -39,106 +35,67 @@ pub struct LogServer {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: LogServerConfig,
-    node: Option<Arc<Node>>,
-    bucket: Bucket,
-    auth: Auth,
+pub(crate) struct Inner {
+    pub(crate) config: LogServerConfig,
+    pub(crate) node: Option<Arc<Node>>,
+    /// Each shard's published log, verified against its key.
+    pub(crate) readers: HashMap<ShardId, Arc<TileReader<Bucket>>>,
+    pub(crate) auth: Auth,
     /// gRPC clients of peers, by URL.
-    clients: Mutex<HashMap<String, LogClient<Channel>>>,
+    pub(crate) clients: Mutex<HashMap<String, LogClient<Channel>>>,
     /// Without a local node: the last URL that accepted a shard's writes.
-    leaders: Mutex<HashMap<ShardId, String>>,
+    pub(crate) leaders: Mutex<HashMap<ShardId, String>>,
     /// Without a local node: shards a leader reported frozen.
-    frozen: Mutex<BTreeSet<ShardId>>,
+    pub(crate) frozen: Mutex<BTreeSet<ShardId>>,
 }
 
 impl LogServer {
-    /// The API over `backend` with `config`.
-    pub fn new(config: LogServerConfig, backend: Backend) -> Self {
-        Self {
+    /// The API over `backend` with `config`. Fails if a shard's verifier key does not parse.
+    pub fn new(config: LogServerConfig, backend: Backend) -> Result<Self, LogError> {
+        let mut readers = HashMap::new();
+        for s in &config.shards {
+            let key = s
+                .verifier()
+                .map_err(|e| LogError::Invalid(format!("shard {}: verifier key: {e}", s.id)))?;
+            // Every request reads the stored checkpoint afresh (as the read path's short TTL would
+            // otherwise hide a just-published one); tiles come from the cache.
+            let reader = TileReader::new(backend.bucket.child(&s.prefix()), key, backend.cache.clone())
+                .with_checkpoint_ttl(std::time::Duration::ZERO);
+            readers.insert(s.id, Arc::new(reader));
+        }
+        Ok(Self {
             inner: Arc::new(Inner {
                 auth: Auth::new(&config.auth),
                 config,
                 node: backend.node,
-                bucket: backend.bucket,
+                readers,
                 clients: Mutex::default(),
                 leaders: Mutex::default(),
                 frozen: Mutex::default(),
             }),
-        }
+        })
     }
 
     /// The shards with their current state.
-    pub fn shards(&self) -> Vec<(ShardMeta, bool)> {
+    pub fn shards(&self) -> Vec<ShardListing> {
         self.inner
             .config
             .shards
             .iter()
-            .map(|s| (s.clone(), self.inner.is_frozen(s.id)))
+            .map(|s| {
+                let state = if self.inner.is_frozen(s.id) {
+                    Lifecycle::Frozen
+                } else {
+                    Lifecycle::Active
+                };
+                ShardListing::new(s.clone(), state)
+            })
             .collect()
     }
 }
 
-/// Checks a whole request before anything is appended.
-fn validate(entries: &[Vec<u8>], limits: &crate::Limits) -> Result<(), LogError> {
-    if entries.is_empty() {
-        return Err(LogError::Invalid("the request has no entries".into()));
-    }
-    if entries.len() > limits.max_entries {
-        return Err(LogError::Invalid(format!(
-            "the request has {} entries; the limit is {} per request",
-            entries.len(),
-            limits.max_entries
-        )));
-    }
-    let mut total = 0usize;
-    for (i, e) in entries.iter().enumerate() {
-        if e.is_empty() {
-            return Err(LogError::Invalid(format!(
-                "entry {i} is empty; entries are 1 to {MAX_ENTRY_SIZE} bytes"
-            )));
-        }
-        if e.len() > MAX_ENTRY_SIZE {
-            return Err(LogError::Invalid(format!(
-                "entry {i} is {} bytes; the limit is {MAX_ENTRY_SIZE} bytes",
-                e.len()
-            )));
-        }
-        total += e.len();
-    }
-    if total > limits.max_bytes {
-        return Err(LogError::Invalid(format!(
-            "the request carries {total} bytes of entries; the limit is {} bytes per request",
-            limits.max_bytes
-        )));
-    }
-    Ok(())
-}
-
-fn proof_err(e: ProofError) -> LogError {
-    match e {
-        ProofError::IndexOutOfRange { .. } | ProofError::Sizes { .. } => LogError::Invalid(e.to_string()),
-        other => LogError::Internal(format!("proof from published tiles: {other}")),
-    }
-}
-
-/// The size of a signed checkpoint note (already trusted: it comes from our own store or sequencer).
-fn checkpoint_size(note: &[u8]) -> Result<u64, LogError> {
-    let note = Note::parse(note).map_err(|e| LogError::Internal(format!("stored checkpoint: {e}")))?;
-    Checkpoint::parse(&note.text)
-        .map(|c| c.size)
-        .map_err(|e| LogError::Internal(format!("stored checkpoint: {e}")))
-}
-
-fn leader_hint(s: &Status) -> Option<String> {
-    s.metadata()
-        .get(LEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
 impl Inner {
-    fn shard(&self, id: ShardId) -> Result<&ShardMeta, LogError> {
+    pub(crate) fn shard(&self, id: ShardId) -> Result<&Shard, LogError> {
         self.config
             .shards
             .iter()
@@ -146,14 +103,14 @@ impl Inner {
             .ok_or_else(|| LogError::NotFound(format!("unknown shard {id}")))
     }
 
-    fn is_frozen(&self, id: ShardId) -> bool {
+    pub(crate) fn is_frozen(&self, id: ShardId) -> bool {
         match &self.node {
             Some(node) => node.frozen(id).unwrap_or(false),
             None => self.frozen.lock().map(|f| f.contains(&id)).unwrap_or(false),
         }
     }
 
-    fn active(&self) -> Vec<ShardId> {
+    pub(crate) fn active(&self) -> Vec<ShardId> {
         let mut ids: Vec<ShardId> = self
             .config
             .shards
@@ -165,353 +122,15 @@ impl Inner {
         ids
     }
 
-    fn peer(&self, id: u64) -> Option<String> {
+    pub(crate) fn peer(&self, id: u64) -> Option<String> {
         self.config.peers.get(&id).cloned()
     }
 
-    fn seq_err(&self, e: SequencerError) -> LogError {
+    pub(crate) fn seq_err(&self, e: SequencerError) -> LogError {
         LogError::from_sequencer(e, |id| self.peer(id))
     }
 
-    fn client(&self, url: &str) -> Result<LogClient<Channel>, LogError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| LogError::Internal("client cache poisoned".into()))?;
-        if let Some(c) = clients.get(url) {
-            return Ok(c.clone());
-        }
-        let channel = Channel::from_shared(url.to_owned())
-            .map_err(|e| LogError::Internal(format!("peer URL {url}: {e}")))?
-            .connect_lazy();
-        let client = LogClient::new(channel)
-            .max_decoding_message_size(MAX_REPLY)
-            .max_encoding_message_size(MAX_REPLY);
-        clients.insert(url.to_owned(), client.clone());
-        Ok(client)
-    }
-
-    async fn add_entries(
-        &self,
-        metadata: &MetadataMap,
-        req: AddEntriesRequest,
-    ) -> Result<AddEntriesResponse, LogError> {
-        let wait = req.wait();
-        let entries = req.entries;
-        validate(&entries, &self.config.limits)?;
-        let forwarded = match metadata.get(FORWARDED_SHARD) {
-            None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<ShardId>().ok())
-                    .ok_or_else(|| LogError::Invalid(format!("{FORWARDED_SHARD} must be a shard id")))?,
-            ),
-        };
-        self.auth.writer(metadata, entries.len())?;
-        let active = self.active();
-        let n = entries.len();
-        let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
-        for (i, entry) in entries.into_iter().enumerate() {
-            let shard = route(leaf_hash(&entry).as_bytes(), &active)
-                .ok_or_else(|| LogError::Frozen("no shard accepts entries: every shard is frozen".into()))?;
-            if forwarded.is_some_and(|f| f != shard) {
-                // The forwarding server routed with another set of active shards (a freeze in between).
-                return Err(LogError::Unavailable {
-                    reason: "the set of active shards changed; retry".into(),
-                    leader: None,
-                });
-            }
-            let g = groups.entry(shard).or_default();
-            g.0.push(i);
-            g.1.push(entry);
-        }
-        let outs = try_join_all(
-            groups
-                .into_iter()
-                .map(|(shard, (positions, entries))| async move {
-                    let results = self
-                        .append_group(shard, entries, wait, metadata, forwarded.is_some())
-                        .await?;
-                    if results.len() != positions.len() {
-                        return Err(LogError::Internal(format!(
-                            "shard {shard} answered {} results for {} entries",
-                            results.len(),
-                            positions.len()
-                        )));
-                    }
-                    Ok::<_, LogError>(positions.into_iter().zip(results).collect::<Vec<_>>())
-                }),
-        )
-        .await?;
-        let mut results = vec![EntryResult::default(); n];
-        for (i, r) in outs.into_iter().flatten() {
-            results[i] = r;
-        }
-        Ok(AddEntriesResponse { results })
-    }
-
-    async fn append_group(
-        &self,
-        shard: ShardId,
-        entries: Vec<Vec<u8>>,
-        wait: Wait,
-        metadata: &MetadataMap,
-        forwarded: bool,
-    ) -> Result<Vec<EntryResult>, LogError> {
-        if let Some(node) = &self.node {
-            return match node.leader(shard) {
-                Some(l) if l == node.id() => self.append_local(node, shard, entries, wait).await,
-                Some(l) if !forwarded => {
-                    let url = self.peer(l).ok_or_else(|| LogError::Unavailable {
-                        reason: format!(
-                            "the leader of shard {shard} (node {l}) is not among the configured peers"
-                        ),
-                        leader: None,
-                    })?;
-                    self.forward(&url, shard, entries, wait, metadata).await
-                }
-                leader => Err(LogError::Unavailable {
-                    reason: format!("no leader for shard {shard} here (election in progress?)"),
-                    leader: leader.and_then(|l| self.peer(l)),
-                }),
-            };
-        }
-        if forwarded {
-            return Err(LogError::Unavailable {
-                reason: "this server runs no sequencer".into(),
-                leader: None,
-            });
-        }
-        self.forward_to_leader(shard, entries, wait, metadata).await
-    }
-
-    async fn append_local(
-        &self,
-        node: &Node,
-        shard: ShardId,
-        entries: Vec<Vec<u8>>,
-        wait: Wait,
-    ) -> Result<Vec<EntryResult>, LogError> {
-        let appended = node.append(shard, entries).await.map_err(|e| self.seq_err(e))?;
-        let mut results: Vec<EntryResult> = appended
-            .iter()
-            .map(|a| EntryResult {
-                shard_id: shard,
-                index: a.index,
-                leaf_hash: a.leaf_hash.to_vec(),
-                duplicate: a.duplicate,
-                ..Default::default()
-            })
-            .collect();
-        if wait == Wait::Published {
-            let Some(last) = appended.iter().map(|a| a.index).max() else {
-                return Ok(results);
-            };
-            let note = node
-                .wait_published(shard, last, self.config.publish_timeout)
-                .await
-                .map_err(|e| self.seq_err(e))?;
-            let size = checkpoint_size(&note)?;
-            let indexes: Vec<u64> = appended.iter().map(|a| a.index).collect();
-            let proofs = self.inclusion_proofs(shard, size, &indexes).await?;
-            for (r, proof) in results.iter_mut().zip(proofs) {
-                r.inclusion_proof = proof.iter().map(|h| h.as_bytes().to_vec()).collect();
-                r.checkpoint = note.clone();
-            }
-        }
-        Ok(results)
-    }
-
-    /// `body` as a forwarded request for `shard`: the caller's token travels with it, and the marker
-    /// tells the receiving server not to route or forward again.
-    fn forward_request<T>(shard: ShardId, body: T, metadata: &MetadataMap) -> Request<T> {
-        let mut req = Request::new(body);
-        if let Some(auth) = metadata.get("authorization") {
-            req.metadata_mut().insert("authorization", auth.clone());
-        }
-        req.metadata_mut()
-            .insert(FORWARDED_SHARD, MetadataValue::from(shard));
-        req
-    }
-
-    async fn forward(
-        &self,
-        url: &str,
-        shard: ShardId,
-        entries: Vec<Vec<u8>>,
-        wait: Wait,
-        metadata: &MetadataMap,
-    ) -> Result<Vec<EntryResult>, LogError> {
-        let mut client = self.client(url)?;
-        let reply = client
-            .add_entries(Self::forward_request(
-                shard,
-                AddEntriesRequest {
-                    entries,
-                    wait: wait as i32,
-                },
-                metadata,
-            ))
-            .await
-            .map_err(LogError::Forwarded)?;
-        Ok(reply.into_inner().results)
-    }
-
-    /// Without a local node: tries the last known leader, then each peer, following leader hints.
-    async fn forward_to_leader(
-        &self,
-        shard: ShardId,
-        entries: Vec<Vec<u8>>,
-        wait: Wait,
-        metadata: &MetadataMap,
-    ) -> Result<Vec<EntryResult>, LogError> {
-        let cached = self.leaders.lock().ok().and_then(|l| l.get(&shard).cloned());
-        let mut candidates: VecDeque<String> = cached.into_iter().collect();
-        candidates.extend(self.config.peers.values().cloned());
-        let mut tried = BTreeSet::new();
-        let mut last = LogError::Unavailable {
-            reason: "no sequencer peers are configured".into(),
-            leader: None,
-        };
-        while let Some(url) = candidates.pop_front() {
-            if !tried.insert(url.clone()) {
-                continue;
-            }
-            match self.forward(&url, shard, entries.clone(), wait, metadata).await {
-                Ok(results) => {
-                    if let Ok(mut l) = self.leaders.lock() {
-                        l.insert(shard, url);
-                    }
-                    return Ok(results);
-                }
-                Err(LogError::Forwarded(s)) if s.code() == tonic::Code::FailedPrecondition => {
-                    return Err(LogError::Forwarded(s));
-                }
-                Err(LogError::Forwarded(s)) if is_unavailable(&s) => {
-                    if s.message().contains("frozen")
-                        && let Ok(mut f) = self.frozen.lock()
-                    {
-                        f.insert(shard);
-                    }
-                    if let Some(hint) = leader_hint(&s) {
-                        candidates.push_front(hint);
-                    }
-                    last = LogError::Forwarded(s);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last)
-    }
-
-    /// Inclusion proofs for `indexes` in the published tree of `size`, from the stored tiles.
-    async fn inclusion_proofs(
-        &self,
-        shard: ShardId,
-        size: u64,
-        indexes: &[u64],
-    ) -> Result<Vec<Vec<Hash>>, LogError> {
-        let mut tiles = BTreeSet::new();
-        for &i in indexes {
-            tiles.extend(inclusion_tiles(size, i).map_err(proof_err)?);
-        }
-        let src = self.fetch_tiles(shard, tiles, size).await?;
-        indexes
-            .iter()
-            .map(|&i| inclusion_proof(&src, size, i).map_err(proof_err))
-            .collect()
-    }
-
-    /// Fetches hash tiles as of the published size `latest` (a full or wider tile serves every smaller
-    /// tree).
-    async fn fetch_tiles(
-        &self,
-        shard: ShardId,
-        tiles: BTreeSet<TileId>,
-        latest: u64,
-    ) -> Result<TileMap, LogError> {
-        let bucket = self.bucket.child(&self.shard(shard)?.bucket_prefix);
-        let bucket = &bucket;
-        let fetched = try_join_all(tiles.into_iter().map(|t| async move {
-            let width = tile_width(latest, t.level, t.index)
-                .ok_or_else(|| LogError::Internal(format!("tile {t} is not in the tree of size {latest}")))?;
-            let id = TileId { width, ..t };
-            let data = bucket
-                .get(&id.path())
-                .await
-                .map_err(|e| LogError::Unavailable {
-                    reason: format!("object storage: {e}"),
-                    leader: None,
-                })?
-                .ok_or_else(|| LogError::Internal(format!("published tile {id} is missing from storage")))?;
-            Ok::<_, LogError>(((t.level, t.index), data.to_vec()))
-        }))
-        .await?;
-        Ok(fetched.into_iter().collect())
-    }
-
-    async fn checkpoint(&self, shard: ShardId) -> Result<Vec<u8>, LogError> {
-        let meta = self.shard(shard)?;
-        self.bucket
-            .child(&meta.bucket_prefix)
-            .get("checkpoint")
-            .await
-            .map_err(|e| LogError::Unavailable {
-                reason: format!("object storage: {e}"),
-                leader: None,
-            })?
-            .map(|b| b.to_vec())
-            .ok_or_else(|| LogError::NotFound(format!("shard {shard} has no published checkpoint yet")))
-    }
-
-    async fn published_size(&self, shard: ShardId) -> Result<u64, LogError> {
-        checkpoint_size(&self.checkpoint(shard).await?)
-    }
-
-    fn unpublished(size: u64, latest: u64) -> LogError {
-        LogError::NotFound(format!(
-            "tree size {size} is not published; the latest checkpoint has size {latest}"
-        ))
-    }
-
-    async fn get_inclusion_proof(&self, req: GetInclusionProofRequest) -> Result<Vec<Hash>, LogError> {
-        let latest = self.published_size(req.shard_id).await?;
-        if req.tree_size > latest {
-            return Err(Self::unpublished(req.tree_size, latest));
-        }
-        if req.index >= req.tree_size {
-            return Err(LogError::Invalid(format!(
-                "index {} is not below tree size {}",
-                req.index, req.tree_size
-            )));
-        }
-        let tiles = inclusion_tiles(req.tree_size, req.index).map_err(proof_err)?;
-        let src = self
-            .fetch_tiles(req.shard_id, tiles.into_iter().collect(), latest)
-            .await?;
-        inclusion_proof(&src, req.tree_size, req.index).map_err(proof_err)
-    }
-
-    async fn get_consistency_proof(&self, req: GetConsistencyProofRequest) -> Result<Vec<Hash>, LogError> {
-        let latest = self.published_size(req.shard_id).await?;
-        if req.second_size > latest {
-            return Err(Self::unpublished(req.second_size, latest));
-        }
-        if req.first_size == 0 || req.first_size > req.second_size {
-            return Err(LogError::Invalid(format!(
-                "sizes must satisfy 0 < first_size <= second_size; got {} and {}",
-                req.first_size, req.second_size
-            )));
-        }
-        let tiles = consistency_tiles(req.first_size, req.second_size).map_err(proof_err)?;
-        let src = self
-            .fetch_tiles(req.shard_id, tiles.into_iter().collect(), latest)
-            .await?;
-        consistency_proof(&src, req.first_size, req.second_size).map_err(proof_err)
-    }
-
-    async fn freeze(&self, metadata: &MetadataMap, shard: ShardId) -> Result<(), LogError> {
+    pub(crate) async fn freeze(&self, metadata: &MetadataMap, shard: ShardId) -> Result<(), LogError> {
         self.auth.admin(metadata)?;
         self.shard(shard)?;
         let forwarded = metadata.get(FORWARDED_SHARD).is_some();
@@ -533,17 +152,11 @@ impl Inner {
         self.client(&url)?
             .freeze_shard(req)
             .await
-            .map_err(LogError::Forwarded)?;
+            .map_err(LogError::from_forwarded)?;
         if let Ok(mut f) = self.frozen.lock() {
             f.insert(shard);
         }
         Ok(())
-    }
-}
-
-fn hashes(v: Vec<Hash>) -> ProofResponse {
-    ProofResponse {
-        hashes: v.iter().map(|h| h.as_bytes().to_vec()).collect(),
     }
 }
 
@@ -556,10 +169,10 @@ impl Log for LogServer {
         req: Request<AddEntriesRequest>,
     ) -> Result<Response<AddEntriesResponse>, Status> {
         let (metadata, _, body) = req.into_parts();
-        let n = body.entries.len();
-        let span = tracing::debug_span!("add_entries", entries = n);
-        let _ = span.enter();
-        Ok(Response::new(self.inner.add_entries(&metadata, body).await?))
+        let span = tracing::info_span!("add_entries", entries = body.entries.len(), wait = ?body.wait());
+        Ok(Response::new(
+            self.inner.add_entries(&metadata, body).instrument(span).await?,
+        ))
     }
 
     type AddEntriesStreamStream = ResponseStream;
@@ -591,7 +204,12 @@ impl Log for LogServer {
         &self,
         req: Request<GetCheckpointRequest>,
     ) -> Result<Response<GetCheckpointResponse>, Status> {
-        let checkpoint = self.inner.checkpoint(req.get_ref().shard_id).await?;
+        let shard = req.get_ref().shard_id;
+        let checkpoint = self
+            .inner
+            .checkpoint(shard)
+            .instrument(tracing::info_span!("get_checkpoint", shard))
+            .await?;
         Ok(Response::new(GetCheckpointResponse { checkpoint }))
     }
 
@@ -599,35 +217,43 @@ impl Log for LogServer {
         &self,
         req: Request<GetInclusionProofRequest>,
     ) -> Result<Response<ProofResponse>, Status> {
-        Ok(Response::new(hashes(
-            self.inner.get_inclusion_proof(req.into_inner()).await?,
-        )))
+        let req = req.into_inner();
+        let span = tracing::info_span!(
+            "get_inclusion_proof",
+            shard = req.shard_id,
+            size = req.tree_size,
+            index = req.index
+        );
+        Ok(Response::new(
+            self.inner.get_inclusion_proof(req).instrument(span).await?.into(),
+        ))
     }
 
     async fn get_consistency_proof(
         &self,
         req: Request<GetConsistencyProofRequest>,
     ) -> Result<Response<ProofResponse>, Status> {
-        Ok(Response::new(hashes(
-            self.inner.get_consistency_proof(req.into_inner()).await?,
-        )))
+        let req = req.into_inner();
+        let span = tracing::info_span!(
+            "get_consistency_proof",
+            shard = req.shard_id,
+            size1 = req.first_size,
+            size2 = req.second_size
+        );
+        Ok(Response::new(
+            self.inner
+                .get_consistency_proof(req)
+                .instrument(span)
+                .await?
+                .into(),
+        ))
     }
 
     async fn list_shards(
         &self,
         _req: Request<ListShardsRequest>,
     ) -> Result<Response<ListShardsResponse>, Status> {
-        let shards = self
-            .shards()
-            .into_iter()
-            .map(|(s, frozen)| Shard {
-                id: s.id,
-                origin: s.origin,
-                vkey: s.vkey,
-                state: if frozen { "frozen" } else { "active" }.into(),
-                prefix: s.http_prefix,
-            })
-            .collect();
+        let shards = self.shards().into_iter().map(Into::into).collect();
         Ok(Response::new(ListShardsResponse { shards }))
     }
 
@@ -636,7 +262,10 @@ impl Log for LogServer {
         req: Request<FreezeShardRequest>,
     ) -> Result<Response<FreezeShardResponse>, Status> {
         let (metadata, _, body) = req.into_parts();
-        self.inner.freeze(&metadata, body.shard_id).await?;
+        self.inner
+            .freeze(&metadata, body.shard_id)
+            .instrument(tracing::info_span!("freeze_shard", shard = body.shard_id))
+            .await?;
         tracing::info!(shard = body.shard_id, "shard frozen");
         Ok(Response::new(FreezeShardResponse {}))
     }
@@ -676,6 +305,11 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Error statuses are answers, not server failures: the API's errors are logged where they arise.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             // `tcp_nodelay` on the builder only applies to sockets tonic binds itself.

@@ -9,15 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut};
-use cairn_log_server::{AuthConfig, Backend, Limits, LogServer, LogServerConfig, ShardMeta, Tenant};
+use cairn_log_server::{AuthConfig, Backend, Limits, LogServer, LogServerConfig, Tenant};
 use cairn_proto::v1::log_client::LogClient;
 use cairn_proto::v1::{
     AddEntriesRequest, FreezeShardRequest, GetCheckpointRequest, GetConsistencyProofRequest,
     GetInclusionProofRequest, ListShardsRequest, Wait,
 };
 use cairn_sequencer::testing::test_shards;
-use cairn_sequencer::{Bucket, Node, NodeConfig};
+use cairn_sequencer::{Node, NodeConfig};
+use cairn_store::{Bucket, TileCache};
 use object_store::memory::InMemory;
+use sha2::{Digest, Sha256};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -49,18 +51,7 @@ async fn start() -> anyhow::Result<Fixture> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let node = Arc::new(node);
-    let mut config = LogServerConfig::new(
-        shards
-            .iter()
-            .map(|s| ShardMeta {
-                id: s.id,
-                origin: s.origin.clone(),
-                vkey: s.vkey.clone(),
-                http_prefix: format!("/logs/{}", s.id),
-                bucket_prefix: s.prefix.clone(),
-            })
-            .collect(),
-    );
+    let mut config = LogServerConfig::new(shards.iter().map(|s| s.shard.clone()).collect());
     config.limits = Limits {
         max_entries: 100,
         max_bytes: 256 << 10,
@@ -88,8 +79,9 @@ async fn start() -> anyhow::Result<Fixture> {
         Backend {
             node: Some(node.clone()),
             bucket,
+            cache: TileCache::new(16 << 20),
         },
-    );
+    )?;
     let routes = cairn_log_server::grpc_routes(server).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -414,7 +406,11 @@ async fn routing_spreads_entries_and_never_chooses_a_frozen_shard() -> anyhow::R
     let on1 = first.iter().filter(|r| r.shard_id == 1).count();
     anyhow::ensure!((20..=80).contains(&on1), "{on1} of 100 entries went to shard 1");
     for (e, r) in entries.iter().zip(&first) {
-        let expected = cairn_log_server::route(cairn_tlog::leaf_hash(e).as_bytes(), &[1, 2]);
+        // The documented rule, computed here from its definition: the RFC 6962 leaf hash's first 8
+        // bytes, big endian, modulo the number of active shards, indexes the sorted active shard ids.
+        let leaf = Sha256::new().chain_update([0u8]).chain_update(e).finalize();
+        let head = u64::from_be_bytes(leaf[..8].try_into()?);
+        let expected = Some([1u32, 2][(head % 2) as usize]);
         anyhow::ensure!(
             Some(r.shard_id) == expected,
             "entry routed to {} not {expected:?}",

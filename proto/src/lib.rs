@@ -1,8 +1,11 @@
 //! `cairn-proto`: Cairn's protobuf definitions and the tonic/prost code generated from them.
 //!
-//! Generated types stay here; domain crates convert at their edges.
+//! Generated types stay here, with their conversions to and from the domain types ([`convert`]) and
+//! the names of the metadata keys the API uses ([`metadata`]).
 
 pub mod codec;
+pub mod convert;
+pub mod metadata;
 
 /// Raft transport between sequencer nodes (`cairn.raft.v1`).
 pub mod raft {

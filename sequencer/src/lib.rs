@@ -5,7 +5,7 @@
 //! Entries from many callers are batched into Raft proposals ([`node`]); applying a batch is
 //! deterministic on every replica: exact dedup, index assignment, the tree edge. On each shard's leader,
 //! the [`publisher`] writes C2SP tiles, entry bundles and the signed checkpoint to object storage
-//! ([`bucket`]) and commits the published size through Raft.
+//! (`cairn-store`) and commits the published size through Raft.
 //!
 //! This crate owns ordering, replication and publication. Formats and proofs are `cairn-tlog`'s; the
 //! gRPC submission API is `cairn-log-server`'s.
@@ -14,17 +14,26 @@
 // same type so that `?` works across them without conversions.
 #![allow(clippy::result_large_err)]
 
-pub mod bucket;
+pub mod config;
 pub mod error;
 pub mod network;
 pub mod node;
+mod proposer;
 pub mod publisher;
+mod shard;
 pub mod sm;
+pub mod state;
 pub mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;
 
-pub use bucket::{Bucket, open_store};
+pub use cairn_store::Shard;
+/// Object storage is `cairn-store`'s; the publisher writes through its [`Bucket`].
+pub use cairn_store::bucket;
+pub use cairn_store::{Bucket, PutError};
+pub use config::{BatchConfig, NodeConfig, RaftTiming, ShardConfig};
 pub use error::SequencerError;
-pub use node::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
-pub use types::{Appended, NodeId, ShardId, ShardInfo};
+pub use node::Node;
+pub use state::ReplicatedState;
+pub use types::{Appended, NodeId, ShardId};

@@ -1,164 +1,34 @@
-//! A sequencer node: the Raft groups of the shards it hosts, the batching proposer, the publisher, and
-//! the library API the log-server calls.
+//! A sequencer node: starts the Raft groups of the shards it hosts with their proposers and publishers
+//! (each shard's runtime is in `shard.rs`), and is the library API the log-server calls.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_tlog::Signer;
-use openraft::error::{ForwardToLeader, RaftError};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use openraft::error::RaftError;
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::bucket::Bucket;
+// The configuration types were defined here first; `node::NodeConfig` and friends stay valid paths.
+pub use crate::config::{BatchConfig, NodeConfig, RaftTiming, ShardConfig};
 use crate::error::SequencerError;
 use crate::network::{Channels, NetworkFactory, Partitions, RaftRegistry, RaftService};
-use crate::publisher;
-use crate::sm::{ShardSm, StateMachine};
+use crate::shard::{HostedShard, PendingAppend, ensure_leader, map_write_err};
+use crate::sm::StateMachine;
+use crate::state::{ReplicatedState, ShardSm};
 use crate::store::{LogStore, open_db};
-use crate::types::{Appended, Command, NodeId, Reply, ShardId, ShardInfo, TypeConfig};
+use crate::types::{Appended, Command, NodeId, ShardId, TypeConfig};
+use crate::{proposer, publisher};
 
-/// A shard hosted by a node.
-#[derive(Clone, Debug)]
-pub struct ShardConfig {
-    /// Shard id.
-    pub id: ShardId,
-    /// Checkpoint origin (also the key name).
-    pub origin: String,
-    /// Checkpoint signing key. A node without it can replicate the shard but not publish it as leader.
-    pub signer: Option<Signer>,
-    /// The shard's verifier key string.
-    pub vkey: String,
-    /// Where the shard's tiles live inside the node's bucket, e.g. `logs/2026h2-a`.
-    pub prefix: String,
-}
-
-/// Raft timing, in milliseconds.
-#[derive(Clone, Copy, Debug)]
-pub struct RaftTiming {
-    /// Leader heartbeat interval.
-    pub heartbeat_ms: u64,
-    /// Lower bound of the election timeout.
-    pub election_min_ms: u64,
-    /// Upper bound of the election timeout.
-    pub election_max_ms: u64,
-}
-
-impl Default for RaftTiming {
-    fn default() -> Self {
-        Self {
-            heartbeat_ms: 100,
-            election_min_ms: 400,
-            election_max_ms: 800,
-        }
-    }
-}
-
-/// How entries are grouped into Raft proposals.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchConfig {
-    /// At most this many entries per proposal.
-    pub max_entries: usize,
-    /// At most this many entry bytes per proposal.
-    pub max_bytes: usize,
-    /// Wait at most this long for a proposal to fill.
-    pub max_delay: Duration,
-    /// Proposals in flight at once per shard.
-    pub max_in_flight: usize,
-    /// Append requests queued per shard before callers are pushed back.
-    pub queue: usize,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_entries: 4096,
-            max_bytes: 4 << 20,
-            max_delay: Duration::from_millis(2),
-            max_in_flight: 8,
-            queue: 4096,
-        }
-    }
-}
-
-/// Everything a node needs to start.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    /// This node's id (non-zero, unique in the cluster).
-    pub id: NodeId,
-    /// RocksDB directory.
-    pub data_dir: PathBuf,
-    /// Address the Raft gRPC server binds (port 0 picks one).
-    pub raft_listen: SocketAddr,
-    /// Address peers use to reach this node; the bound address when `None`.
-    pub raft_advertise: Option<String>,
-    /// Shards this node hosts.
-    pub shards: Vec<ShardConfig>,
-    /// Object storage shared by the cluster.
-    pub bucket: Bucket,
-    /// Raft timing.
-    pub timing: RaftTiming,
-    /// Proposal batching.
-    pub batch: BatchConfig,
-    /// Pause between publishing rounds.
-    pub publish_interval: Duration,
-    /// Build a snapshot (and purge the log) after this many applied Raft entries.
-    pub snapshot_every: u64,
-    /// Raft entries kept behind a snapshot (lets slightly lagging followers catch up without one).
-    pub keep_after_snapshot: u64,
-    /// Refuse appends while this many entries are sequenced but not published.
-    pub max_unpublished: u64,
-}
-
-impl NodeConfig {
-    /// A configuration with defaults for everything but identity, storage and shards.
-    pub fn new(
-        id: NodeId,
-        data_dir: PathBuf,
-        raft_listen: SocketAddr,
-        bucket: Bucket,
-        shards: Vec<ShardConfig>,
-    ) -> Self {
-        Self {
-            id,
-            data_dir,
-            raft_listen,
-            raft_advertise: None,
-            shards,
-            bucket,
-            timing: RaftTiming::default(),
-            batch: BatchConfig::default(),
-            publish_interval: Duration::from_millis(50),
-            snapshot_every: 1_000,
-            keep_after_snapshot: 500,
-            max_unpublished: 2_000_000,
-        }
-    }
-}
-
-pub(crate) struct PendingAppend {
-    entries: Vec<Vec<u8>>,
-    reply: oneshot::Sender<Result<Vec<Appended>, SequencerError>>,
-}
-
-/// A shard's runtime on this node.
-pub(crate) struct Shard {
-    pub(crate) config: ShardConfig,
-    pub(crate) raft: Raft<TypeConfig>,
-    pub(crate) sm: Arc<ShardSm>,
-    pub(crate) bucket: Bucket,
-    queue: mpsc::Sender<PendingAppend>,
-    /// Size of the newest checkpoint this node has written to object storage.
-    pub(crate) uploaded: watch::Sender<u64>,
-}
-
-pub(crate) struct NodeInner {
-    pub(crate) id: NodeId,
-    pub(crate) config: NodeConfig,
-    pub(crate) shards: HashMap<ShardId, Arc<Shard>>,
+/// What the node's tasks and the Raft server share.
+struct NodeInner {
+    id: NodeId,
+    config: NodeConfig,
+    shards: HashMap<ShardId, Arc<HostedShard>>,
     partitions: Arc<Partitions>,
 }
 
@@ -217,9 +87,10 @@ impl Node {
         let mut shards = HashMap::new();
         let mut queues = Vec::new();
         for sc in &config.shards {
-            let sm = ShardSm::open(db.clone(), sc.id).map_err(|e| SequencerError::Fatal(e.to_string()))?;
+            let sm =
+                ShardSm::open(db.clone(), sc.shard.id).map_err(|e| SequencerError::Fatal(e.to_string()))?;
             let network = NetworkFactory {
-                shard: sc.id,
+                shard: sc.shard.id,
                 from: config.id,
                 channels: channels.clone(),
                 partitions: partitions.clone(),
@@ -228,26 +99,18 @@ impl Node {
                 config.id,
                 raft_config.clone(),
                 network,
-                LogStore::new(db.clone(), sc.id),
+                LogStore::new(db.clone(), sc.shard.id),
                 StateMachine(sm.clone()),
             )
             .await
             .map_err(|e| SequencerError::Fatal(e.to_string()))?;
             let (tx, rx) = mpsc::channel(config.batch.queue);
-            let bucket = config.bucket.child(&sc.prefix);
-            let (uploaded, _) = watch::channel(0);
+            let bucket = config.bucket.child(&sc.shard.prefix());
             shards.insert(
-                sc.id,
-                Arc::new(Shard {
-                    config: sc.clone(),
-                    raft,
-                    sm,
-                    bucket,
-                    queue: tx,
-                    uploaded,
-                }),
+                sc.shard.id,
+                Arc::new(HostedShard::new(sc.clone(), raft, sm, bucket, tx)),
             );
-            queues.push((sc.id, rx));
+            queues.push((sc.shard.id, rx));
         }
         // The same partition table filters outgoing messages (network factories) and incoming ones (server).
         let inner = Arc::new(NodeInner {
@@ -259,14 +122,14 @@ impl Node {
         let mut tasks = Vec::new();
         for (id, rx) in queues {
             let shard = inner.shards[&id].clone();
-            tasks.push(tokio::spawn(proposer(
+            tasks.push(tokio::spawn(proposer::run(
                 shard.clone(),
                 config.batch,
                 rx,
                 stop.subscribe(),
             )));
             tasks.push(tokio::spawn(publisher::run(
-                inner.clone(),
+                config.publishing(),
                 shard,
                 stop.subscribe(),
             )));
@@ -334,7 +197,7 @@ impl Node {
         ids
     }
 
-    fn shard(&self, id: ShardId) -> Result<&Arc<Shard>, SequencerError> {
+    fn shard(&self, id: ShardId) -> Result<&Arc<HostedShard>, SequencerError> {
         self.inner.shards.get(&id).ok_or(SequencerError::UnknownShard(id))
     }
 
@@ -344,7 +207,7 @@ impl Node {
     }
 
     /// A shard's replicated state.
-    pub fn state(&self, shard: ShardId) -> Result<crate::sm::ShardState, SequencerError> {
+    pub fn state(&self, shard: ShardId) -> Result<ReplicatedState, SequencerError> {
         Ok(self.shard(shard)?.sm.state())
     }
 
@@ -454,11 +317,24 @@ impl Node {
         timeout: Duration,
     ) -> Result<Vec<u8>, SequencerError> {
         let s = self.shard(shard)?;
-        let mut rx = s.uploaded.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|size| *size > index))
+        let mut uploaded = s.uploaded.subscribe();
+        let mut stopped = s.watch_stopped();
+        let wait = async {
+            tokio::select! {
+                biased;
+                r = uploaded.wait_for(|size| *size > index) => {
+                    r.map(drop).map_err(|_| SequencerError::Fatal("publisher stopped".into()))
+                }
+                // A stopped publisher never gets there: say why now rather than at the timeout.
+                r = stopped.wait_for(Option::is_some) => Err(SequencerError::Fatal(format!(
+                    "publishing of shard {shard} stopped: {}",
+                    r.ok().and_then(|why| why.clone()).unwrap_or_default()
+                ))),
+            }
+        };
+        tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| SequencerError::Timeout("waiting for publication"))?
-            .map_err(|_| SequencerError::Fatal("publisher stopped".into()))?;
+            .map_err(|_| SequencerError::Timeout("waiting for publication"))??;
         Ok(s.sm.published().note)
     }
 
@@ -469,18 +345,48 @@ impl Node {
     }
 
     /// The shard's identity as replicated in its Raft group, once the leader has recorded it.
-    pub fn info(&self, shard: ShardId) -> Result<Option<ShardInfo>, SequencerError> {
+    pub fn info(&self, shard: ShardId) -> Result<Option<cairn_store::Shard>, SequencerError> {
         Ok(self.shard(shard)?.sm.state().info)
     }
 
     /// Freezes a shard: later appends are refused and the publisher writes a final checkpoint.
     pub async fn freeze(&self, shard: ShardId) -> Result<(), SequencerError> {
         let s = self.shard(shard)?;
-        s.raft
+        let span = tracing::info_span!("raft_freeze", shard, raft_index = tracing::field::Empty);
+        let resp = s
+            .raft
             .client_write(Command::Freeze)
+            .instrument(span.clone())
             .await
             .map_err(|e| map_write_err(shard, e))?;
+        span.record("raft_index", resp.log_id.index);
         Ok(())
+    }
+
+    /// Why this node stopped publishing `shard` for good (a fatal error such as a tile in object storage
+    /// that differs from the replicated log), or `None` while its publisher runs (or for an unknown
+    /// shard). Only a restart of the node starts a stopped publisher again.
+    pub fn publishing_stopped(&self, shard: ShardId) -> Option<String> {
+        self.inner.shards.get(&shard).and_then(|s| s.publishing_stopped())
+    }
+
+    /// Every shard whose publisher stopped on this node, with the reason, by shard id (for readiness
+    /// checks).
+    pub fn stopped_shards(&self) -> Vec<(ShardId, String)> {
+        let mut out: Vec<(ShardId, String)> = self
+            .inner
+            .shards
+            .iter()
+            .filter_map(|(id, s)| s.publishing_stopped().map(|why| (*id, why)))
+            .collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// How many times a publisher on this node stopped on a fatal error since the node started (a
+    /// counter for metrics).
+    pub fn publisher_stops(&self) -> u64 {
+        self.inner.shards.values().map(|s| s.publisher_stops()).sum()
     }
 
     /// Stops every task and Raft group and closes the database. Returns once the database is closed,
@@ -504,121 +410,5 @@ impl Node {
         if Arc::strong_count(&self.db) > 1 {
             tracing::error!("database still in use after shutdown");
         }
-    }
-}
-
-pub(crate) fn ensure_leader(me: NodeId, s: &Shard) -> Result<(), SequencerError> {
-    let m = s.raft.metrics().borrow().clone();
-    if m.state == ServerState::Leader && m.current_leader == Some(me) {
-        return Ok(());
-    }
-    let leader = m.current_leader.and_then(|id| {
-        m.membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| (id, n.addr.clone()))
-    });
-    Err(SequencerError::NotLeader {
-        shard: s.config.id,
-        leader,
-    })
-}
-
-pub(crate) fn map_write_err<E>(shard: ShardId, e: RaftError<NodeId, E>) -> SequencerError
-where
-    E: std::error::Error + openraft::TryAsRef<ForwardToLeader<NodeId, BasicNode>>,
-{
-    if let Some(f) = e.forward_to_leader::<BasicNode>() {
-        return SequencerError::NotLeader {
-            shard,
-            leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
-        };
-    }
-    match e {
-        RaftError::Fatal(f) => SequencerError::Fatal(f.to_string()),
-        RaftError::APIError(api) => SequencerError::Retryable(api.to_string()),
-    }
-}
-
-/// Groups queued appends into Raft proposals by count, bytes or time, with several in flight.
-async fn proposer(
-    shard: Arc<Shard>,
-    cfg: BatchConfig,
-    mut rx: mpsc::Receiver<PendingAppend>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight));
-    loop {
-        let first = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            p = rx.recv() => match p { Some(p) => p, None => return },
-        };
-        let mut batch = vec![first];
-        let mut count = batch[0].entries.len();
-        let mut bytes: usize = batch[0].entries.iter().map(Vec::len).sum();
-        let deadline = tokio::time::Instant::now() + cfg.max_delay;
-        while count < cfg.max_entries && bytes < cfg.max_bytes {
-            let next = match rx.try_recv() {
-                Ok(p) => Some(p),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                    p = rx.recv() => p,
-                    _ = tokio::time::sleep_until(deadline) => None,
-                },
-            };
-            let Some(p) = next else { break };
-            count += p.entries.len();
-            bytes += p.entries.iter().map(Vec::len).sum::<usize>();
-            batch.push(p);
-        }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let shard = shard.clone();
-        tokio::spawn(async move {
-            let mut sizes = Vec::with_capacity(batch.len());
-            let mut all = Vec::with_capacity(count);
-            let mut replies = Vec::with_capacity(batch.len());
-            for p in batch {
-                sizes.push(p.entries.len());
-                all.extend(p.entries);
-                replies.push(p.reply);
-            }
-            let id = shard.config.id;
-            let result = shard.raft.client_write(Command::Append(all)).await;
-            drop(permit);
-            match result {
-                Ok(resp) => match resp.data {
-                    Reply::Appended(mut results) => {
-                        for (n, reply) in sizes.into_iter().zip(replies).rev() {
-                            let tail = results.split_off(results.len() - n);
-                            let _ = reply.send(Ok(tail));
-                        }
-                    }
-                    Reply::Frozen => replies
-                        .into_iter()
-                        .for_each(|r| drop(r.send(Err(SequencerError::Frozen(id))))),
-                    other => {
-                        let msg = format!("unexpected reply {other:?}");
-                        replies
-                            .into_iter()
-                            .for_each(|r| drop(r.send(Err(SequencerError::Fatal(msg.clone())))));
-                    }
-                },
-                Err(e) => {
-                    let err = map_write_err(id, e);
-                    for r in replies {
-                        let _ = r.send(Err(match &err {
-                            SequencerError::NotLeader { shard, leader } => SequencerError::NotLeader {
-                                shard: *shard,
-                                leader: leader.clone(),
-                            },
-                            SequencerError::Fatal(m) => SequencerError::Fatal(m.clone()),
-                            other => SequencerError::Retryable(other.to_string()),
-                        }));
-                    }
-                }
-            }
-        });
     }
 }

@@ -30,29 +30,63 @@
 //!
 //! The remaining window is an upload whose request reached the store but was applied more than
 //! `election_timeout_min / 2` after it was sent; the next round of the new leader repairs it.
+//!
+//! # Fatal errors
+//!
+//! A round that fails for a reason retrying can cure (storage or network hiccups, a leadership change)
+//! is retried with backoff. A round that fails for a reason it would meet again every time (a tile in
+//! object storage that differs from the replicated log, no signing key, replicated state that does not
+//! add up) stops this shard's publisher for good: the reason is recorded on the shard
+//! ([`crate::Node::publishing_stopped`]), logged once at error level and counted; other shards keep
+//! publishing. Every such check happens before the checkpoint is signed, so nothing that covers the
+//! offending data is ever signed, committed or written.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_tlog::bundle;
-use cairn_tlog::{BundleBuilder, Checkpoint, Hash, Note, leaf_hash};
+use cairn_tlog::{BundleBuilder, Checkpoint, Hash, leaf_hash};
 use futures::{StreamExt, TryStreamExt};
 use openraft::ServerState;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::bucket::{Bucket, PutError};
+use crate::config::Publishing;
 use crate::error::SequencerError;
-use crate::node::{NodeInner, Shard, map_write_err};
-use crate::types::{Command, Reply, ShardInfo};
+use crate::shard::{HostedShard, map_write_err};
+use crate::types::{Command, Reply};
 
 /// Uploads run this many at once.
 const UPLOAD_CONCURRENCY: usize = 16;
 /// Attempts per object before the round gives up (it is retried next round).
 const UPLOAD_ATTEMPTS: u32 = 4;
 
-pub(crate) async fn run(node: Arc<NodeInner>, shard: Arc<Shard>, mut stop: watch::Receiver<bool>) {
-    let interval = node.config.publish_interval;
+/// Why a round ended before publishing everything sequenced.
+#[derive(Debug)]
+enum RoundError {
+    /// Retrying can succeed: the next round tries again, after a backoff.
+    Retry(SequencerError),
+    /// Retrying would meet the same failure (or sign over a log that object storage contradicts): this
+    /// node stops publishing the shard.
+    Stop(String),
+}
+
+/// Classifies the error of a Raft write or leadership check (from [`map_write_err`]). Not being the
+/// leader and Raft API errors are transient. A fatal Raft error means the shard's Raft group has stopped
+/// (shut down, or its storage failed): nothing can be committed through it any more, so publishing
+/// stops as well.
+fn raft_err(e: SequencerError) -> RoundError {
+    match e {
+        SequencerError::Fatal(why) => RoundError::Stop(format!("raft stopped: {why}")),
+        other => RoundError::Retry(other),
+    }
+}
+
+/// Publishes `shard` while this node leads it, until `stop` is set or a fatal error stops it.
+pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watch::Receiver<bool>) {
+    let interval = cfg.interval;
     let mut failures = 0u32;
     // Size of the checkpoint this node has confirmed in the store during its current leadership.
     let mut confirmed: Option<u64> = None;
@@ -67,48 +101,63 @@ pub(crate) async fn run(node: Arc<NodeInner>, shard: Arc<Shard>, mut stop: watch
             _ = tokio::time::sleep(pause) => {}
         }
         let m = shard.raft.metrics().borrow().clone();
-        let leader = m.state == ServerState::Leader && m.current_leader == Some(node.id);
+        let leader = m.state == ServerState::Leader && m.current_leader == Some(cfg.node);
         if !leader {
             // When leadership comes back, the store may be behind the newest committed checkpoint.
             confirmed = None;
             continue;
         }
-        match publish_once(&node, &shard, &mut confirmed).await {
+        match publish_once(&cfg, &shard, &mut confirmed).await {
             Ok(()) => failures = 0,
-            Err(e) => {
+            Err(RoundError::Retry(e)) => {
                 failures += 1;
-                tracing::warn!(shard = shard.config.id, error = %e, failures, "publishing round failed");
+                tracing::warn!(shard = shard.id(), error = %e, failures, "publishing round failed");
+            }
+            Err(RoundError::Stop(why)) => {
+                // Raft is stopped on purpose at shutdown: that is no failure to report.
+                if *stop.borrow() {
+                    return;
+                }
+                if shard.stop_publishing(why.clone()) {
+                    tracing::error!(shard = shard.id(), reason = %why, "publishing stopped");
+                }
+                return;
             }
         }
     }
 }
 
 async fn publish_once(
-    node: &NodeInner,
-    shard: &Shard,
+    cfg: &Publishing,
+    shard: &HostedShard,
     confirmed: &mut Option<u64>,
-) -> Result<(), SequencerError> {
+) -> Result<(), RoundError> {
     let (state, published) = shard.sm.view();
     let Some(info) = state.info.clone() else {
         // First leader of a new shard: record its identity in the replicated state.
-        let info = ShardInfo {
-            id: shard.config.id,
-            origin: shard.config.origin.clone(),
-            vkey: shard.config.vkey.clone(),
-        };
+        let info = shard.config.shard.clone();
+        let span = tracing::info_span!(
+            "raft_init",
+            shard = shard.id(),
+            raft_index = tracing::field::Empty
+        );
         let resp = shard
             .raft
             .client_write(Command::Init(info))
+            .instrument(span.clone())
             .await
-            .map_err(|e| map_write_err(shard.config.id, e))?;
+            .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
+        span.record("raft_index", resp.log_id.index);
         if let Reply::Rejected(why) = resp.data {
-            return Err(SequencerError::Fatal(why));
+            // The shard's replicated identity is not the one this node is configured with; only a
+            // configuration change (and a restart) can fix that.
+            return Err(RoundError::Stop(format!("identity rejected: {why}")));
         }
         return Ok(());
     };
     if !published.note.is_empty() && confirmed.is_none_or(|c| c < published.size) {
         // Make sure the newest committed checkpoint is in the store before publishing beyond it.
-        put_checkpoint(node, shard, published.size, &published.note).await?;
+        put_checkpoint(cfg, shard, published.size, &published.note).await?;
         *confirmed = Some(published.size);
     }
     let n = state.size;
@@ -116,42 +165,49 @@ async fn publish_once(
         return Ok(());
     }
     let Some(signer) = &shard.config.signer else {
-        return Err(SequencerError::Fatal(format!(
+        // Configuration: this node can replicate the shard but never sign for it until it is restarted
+        // with the key. (Leadership is not given up by itself; the reason tells operators to move it.)
+        return Err(RoundError::Stop(format!(
             "shard {} has no signing key on this node",
             info.id
         )));
     };
 
     // 1. Tiles and bundles.
-    let floor = published.size - published.size % 256;
+    let floor = bundle::bundle_floor(published.size);
+    // A read error may be transient (storage), and so may missing entries: a checkpoint committed by
+    // an earlier leader can be applied after `view` was read and drop entries below its bundle floor.
     let entries = shard
         .sm
         .staged_entries(floor, n)
-        .map_err(|e| SequencerError::Retryable(e.to_string()))?;
+        .map_err(|e| RoundError::Retry(SequencerError::Retryable(e.to_string())))?;
     let (old, new) = entries.split_at((published.size - floor) as usize);
+    // The published record, the staged entries and the tree edge are replicated state: if they do not
+    // add up now they never will, and no checkpoint over them may be signed.
     let mut tiles = published
         .tile_builder()
-        .map_err(|e| SequencerError::Fatal(e.to_string()))?;
+        .map_err(|e| RoundError::Stop(format!("published partial tiles: {e}")))?;
     let leaves: Vec<Hash> = new.iter().map(|e| leaf_hash(e)).collect();
     let hash_tiles = tiles.extend(&leaves);
     let root = tiles.root();
     if root != state.tree_edge().root() {
-        return Err(SequencerError::Fatal(format!(
+        return Err(RoundError::Stop(format!(
             "tiles and tree edge disagree at size {n}"
         )));
     }
-    let partial = bundle::encode(old).map_err(|e| SequencerError::Fatal(e.to_string()))?;
+    let partial = bundle::encode(old).map_err(|e| RoundError::Stop(format!("staged entries: {e}")))?;
     let mut bundles = BundleBuilder::from_partial(published.size, &partial)
-        .map_err(|e| SequencerError::Fatal(e.to_string()))?;
+        .map_err(|e| RoundError::Stop(format!("partial bundle: {e}")))?;
     let bundles = bundles
         .extend(new)
-        .map_err(|e| SequencerError::Fatal(e.to_string()))?;
+        .map_err(|e| RoundError::Stop(format!("staged entries: {e}")))?;
     let objects: Vec<(String, Bytes)> = hash_tiles
         .into_iter()
         .map(|t| (t.id.path(), Bytes::from(t.data)))
         .chain(bundles.into_iter().map(|b| (b.id.path(), Bytes::from(b.data))))
         .collect();
     let count = objects.len();
+    // Every object is uploaded (and any conflict found) before the checkpoint is signed.
     futures::stream::iter(objects)
         .map(|(path, data)| upload(&shard.bucket, path, data))
         .buffer_unordered(UPLOAD_CONCURRENCY)
@@ -162,89 +218,103 @@ async fn publish_once(
     let note = Checkpoint::new(info.origin.clone(), n, root)
         .sign(signer)
         .to_bytes();
+    let span = tracing::info_span!(
+        "raft_checkpointed",
+        shard = shard.id(),
+        size = n,
+        raft_index = tracing::field::Empty
+    );
     let resp = shard
         .raft
         .client_write(Command::Checkpointed {
             size: n,
             note: note.clone(),
         })
+        .instrument(span.clone())
         .await
-        .map_err(|e| map_write_err(shard.config.id, e))?;
+        .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
+    span.record("raft_index", resp.log_id.index);
     if let Reply::Rejected(why) = resp.data {
-        return Err(SequencerError::Fatal(format!(
-            "checkpoint for {n} rejected: {why}"
-        )));
+        let why = format!("checkpoint for {n} rejected: {why}");
+        // A checkpoint of an earlier leader, applied after `view` was read, moves the published size
+        // on: this round's view was stale, and the next one starts from the new size. Otherwise the
+        // state machine refused, from the same replicated state, the tree this round built: a bug that
+        // retrying would repeat.
+        if shard.sm.published().size != published.size {
+            return Err(RoundError::Retry(SequencerError::Retryable(why)));
+        }
+        return Err(RoundError::Stop(why));
     }
 
     // 3. The checkpoint object.
-    put_checkpoint(node, shard, n, &note).await?;
+    put_checkpoint(cfg, shard, n, &note).await?;
     *confirmed = Some(n);
     tracing::debug!(shard = info.id, size = n, objects = count, "published");
     Ok(())
 }
 
-async fn upload(bucket: &Bucket, path: String, data: Bytes) -> Result<(), SequencerError> {
+async fn upload(bucket: &Bucket, path: String, data: Bytes) -> Result<(), RoundError> {
     let mut attempt = 0;
     loop {
         match bucket.put_immutable(&path, data.clone()).await {
             Ok(()) => return Ok(()),
             Err(PutError::Conflict(p)) => {
                 // Another writer stored different bytes for an immutable tile: the published log no longer
-                // matches the replicated one. Stop publishing this shard rather than sign over it.
-                return Err(SequencerError::Fatal(format!(
-                    "{p} exists with different contents"
-                )));
+                // matches the replicated one, and every retry would find the same object. Stop publishing
+                // this shard rather than sign over it.
+                return Err(RoundError::Stop(format!("{p} exists with different contents")));
             }
             Err(e) if attempt + 1 < UPLOAD_ATTEMPTS => {
                 attempt += 1;
                 tracing::debug!(%path, error = %e, attempt, "upload failed, retrying");
                 tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
             }
-            Err(e) => return Err(SequencerError::Retryable(format!("upload {path}: {e}"))),
+            Err(e) => {
+                return Err(RoundError::Retry(SequencerError::Retryable(format!(
+                    "upload {path}: {e}"
+                ))));
+            }
         }
     }
 }
 
 /// Writes the checkpoint object under the fencing rules in the module docs.
 async fn put_checkpoint(
-    node: &NodeInner,
-    shard: &Shard,
+    cfg: &Publishing,
+    shard: &HostedShard,
     size: u64,
     note: &[u8],
-) -> Result<(), SequencerError> {
+) -> Result<(), RoundError> {
     let t0 = tokio::time::Instant::now();
     shard
         .raft
         .ensure_linearizable()
         .await
-        .map_err(|e| map_write_err(shard.config.id, e))?;
-    let lease = Duration::from_millis(node.config.timing.election_min_ms / 2);
+        .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
     let write = async {
-        if let Some(existing) = shard
+        let existing = shard
             .bucket
             .get("checkpoint")
             .await
-            .map_err(|e| SequencerError::Retryable(e.to_string()))?
+            .map_err(|e| SequencerError::Retryable(e.to_string()))?;
+        if let Some(stored) = existing.and_then(|e| Checkpoint::parse_note_unverified(&e).ok())
+            && stored.size >= size
         {
-            let stored = Note::parse(&existing)
-                .ok()
-                .and_then(|n| Checkpoint::parse(&n.text).ok());
-            if let Some(stored) = stored
-                && stored.size >= size
-            {
-                return Ok(stored.size);
-            }
+            return Ok(stored.size);
         }
         shard
             .bucket
             .put("checkpoint", Bytes::copy_from_slice(note))
             .await
             .map_err(|e| SequencerError::Retryable(e.to_string()))?;
-        Ok(size)
+        Ok::<u64, SequencerError>(size)
     };
-    let stored = tokio::time::timeout_at(t0 + lease, write)
+    // Store errors and an upload that outlives the lease are transient: the next round writes again.
+    let stored = tokio::time::timeout_at(t0 + cfg.lease, write)
         .await
-        .map_err(|_| SequencerError::Timeout("checkpoint upload outlived the leader lease"))??;
+        .map_err(|_| SequencerError::Timeout("checkpoint upload outlived the leader lease"))
+        .and_then(|r| r)
+        .map_err(RoundError::Retry)?;
     shard.uploaded.send_if_modified(|u| {
         let grew = stored.min(size) > *u;
         *u = (*u).max(stored.min(size));

@@ -1,6 +1,7 @@
 //! A cluster harness for tests and drills: N nodes on loopback ports in temporary directories, sharing
-//! one object store, with `wait_for_leader`, `kill`, `restart`, `wipe`, `partition` and `heal`; and
-//! [`verify_published`], which checks a shard's published files with nothing but `cairn-tlog`.
+//! one object store (each node through its own fault injector), with `wait_for_leader`, `kill`,
+//! `restart`, `wipe`, `partition`, `heal` and `faults`; and [`verify_published`], which audits a shard's
+//! published files with the shared verifier (`cairn_store::TileReader::audit`). Feature `testing`.
 //!
 //! Every wait polls with a deadline; nothing sleeps for a fixed time hoping a condition holds.
 
@@ -9,38 +10,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_tlog::proof::{ExpandedTile, TileMap, tree_root};
-use cairn_tlog::tile::{TILE_WIDTH, TileId, hashes_at_level, partial_tiles};
-use cairn_tlog::{BundleId, Checkpoint, Hash, Signer, VerifierKey, bundle, leaf_hash};
+use cairn_store::testing::{Faults, FaultyStore};
+use cairn_store::{Bucket, TileCache, TileReader};
+use cairn_tlog::audit::AuditedLog;
+use cairn_tlog::{Checkpoint, Hash, VerifierKey};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use tempfile::TempDir;
 
-use crate::bucket::Bucket;
 use crate::error::SequencerError;
 use crate::node::{Node, NodeConfig, RaftTiming, ShardConfig};
 use crate::types::{Appended, NodeId, ShardId};
 
-/// A fixed signing key for shard `id` in tests: its origin is `test.cairn.dev/shard-<id>`.
-pub fn test_signer(id: ShardId) -> Signer {
-    let mut seed = [7u8; 32];
-    seed[..4].copy_from_slice(&id.to_be_bytes());
-    // The origin is a valid key name, so this cannot fail.
-    Signer::from_seed(&format!("test.cairn.dev/shard-{id}"), seed).unwrap_or_else(|e| panic!("test key: {e}"))
-}
+pub use cairn_store::testing::{test_shard, test_signer};
 
-/// Shard configurations `1..=count` with test keys, prefixes `logs/shard-<id>`.
+/// Shard configurations `1..=count` with test keys, at the published layout's prefixes.
 pub fn test_shards(count: u32) -> Vec<ShardConfig> {
     (1..=count)
-        .map(|id| {
-            let signer = test_signer(id);
-            ShardConfig {
-                id,
-                origin: signer.name().to_owned(),
-                vkey: signer.verifier().to_string(),
-                signer: Some(signer),
-                prefix: format!("logs/shard-{id}"),
-            }
+        .map(|id| ShardConfig {
+            shard: test_shard(id),
+            signer: Some(test_signer(id)),
         })
         .collect()
 }
@@ -48,8 +37,9 @@ pub fn test_shards(count: u32) -> Vec<ShardConfig> {
 /// A test cluster.
 pub struct Cluster {
     dir: TempDir,
-    /// The object store every node publishes to.
+    /// The object store every node publishes to (each through its own [`Faults`]).
     pub bucket: Bucket,
+    faults: BTreeMap<NodeId, Arc<Faults>>,
     shards: Vec<ShardConfig>,
     addrs: BTreeMap<NodeId, SocketAddr>,
     nodes: BTreeMap<NodeId, Node>,
@@ -84,6 +74,7 @@ impl Cluster {
         let mut cluster = Self {
             dir,
             bucket,
+            faults: BTreeMap::new(),
             shards: test_shards(shards),
             addrs: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -100,9 +91,11 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn config(&self, id: NodeId, addr: SocketAddr) -> NodeConfig {
+    fn config(&mut self, id: NodeId, addr: SocketAddr) -> NodeConfig {
         // Each node gets its own fault controls over the shared store.
-        let bucket = self.bucket.with_own_faults();
+        let (store, faults) = FaultyStore::wrap(self.bucket.store().clone());
+        self.faults.insert(id, faults);
+        let bucket = Bucket::new(store, self.bucket.prefix().clone());
         let mut c = NodeConfig::new(
             id,
             self.dir.path().join(format!("node-{id}")),
@@ -121,7 +114,8 @@ impl Cluster {
     }
 
     async fn launch(&mut self, id: NodeId, addr: SocketAddr) -> Result<(), SequencerError> {
-        let node = Node::start(self.config(id, addr)).await?;
+        let config = self.config(id, addr);
+        let node = Node::start(config).await?;
         self.addrs.insert(id, node.raft_addr());
         self.nodes.insert(id, node);
         Ok(())
@@ -137,7 +131,7 @@ impl Cluster {
     /// Adds node `id` as a learner of every shard (through each shard's leader), waiting for catch-up.
     pub async fn add_learner(&self, id: NodeId) -> Result<(), SequencerError> {
         let addr = self.node(id)?.advertise_addr();
-        for shard in self.shards.iter().map(|s| s.id) {
+        for shard in self.shards.iter().map(|s| s.shard.id) {
             let leader = self.wait_for_leader(shard, Duration::from_secs(20)).await?;
             self.node(leader)?.add_learner(shard, id, addr.clone()).await?;
         }
@@ -146,7 +140,7 @@ impl Cluster {
 
     /// Sets the voters of every shard (through each shard's leader); others are removed.
     pub async fn change_membership(&self, voters: &BTreeSet<NodeId>) -> Result<(), SequencerError> {
-        for shard in self.shards.iter().map(|s| s.id) {
+        for shard in self.shards.iter().map(|s| s.shard.id) {
             let among: BTreeSet<NodeId> = self
                 .running()
                 .into_iter()
@@ -172,6 +166,14 @@ impl Cluster {
         self.nodes
             .get(&id)
             .ok_or_else(|| fatal(format!("node {id} is not running")))
+    }
+
+    /// The fault controls of node `id`'s writes to object storage (reset when the node restarts).
+    pub fn faults(&self, id: NodeId) -> Result<Arc<Faults>, SequencerError> {
+        self.faults
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| fatal(format!("node {id} never ran")))
     }
 
     /// Ids of the running nodes.
@@ -348,9 +350,9 @@ impl Cluster {
         let sc = self
             .shards
             .iter()
-            .find(|s| s.id == shard)
+            .find(|s| s.shard.id == shard)
             .ok_or(SequencerError::UnknownShard(shard))?;
-        Ok(self.bucket.child(&sc.prefix))
+        Ok(self.bucket.child(&sc.shard.prefix()))
     }
 
     /// The verifier key of a shard.
@@ -358,9 +360,9 @@ impl Cluster {
         let sc = self
             .shards
             .iter()
-            .find(|s| s.id == shard)
+            .find(|s| s.shard.id == shard)
             .ok_or(SequencerError::UnknownShard(shard))?;
-        VerifierKey::parse(&sc.vkey).map_err(|e| fatal(e.to_string()))
+        VerifierKey::parse(&sc.shard.vkey).map_err(|e| fatal(e.to_string()))
     }
 
     /// Stops every node.
@@ -373,9 +375,7 @@ impl Cluster {
 
 /// Parses (without verifying) a signed checkpoint note.
 pub fn parse_checkpoint(note: &[u8]) -> Option<Checkpoint> {
-    cairn_tlog::Note::parse(note)
-        .ok()
-        .and_then(|n| Checkpoint::parse(&n.text).ok())
+    Checkpoint::parse_note_unverified(note).ok()
 }
 
 /// Reads and parses (without verifying) the stored checkpoint.
@@ -387,113 +387,24 @@ pub async fn stored_checkpoint(bucket: &Bucket) -> Result<Option<Checkpoint>, Se
     else {
         return Ok(None);
     };
-    let note = cairn_tlog::Note::parse(&raw).map_err(|e| fatal(e.to_string()))?;
-    Checkpoint::parse(&note.text)
+    Checkpoint::parse_note_unverified(&raw)
         .map(Some)
         .map_err(|e| fatal(e.to_string()))
 }
 
-/// What [`verify_published`] found.
-#[derive(Debug)]
-pub struct VerifiedLog {
-    /// The verified checkpoint.
-    pub checkpoint: Checkpoint,
-    /// Every entry, in index order.
-    pub entries: Vec<Vec<u8>>,
-    /// Every hash tile of the tree, by (level, index).
-    pub tiles: TileMap,
-}
-
-/// Verifies a shard's published files using only `cairn-tlog`: the checkpoint's signature; every hash
-/// tile (each level-`l` hash is the root of the full tile below it); the root recomputed from the tiles;
-/// every bundle against the level-0 tiles. Returns the entries.
-pub async fn verify_published(bucket: &Bucket, vkey: &VerifierKey) -> Result<VerifiedLog, SequencerError> {
-    let raw = bucket
-        .get("checkpoint")
+/// Audits a shard's published files with the shared verifier: the checkpoint's signature, every bundle,
+/// every hash tile recomputed from the entries, the root. Returns the entries and tiles.
+pub async fn verify_published(bucket: &Bucket, vkey: &VerifierKey) -> Result<AuditedLog, SequencerError> {
+    TileReader::new(bucket.clone(), vkey.clone(), TileCache::new(0))
+        .with_checkpoint_ttl(Duration::ZERO)
+        .audit()
         .await
-        .map_err(|e| fatal(e.to_string()))?
-        .ok_or_else(|| fatal("no checkpoint"))?;
-    let (checkpoint, _) = Checkpoint::open(&raw, vkey, &[]).map_err(|e| fatal(format!("checkpoint: {e}")))?;
-    let size = checkpoint.size;
-    let w = u64::from(TILE_WIDTH);
-    let mut tiles = TileMap::new();
-    let partials = partial_tiles(size);
-    for level in 0..=cairn_tlog::tile::MAX_LEVEL {
-        let n = hashes_at_level(size, level);
-        if n == 0 {
-            break;
-        }
-        for index in 0..n.div_ceil(w) {
-            let id = match partials.iter().find(|t| t.level == level && t.index == index) {
-                Some(p) => *p,
-                None => TileId::full(level, index),
-            };
-            let data = bucket
-                .get(&id.path())
-                .await
-                .map_err(|e| fatal(e.to_string()))?
-                .ok_or_else(|| fatal(format!("missing {id}")))?;
-            if data.len() != id.byte_len() {
-                return Err(fatal(format!("{id} has {} bytes", data.len())));
-            }
-            tiles.insert((level, index), data.to_vec());
-        }
-    }
-    // Each hash above level 0 is the root of the full tile below.
-    for (&(level, index), data) in &tiles {
-        if level == 0 {
-            continue;
-        }
-        for (i, h) in data.chunks_exact(32).enumerate() {
-            let below = tiles
-                .get(&(level - 1, index * w + i as u64))
-                .ok_or_else(|| fatal("missing tile below"))?;
-            let root = ExpandedTile::new(below).subtree(0, cairn_tlog::tile::TILE_HEIGHT);
-            if root.map(|r| r.0.to_vec()) != Some(h.to_vec()) {
-                return Err(fatal(format!(
-                    "tile {level}/{index} hash {i} is not the root of the tile below"
-                )));
-            }
-        }
-    }
-    let root = tree_root(&tiles, size).map_err(|e| fatal(e.to_string()))?;
-    if root != checkpoint.root {
-        return Err(fatal(format!(
-            "root from tiles {root:?} differs from the checkpoint's"
-        )));
-    }
-    let mut entries = Vec::with_capacity(size as usize);
-    for index in 0..size.div_ceil(w) {
-        let width = (size - index * w).min(w) as u16;
-        let id = BundleId { index, width };
-        let data = bucket
-            .get(&id.path())
-            .await
-            .map_err(|e| fatal(e.to_string()))?
-            .ok_or_else(|| fatal(format!("missing {id}")))?;
-        let decoded =
-            bundle::decode(&data, Some(usize::from(width))).map_err(|e| fatal(format!("{id}: {e}")))?;
-        let level0 = &tiles[&(0, index)];
-        for (i, e) in decoded.iter().enumerate() {
-            if leaf_hash(e).0 != level0[i * 32..i * 32 + 32] {
-                return Err(fatal(format!(
-                    "entry {} does not match its leaf hash",
-                    index * w + i as u64
-                )));
-            }
-            entries.push(e.to_vec());
-        }
-    }
-    Ok(VerifiedLog {
-        checkpoint,
-        entries,
-        tiles,
-    })
+        .map_err(|e| fatal(format!("published log does not verify: {e}")))
 }
 
 /// Checks that `older` is consistent with the tree in `log` (a consistency proof from the tiles
 /// verifies between the two roots).
-pub fn check_consistent(log: &VerifiedLog, older: &Checkpoint) -> Result<(), SequencerError> {
+pub fn check_consistent(log: &AuditedLog, older: &Checkpoint) -> Result<(), SequencerError> {
     if older.size == 0 {
         return Ok(());
     }

@@ -2,13 +2,14 @@
 
 use std::io::Cursor;
 
+use cairn_store::Shard;
 use openraft::{BasicNode, TokioRuntime};
 use serde::{Deserialize, Serialize};
 
 /// A node of the cluster.
 pub type NodeId = u64;
 /// A shard: one log, one Raft group.
-pub type ShardId = u32;
+pub use cairn_store::ShardId;
 
 openraft::declare_raft_types!(
     /// openraft types of a shard's Raft group.
@@ -22,23 +23,11 @@ openraft::declare_raft_types!(
         AsyncRuntime = TokioRuntime,
 );
 
-/// Identity of a shard, replicated in its own Raft group so that every replica (and the shard list
-/// served to verifiers) agrees on it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardInfo {
-    /// Shard id.
-    pub id: ShardId,
-    /// Checkpoint origin, also the signing key's name.
-    pub origin: String,
-    /// The shard's verifier key, `<origin>+<key id>+<base64 key>`.
-    pub vkey: String,
-}
-
 /// A command in a shard's Raft log. Applying it is deterministic on every replica.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     /// Records the shard's identity (the first command of every shard; later ones must match).
-    Init(ShardInfo),
+    Init(Shard),
     /// A batch of entries to log, in order.
     Append(Vec<Vec<u8>>),
     /// The leader has written every tile and bundle of the tree of `size` and signed `note`, its

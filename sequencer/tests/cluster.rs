@@ -286,7 +286,7 @@ async fn publication_survives_failing_and_slow_puts() -> anyhow::Result<()> {
     let bucket = Bucket::new(Arc::new(InMemory::new()), Path::default());
     let cluster = Cluster::start_with(1, 1, bucket, |c| c.max_unpublished = 600).await?;
     cluster.wait_for_leader(1, T).await?;
-    let faults = || cluster.node(1).map(|n| n.bucket().faults());
+    let faults = || cluster.faults(1);
     // One PUT in three fails and every PUT is slow: publication retries and still converges.
     faults()?.fail_one_in(3);
     faults()?.delay(Duration::from_millis(3));
@@ -355,7 +355,7 @@ async fn deposed_leader_cannot_regress_the_checkpoint() -> anyhow::Result<()> {
 
     // The leader's next checkpoint upload hangs for far longer than its lease.
     let hang = Duration::from_secs(3);
-    cluster.node(l1)?.bucket().faults().delay_checkpoints(hang);
+    cluster.faults(l1)?.delay_checkpoints(hang);
     let batch: Vec<Vec<u8>> = (0..100).map(|k| format!("during {k}").into_bytes()).collect();
     let (_, r) = cluster.append(1, batch.clone(), T).await?;
     acked.extend(batch.into_iter().zip(r.into_iter().map(|a| a.index)));

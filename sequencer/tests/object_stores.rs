@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_sequencer::bucket::PutError;
 use cairn_sequencer::testing::{Cluster, verify_published};
-use cairn_sequencer::{Bucket, open_store};
+use cairn_store::{Bucket, PutError, open_store};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 

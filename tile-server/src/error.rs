@@ -17,6 +17,11 @@ pub enum ApiError {
     Unavailable,
 }
 
+/// A configuration the read path cannot serve (such as a verifier key that does not parse).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
 impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {

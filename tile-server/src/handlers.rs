@@ -1,7 +1,6 @@
 //! Routing and handlers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -10,21 +9,16 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use cairn_tlog::proof::{ProofError, TileSource, consistency_tiles, inclusion_tiles};
-use cairn_tlog::tile::tile_width;
-use cairn_tlog::{
-    Checkpoint, Hash, TileId, TilePath, TlogProof, VerifierKey, consistency_proof, inclusion_proof,
-};
-use futures::future::try_join_all;
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
+use cairn_store::layout::SHARDS_DIR;
+use cairn_store::{Bucket, ReadError, ShardListing, ShardsJson, TileReader, etag_of};
+use cairn_tlog::{Hash, TilePath};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
 
-use crate::cache::{Cache, Object, etag_of, new_cache};
-use crate::error::ApiError;
+use crate::error::{ApiError, ConfigError};
 use crate::metrics::Metrics;
-use crate::{AppState, Config, ShardEntry};
+use crate::{AppState, Config, ShardStatus};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -34,167 +28,80 @@ const BINARY: &str = "application/octet-stream";
 #[derive(Clone, Copy)]
 struct Compressible;
 
-struct CachedCheckpoint {
-    fetched: Instant,
-    object: Arc<Object>,
-    checkpoint: Checkpoint,
-}
-
 struct Shard {
-    entry: ShardEntry,
-    vkey: Option<VerifierKey>,
+    listing: cairn_store::Shard,
+    reader: TileReader<Bucket>,
 }
 
 pub(crate) struct Inner {
     config: Config,
     shards: HashMap<u32, Shard>,
-    cache: Cache,
-    checkpoints: Mutex<HashMap<u32, Arc<CachedCheckpoint>>>,
     metrics: Metrics,
-    shards_json: Bytes,
 }
 
 impl Inner {
-    pub(crate) fn new(config: Config) -> Self {
-        let shards_json = shard_list(&config);
-        let shards = config
-            .shards
-            .iter()
-            .map(|s| {
-                let vkey = VerifierKey::parse(&s.vkey)
-                    .inspect_err(|e| tracing::error!(shard = s.id, error = %e, "invalid verifier key; proofs disabled"))
-                    .ok();
-                (s.id, Shard { entry: s.clone(), vkey })
-            })
-            .collect();
-        Self {
-            cache: new_cache(config.cache_bytes),
+    pub(crate) fn new(config: Config) -> Result<Self, ConfigError> {
+        let mut shards = HashMap::new();
+        for s in &config.shards {
+            let key = s
+                .verifier()
+                .map_err(|e| ConfigError(format!("shard {}: verifier key: {e}", s.id)))?;
+            let reader = TileReader::new(config.bucket.child(&s.prefix()), key, config.cache.clone())
+                .with_checkpoint_ttl(config.checkpoint_ttl);
+            shards.insert(
+                s.id,
+                Shard {
+                    listing: s.clone(),
+                    reader,
+                },
+            );
+        }
+        Ok(Self {
+            metrics: Metrics::new(config.cache.clone()),
             config,
             shards,
-            checkpoints: Mutex::new(HashMap::new()),
-            metrics: Metrics::new(),
-            shards_json,
-        }
-    }
-
-    fn object_path(shard: &ShardEntry, rel: &str) -> Path {
-        rel.split('/')
-            .fold(shard.store_prefix.clone(), |p, part| p.join(part))
-    }
-
-    async fn fetch(&self, shard: &ShardEntry, rel: &str) -> Result<Option<Bytes>, ApiError> {
-        let result = match self.config.store.get(&Self::object_path(shard, rel)).await {
-            Ok(r) => r.bytes().await.map(Some),
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| {
-            self.metrics.store_errors.inc();
-            tracing::warn!(shard = shard.id, path = rel, error = %e, "object store read failed");
-            ApiError::Unavailable
         })
     }
 
-    /// An immutable object, from the cache or the store (concurrent misses share one fetch).
-    async fn immutable(&self, shard: &ShardEntry, rel: &str) -> Result<Arc<Object>, ApiError> {
-        let key = format!("{}/{rel}", shard.id);
-        if let Some(o) = self.cache.get(&key).await {
-            self.metrics.cache_hits.inc();
-            return Ok(o);
-        }
-        self.metrics.cache_misses.inc();
-        self.cache
-            .try_get_with(key, async {
-                match self.fetch(shard, rel).await? {
-                    Some(body) => Ok(Object::new(body)),
-                    None => Err(ApiError::NotFound(format!("{rel} not found"))),
-                }
-            })
-            .await
-            .map_err(|e: Arc<ApiError>| (*e).clone())
-    }
-
-    /// The shard's latest checkpoint, verified with its key, refreshed at most every `checkpoint_ttl`.
-    async fn checkpoint(&self, shard: &Shard) -> Result<Arc<CachedCheckpoint>, ApiError> {
-        let id = shard.entry.id;
-        if let Some(c) = self
-            .checkpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            && c.fetched.elapsed() < self.config.checkpoint_ttl
-        {
-            return Ok(c.clone());
-        }
-        let body = self
-            .fetch(&shard.entry, "checkpoint")
-            .await?
-            .ok_or_else(|| ApiError::NotFound("no checkpoint yet".into()))?;
-        let vkey = shard.vkey.as_ref().ok_or(ApiError::Unavailable)?;
-        let (checkpoint, _) = Checkpoint::open(&body, vkey, &[]).map_err(|e| {
-            tracing::error!(shard = id, error = %e, "stored checkpoint does not verify");
-            ApiError::Unavailable
-        })?;
-        let cached = Arc::new(CachedCheckpoint {
-            fetched: Instant::now(),
-            object: Object::new(body),
-            checkpoint,
-        });
-        let mut map = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
-        // Never go back to an older checkpoint than one already seen.
-        match map.get(&id) {
-            Some(old) if old.checkpoint.size > cached.checkpoint.size => Ok(old.clone()),
-            _ => {
-                map.insert(id, cached.clone());
-                Ok(cached)
+    /// A read error as the HTTP API reports it; storage trouble is logged and counted, not shown.
+    fn read_err(&self, shard: u32, e: ReadError) -> ApiError {
+        match e {
+            ReadError::NoCheckpoint => ApiError::NotFound("no checkpoint yet".into()),
+            ReadError::NotPublished(m) => ApiError::NotFound(m),
+            ReadError::NotFound(p) => ApiError::NotFound(format!("{p} not found")),
+            ReadError::Invalid(m) => ApiError::BadRequest(m),
+            ReadError::Unavailable(m) => {
+                tracing::warn!(shard, error = %m, "object store read failed");
+                ApiError::Unavailable
+            }
+            ReadError::Corrupt(m) => {
+                tracing::error!(shard, error = %m, "published log does not verify");
+                self.metrics.corrupt.inc();
+                ApiError::Unavailable
             }
         }
     }
 
-    /// The hash tiles a proof needs, as of the latest checkpoint (a full or wider tile serves every
-    /// smaller tree), with their interior nodes.
-    async fn proof_source(
-        &self,
-        shard: &ShardEntry,
-        tiles: Vec<TileId>,
-        latest: u64,
-    ) -> Result<ProofSource, ApiError> {
-        let fetches = tiles.into_iter().map(|t| async move {
-            let width = tile_width(latest, t.level, t.index)
-                .ok_or_else(|| ApiError::NotFound("tile not published".into()))?;
-            let id = TileId { width, ..t };
-            Ok::<_, ApiError>(((t.level, t.index), self.immutable(shard, &id.path()).await?))
-        });
-        Ok(ProofSource(try_join_all(fetches).await?.into_iter().collect()))
-    }
-}
-
-struct ProofSource(HashMap<(u8, u64), Arc<Object>>);
-
-impl TileSource for ProofSource {
-    fn tile(&self, tile: TileId) -> Result<std::borrow::Cow<'_, [u8]>, ProofError> {
-        self.0
-            .get(&(tile.level, tile.index))
-            .map(|o| std::borrow::Cow::Borrowed(&o.body[..]))
-            .ok_or_else(|| ProofError::TileUnavailable {
-                tile,
-                reason: "not fetched".into(),
+    /// `shards.json`: every shard with its state, from the live source when there is one.
+    fn shard_list(&self) -> Bytes {
+        let config = &self.config;
+        let shards = config
+            .shards
+            .iter()
+            .map(|s| {
+                let state = config
+                    .live_state
+                    .as_ref()
+                    .and_then(|f| f(s.id))
+                    .unwrap_or(config.default_state);
+                ShardListing::new(s.clone(), state)
             })
+            .collect();
+        Bytes::from(ShardsJson { shards }.to_bytes())
     }
 
-    fn subtree(&self, tile: TileId, offset: usize, height: u32) -> Result<Hash, ProofError> {
-        let o = self
-            .0
-            .get(&(tile.level, tile.index))
-            .ok_or_else(|| ProofError::TileUnavailable {
-                tile,
-                reason: "not fetched".into(),
-            })?;
-        o.expanded().subtree(offset, height).ok_or(ProofError::TileShort {
-            tile,
-            need: offset + (1 << height),
-            got: o.body.len() / 32,
-        })
+    fn status(&self) -> Vec<ShardStatus> {
+        self.config.status.as_ref().map(|f| f()).unwrap_or_default()
     }
 }
 
@@ -202,11 +109,12 @@ impl TileSource for ProofSource {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/shards.json", get(shards_json))
-        .route("/logs/{shard}/{*rest}", get(shard_file))
+        .route(&format!("/{SHARDS_DIR}/{{shard}}/{{*rest}}"), get(shard_file))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NotFound("not found".into()) })
+        .layer(TraceLayer::new_for_http())
         .layer(CompressionLayer::new().gzip(true).compress_when(
             |_, _, _: &HeaderMap, ext: &axum::http::Extensions| ext.get::<Compressible>().is_some(),
         ))
@@ -254,26 +162,8 @@ fn respond(
     r
 }
 
-/// `shards.json`: every shard with its state, from the live source when there is one.
-fn shard_list(config: &Config) -> Bytes {
-    let list: Vec<serde_json::Value> = config
-        .shards
-        .iter()
-        .map(|s| {
-            let state = config.live_state.as_ref().and_then(|f| f(s.id)).unwrap_or(s.state);
-            serde_json::json!({
-                "id": s.id, "origin": s.origin, "vkey": s.vkey, "state": state, "prefix": format!("/logs/{}", s.id),
-            })
-        })
-        .collect();
-    Bytes::from(serde_json::json!({ "shards": list }).to_string())
-}
-
 async fn shards_json(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let body = match s.inner.config.live_state {
-        Some(_) => shard_list(&s.inner.config),
-        None => s.inner.shards_json.clone(),
-    };
+    let body = s.inner.shard_list();
     let cache = format!("public, max-age={}", s.inner.config.mutable_max_age.as_secs());
     respond(
         &headers,
@@ -288,18 +178,44 @@ async fn shards_json(State(s): State<AppState>, headers: HeaderMap) -> Response 
 async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.inner.metrics.render(),
+        s.inner.metrics.render(&s.inner.status()),
     )
         .into_response()
 }
 
+/// Ready when object storage answers and no shard's publisher has stopped on a fatal error; otherwise
+/// 503 with the reasons.
 async fn readyz(State(s): State<AppState>) -> Response {
+    let mut body = String::new();
+    for st in s.inner.status() {
+        if let Some(why) = st.publishing_stopped {
+            body.push_str(&format!("shard {}: publishing stopped: {why}\n", st.id));
+        }
+    }
+    if !body.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CACHE_CONTROL, "no-store")],
+            body,
+        )
+            .into_response();
+    }
     let Some(shard) = s.inner.config.shards.first() else {
         return (StatusCode::OK, "ok\n").into_response();
     };
-    match s.inner.fetch(shard, "checkpoint").await {
+    match s
+        .inner
+        .config
+        .bucket
+        .child(&shard.prefix())
+        .get("checkpoint")
+        .await
+    {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "object store unreachable");
+            ApiError::Unavailable.into_response()
+        }
     }
 }
 
@@ -318,13 +234,6 @@ fn proof_body(hashes: &[Hash]) -> Bytes {
         s.push('\n');
     }
     Bytes::from(s)
-}
-
-fn proof_err(e: ProofError) -> ApiError {
-    match e {
-        ProofError::TileUnavailable { .. } | ProofError::TileShort { .. } => ApiError::Unavailable,
-        other => ApiError::BadRequest(other.to_string()),
-    }
 }
 
 async fn shard_file(
@@ -372,16 +281,12 @@ async fn route_shard_file(
     };
     let short = format!("public, max-age={}", inner.config.mutable_max_age.as_secs());
     if rest == "checkpoint" {
-        let r = inner.checkpoint(shard).await.map(|c| {
-            respond(
-                headers,
-                c.object.body.clone(),
-                &c.object.etag,
-                TEXT,
-                &short,
-                false,
-            )
-        });
+        let r = shard
+            .reader
+            .checkpoint()
+            .await
+            .map(|c| respond(headers, c.note.body.clone(), &c.note.etag, TEXT, &short, false))
+            .map_err(|e| inner.read_err(shard.listing.id, e));
         return ("checkpoint", r);
     }
     if rest.starts_with("tile/") {
@@ -390,16 +295,21 @@ async fn route_shard_file(
             Ok(TilePath::Entries(_)) => ("bundle", true, BINARY),
             Err(e) => return ("other", Err(ApiError::BadRequest(e.to_string()))),
         };
-        let r = inner.immutable(&shard.entry, rest).await.map(|o| {
-            respond(
-                headers,
-                o.body.clone(),
-                &o.etag,
-                content_type,
-                IMMUTABLE,
-                compressible,
-            )
-        });
+        let r = shard
+            .reader
+            .object(rest)
+            .await
+            .map(|o| {
+                respond(
+                    headers,
+                    o.body.clone(),
+                    &o.etag,
+                    content_type,
+                    IMMUTABLE,
+                    compressible,
+                )
+            })
+            .map_err(|e| inner.read_err(shard.listing.id, e));
         return (route, r);
     }
     let parts: Vec<&str> = rest.split('/').collect();
@@ -413,39 +323,10 @@ async fn route_shard_file(
     }
 }
 
-async fn published(s: &AppState, shard: &Shard, size: u64) -> Result<Arc<CachedCheckpoint>, ApiError> {
-    let cp = s.inner.checkpoint(shard).await?;
-    if size > cp.checkpoint.size {
-        return Err(ApiError::NotFound(format!(
-            "tree size {size} is not published; the latest is {}",
-            cp.checkpoint.size
-        )));
-    }
-    Ok(cp)
-}
-
-/// Computes a proof over the tiles it needs (as of the latest checkpoint) and serves it as immutable.
-async fn proof_response(
-    s: &AppState,
-    shard: &Shard,
-    tiles: Result<Vec<TileId>, ProofError>,
-    latest: u64,
-    prove: impl FnOnce(&ProofSource) -> Result<Vec<Hash>, ProofError>,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let src = s
-        .inner
-        .proof_source(&shard.entry, tiles.map_err(proof_err)?, latest)
-        .await?;
-    let body = proof_body(&prove(&src).map_err(proof_err)?);
-    Ok(respond(
-        headers,
-        body.clone(),
-        &etag_of(&body),
-        TEXT,
-        IMMUTABLE,
-        false,
-    ))
+/// A proof (immutable: its URL names everything it depends on).
+fn proof_response(hashes: &[Hash], headers: &HeaderMap) -> Response {
+    let body = proof_body(hashes);
+    respond(headers, body.clone(), &etag_of(&body), TEXT, IMMUTABLE, false)
 }
 
 async fn inclusion(
@@ -461,17 +342,12 @@ async fn inclusion(
             "index {index} is not below size {size}"
         )));
     }
-    let cp = published(s, shard, size).await?;
-    let tiles = inclusion_tiles(size, index);
-    proof_response(
-        s,
-        shard,
-        tiles,
-        cp.checkpoint.size,
-        |src| inclusion_proof(src, size, index),
-        headers,
-    )
-    .await
+    let proof = shard
+        .reader
+        .inclusion_proof(size, index)
+        .await
+        .map_err(|e| s.inner.read_err(shard.listing.id, e))?;
+    Ok(proof_response(&proof, headers))
 }
 
 async fn consistency(
@@ -487,17 +363,12 @@ async fn consistency(
             "need 0 < size1 <= size2, got {size1} and {size2}"
         )));
     }
-    let cp = published(s, shard, size2).await?;
-    let tiles = consistency_tiles(size1, size2);
-    proof_response(
-        s,
-        shard,
-        tiles,
-        cp.checkpoint.size,
-        |src| consistency_proof(src, size1, size2),
-        headers,
-    )
-    .await
+    let proof = shard
+        .reader
+        .consistency_proof(size1, size2)
+        .await
+        .map_err(|e| s.inner.read_err(shard.listing.id, e))?;
+    Ok(proof_response(&proof, headers))
 }
 
 async fn tlog_proof(
@@ -508,25 +379,12 @@ async fn tlog_proof(
     cache: &str,
 ) -> Result<Response, ApiError> {
     let index = decimal(index, "index")?;
-    let cp = s.inner.checkpoint(shard).await?;
-    let size = cp.checkpoint.size;
-    if index >= size {
-        return Err(ApiError::NotFound(format!(
-            "index {index} is not published; the tree has {size} entries"
-        )));
-    }
-    let tiles = inclusion_tiles(size, index).map_err(proof_err)?;
-    let src = s.inner.proof_source(&shard.entry, tiles, size).await?;
-    let proof = inclusion_proof(&src, size, index).map_err(proof_err)?;
-    let body = Bytes::from(
-        TlogProof {
-            extra: None,
-            index,
-            proof,
-            checkpoint: cp.object.body.to_vec(),
-        }
-        .to_bytes(),
-    );
+    let proof = shard
+        .reader
+        .tlog_proof(index)
+        .await
+        .map_err(|e| s.inner.read_err(shard.listing.id, e))?;
+    let body = Bytes::from(proof.to_bytes());
     Ok(respond(
         headers,
         body.clone(),

@@ -14,82 +14,74 @@
 //! | `<p>/proof/inclusion/<size>/<index>` | base64 hashes, leaf to root | immutable |
 //! | `<p>/proof/consistency/<size1>/<size2>` | base64 hashes | immutable |
 //! | `<p>/proof/<index>` | c2sp tlog-proof against the current checkpoint | a few seconds |
-//! | `/metrics`, `/healthz`, `/readyz` | Prometheus text, liveness, readiness | none |
+//! | `/metrics`, `/healthz`, `/readyz` | Prometheus text, liveness, readiness (503 with the reason when a shard's publisher in this process stopped, or storage is unreachable) | none |
 //!
 //! Paths are parsed strictly with `cairn-tlog`: anything else is a 400 or 404 with a short text body.
 
-mod cache;
 mod error;
 mod handlers;
 mod metrics;
-pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::ObjectStore;
-use object_store::path::Path;
-use serde::Serialize;
+use cairn_store::{Bucket, Lifecycle, Shard, ShardId, TileCache};
 
-pub use error::ApiError;
+pub use error::{ApiError, ConfigError};
 pub use handlers::router;
-
-/// Lifecycle state of a shard, as shown to clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ShardState {
-    /// Accepting entries.
-    Active,
-    /// Read-only forever; its checkpoint is final.
-    Frozen,
-}
-
-/// A shard served by this server.
-#[derive(Clone, Debug)]
-pub struct ShardEntry {
-    /// Shard id; served under `/logs/<id>`.
-    pub id: u32,
-    /// Checkpoint origin.
-    pub origin: String,
-    /// Verifier key string.
-    pub vkey: String,
-    /// Lifecycle state.
-    pub state: ShardState,
-    /// Where the shard's files are in the object store.
-    pub store_prefix: Path,
-}
 
 /// Reports a shard's current state (for example from the sequencer's replicated state), or `None` to
 /// keep the configured one.
-pub type StateSource = Arc<dyn Fn(u32) -> Option<ShardState> + Send + Sync>;
+pub type StateSource = Arc<dyn Fn(ShardId) -> Option<Lifecycle> + Send + Sync>;
+
+/// What the sequencer in the same process knows of a shard, for `/readyz` and `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// Shard id.
+    pub id: ShardId,
+    /// The shard's Raft leader as this node knows it.
+    pub leader: Option<u64>,
+    /// Set when the shard's publisher on this node stopped on a fatal error: the reason. `/readyz` is
+    /// red while any shard has one.
+    pub publishing_stopped: Option<String>,
+}
+
+/// Reports the status of every shard the process's sequencer hosts.
+pub type StatusSource = Arc<dyn Fn() -> Vec<ShardStatus> + Send + Sync>;
 
 /// Tile-server configuration.
 #[derive(Clone)]
 pub struct Config {
-    /// Shards to serve.
-    pub shards: Vec<ShardEntry>,
-    /// The object store holding them.
-    pub store: Arc<dyn ObjectStore>,
-    /// Bytes of tiles and bundles kept in memory.
-    pub cache_bytes: u64,
+    /// Shards to serve, at their published layout prefixes.
+    pub shards: Vec<Shard>,
+    /// The log's object storage, at its root.
+    pub bucket: Bucket,
+    /// Tiles and bundles kept in memory (one cache can be shared with other readers in the process).
+    pub cache: TileCache,
     /// How long a fetched checkpoint is reused before asking the store again.
     pub checkpoint_ttl: Duration,
     /// `max-age` for the checkpoint and other mutable responses.
     pub mutable_max_age: Duration,
+    /// Configured state of every shard, where `live_state` does not say.
+    pub default_state: Lifecycle,
     /// Live shard states for `shards.json`; without it the configured states are served.
     pub live_state: Option<StateSource>,
+    /// The sequencer's view of its shards in this process, for `/readyz` and `/metrics`.
+    pub status: Option<StatusSource>,
 }
 
 impl Config {
     /// A configuration with a 256 MiB cache and a 1-second checkpoint refresh.
-    pub fn new(shards: Vec<ShardEntry>, store: Arc<dyn ObjectStore>) -> Self {
+    pub fn new(shards: Vec<Shard>, bucket: Bucket) -> Self {
         Self {
             shards,
-            store,
-            cache_bytes: 256 << 20,
+            bucket,
+            cache: TileCache::new(256 << 20),
             checkpoint_ttl: Duration::from_secs(1),
             mutable_max_age: Duration::from_secs(2),
+            default_state: Lifecycle::Active,
             live_state: None,
+            status: None,
         }
     }
 }
@@ -101,11 +93,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state (cache, metrics registry) from a configuration.
-    pub fn new(config: Config) -> Self {
-        Self {
-            inner: Arc::new(handlers::Inner::new(config)),
-        }
+    /// Builds the state (readers, metrics registry) from a configuration. Fails if a shard's verifier key
+    /// does not parse.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            inner: Arc::new(handlers::Inner::new(config)?),
+        })
     }
 }
 

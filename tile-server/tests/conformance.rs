@@ -6,15 +6,13 @@
 use std::io::Read;
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_client::HttpLog;
-use cairn_tile_server::testing::{signer, write_log, write_shards_json};
-use cairn_tile_server::{AppState, Config, ShardEntry, ShardState};
+use cairn_store::testing::{test_shard, test_signer, write_log};
+use cairn_store::{Lifecycle, ShardListing, ShardsJson, TileCache, open_bucket, shard_prefix};
+use cairn_tile_server::{AppState, Config};
 use cairn_tlog::{Hash, TlogProof, leaf_hash, verify_consistency, verify_inclusion};
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
 use reqwest::StatusCode;
 
 struct Site {
@@ -95,33 +93,33 @@ async fn read_path_conformance() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let log1 = entries(70_000, "one");
     let log2 = entries(300, "two");
-    let cps1 = write_log(dir.path(), 1, &log1, &[1, 255, 1000, 3, 30_000])?;
-    let cps2 = write_log(dir.path(), 2, &log2, &[300])?;
-    write_shards_json(dir.path(), &[1, 2])?;
+    let bucket = open_bucket(&format!("file://{}", dir.path().display()), &[])?;
+    let cps1 = write_log(
+        &bucket.child(&shard_prefix(1)),
+        &test_signer(1),
+        &log1,
+        &[1, 255, 1000, 3, 30_000],
+    )
+    .await?;
+    let cps2 = write_log(&bucket.child(&shard_prefix(2)), &test_signer(2), &log2, &[300]).await?;
+    let shards = vec![test_shard(1), test_shard(2)];
+    let list = ShardsJson {
+        shards: shards
+            .iter()
+            .map(|s| ShardListing::new(s.clone(), Lifecycle::Active))
+            .collect(),
+    };
+    std::fs::write(dir.path().join("shards.json"), list.to_bytes())?;
 
     // The tile-server over the directory.
-    let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path())?);
-    let shards = [1u32, 2]
-        .iter()
-        .map(|id| {
-            let s = signer(*id);
-            ShardEntry {
-                id: *id,
-                origin: s.name().to_owned(),
-                vkey: s.verifier().to_string(),
-                state: ShardState::Active,
-                store_prefix: Path::from(format!("logs/{id}")),
-            }
-        })
-        .collect();
-    let mut config = Config::new(shards, store);
-    config.cache_bytes = 4 << 20;
+    let mut config = Config::new(shards, bucket);
+    config.cache = TileCache::new(4 << 20);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cairn_tile_server::serve(
         listener,
-        AppState::new(config),
+        AppState::new(config)?,
         async move {
             let _ = stopped.await;
         },
@@ -169,7 +167,7 @@ async fn read_path_conformance() -> anyhow::Result<()> {
     );
 
     // Inclusion proofs at every published size, sampled indexes.
-    let vkey1 = signer(1).verifier();
+    let vkey1 = test_signer(1).verifier();
     for cp in &cps1 {
         for index in [0, 1, cp.size / 3, cp.size / 2 + 7, cp.size - 1]
             .into_iter()
@@ -211,7 +209,7 @@ async fn read_path_conformance() -> anyhow::Result<()> {
         p.verify(&log1[index], &vkey1, &[])?;
     }
     let p = TlogProof::parse(&tiles.bytes("/logs/2/proof/299").await?)?;
-    p.verify(&log2[299], &signer(2).verifier(), &[])?;
+    p.verify(&log2[299], &test_signer(2).verifier(), &[])?;
     assert_eq!(cps2.last().map(|c| c.size), Some(300));
 
     // Headers.

@@ -39,6 +39,12 @@ pub enum BundleError {
     },
 }
 
+/// The index of the first entry of the bundle that would hold entry number `size`: `size` rounded down
+/// to a multiple of 256. Entries from there up to `size` are the partial bundle of a log of `size`.
+pub fn bundle_floor(size: u64) -> u64 {
+    size - size % u64::from(TILE_WIDTH)
+}
+
 /// Checks that an entry can be logged: 1 to 65,535 bytes.
 pub fn check_entry(index: usize, entry: &[u8]) -> Result<(), BundleError> {
     match entry.len() {
@@ -106,6 +112,21 @@ pub fn decode(bundle: &[u8], expected: Option<usize>) -> Result<Vec<&[u8]>, Bund
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floor() {
+        for (size, floor) in [
+            (0, 0),
+            (1, 0),
+            (255, 0),
+            (256, 256),
+            (257, 256),
+            (65_539, 65_536),
+            (u64::MAX, u64::MAX - 255),
+        ] {
+            assert_eq!(bundle_floor(size), floor, "{size}");
+        }
+    }
 
     #[test]
     fn round_trip_and_rejections() {

@@ -35,7 +35,7 @@ pub enum CheckpointError {
         /// The origin in the checkpoint.
         got: String,
     },
-    /// The note's signatures do not verify.
+    /// The note is malformed, or its signatures do not verify.
     #[error(transparent)]
     Note(#[from] NoteError),
 }
@@ -89,6 +89,14 @@ impl Checkpoint {
         })
     }
 
+    /// Reads the checkpoint in a signed note's bytes WITHOUT checking any signature. Only for notes
+    /// from a source already trusted (such as our own replicated state); use [`Checkpoint::open`] for
+    /// anything else. A malformed note is [`CheckpointError::Note`], a malformed text is as in
+    /// [`Checkpoint::parse`].
+    pub fn parse_note_unverified(note: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        Self::parse(&Note::parse(note)?.text)
+    }
+
     /// Signs the checkpoint as a note.
     pub fn sign(&self, signer: &Signer) -> Note {
         let mut note = Note {
@@ -126,5 +134,48 @@ impl Checkpoint {
             });
         }
         Ok((checkpoint, note))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_note_unverified_ignores_signatures() {
+        let signer = Signer::from_seed("example.com/log", [1; 32]).expect("valid");
+        let other = Signer::from_seed("example.com/log", [2; 32]).expect("valid");
+        let root = crate::hash::leaf_hash(b"root");
+        let text = format!("example.com/log\n5\n{}\nextra\n", root.to_base64());
+        let expected = Checkpoint {
+            origin: "example.com/log".into(),
+            size: 5,
+            root,
+            extensions: vec!["extra".into()],
+        };
+        let mut note = Note::new(text).expect("text");
+        note.sign(&other);
+        let bytes = note.to_bytes();
+        assert_eq!(Checkpoint::parse_note_unverified(&bytes), Ok(expected));
+        assert!(
+            Checkpoint::open(&bytes, &signer.verifier(), &[]).is_err(),
+            "the same note does not open under the log's key"
+        );
+
+        // A corrupted signature is not looked at either.
+        let mut corrupt = note.clone();
+        corrupt.signatures[0].bytes[0] ^= 1;
+        assert!(Checkpoint::parse_note_unverified(&corrupt.to_bytes()).is_ok());
+
+        assert!(matches!(
+            Checkpoint::parse_note_unverified(b"example.com/log\n5\n"),
+            Err(CheckpointError::Note(NoteError::Malformed(_)))
+        ));
+        let mut bad_text = Note::new("example.com/log\nfive\nroot\n").expect("text");
+        bad_text.sign(&signer);
+        assert!(matches!(
+            Checkpoint::parse_note_unverified(&bad_text.to_bytes()),
+            Err(CheckpointError::Malformed(_))
+        ));
     }
 }

@@ -1,16 +1,21 @@
-//! Witness cosignatures (c2sp.org/tlog-cosignature), the timestamped Ed25519 type `0x04`.
+//! The wire format of witness cosignatures (c2sp.org/tlog-cosignature), the timestamped Ed25519 type
+//! `0x04`.
 //!
 //! A cosignature is a note signature whose bytes are `u64 big-endian timestamp || Ed25519 signature`
 //! over the message `"cosignature/v1\ntime <timestamp>\n" || checkpoint text`. Its key id is
 //! computed with type byte `0x04`, so the same key cannot be confused with a plain note signer.
-//! Verification lives in [`crate::note::VerifierKey`], which accepts keys of either type.
+//!
+//! This module is the format alone and depends on no other module. The keys live with the other note
+//! keys: [`crate::note::VerifierKey`] verifies either type, and [`crate::note::Cosigner`] signs.
 
-use std::fmt;
-
-use crate::note::{NoteError, Signature, Signer, TYPE_COSIGNATURE, VerifierKey, key_id, valid_key_name};
+/// Signature type byte of timestamped Ed25519 witness cosignatures.
+pub const TYPE_COSIGNATURE: u8 = 0x04;
 
 /// Timestamps above this are invalid (the spec caps them at 2^63 - 1).
 pub const MAX_TIMESTAMP: u64 = i64::MAX as u64;
+
+/// Length of an Ed25519 signature.
+const ED25519_SIGNATURE_SIZE: usize = 64;
 
 /// The signed message for a cosignature at `timestamp` over a checkpoint's note text.
 pub fn message(text: &[u8], timestamp: u64) -> Vec<u8> {
@@ -19,66 +24,44 @@ pub fn message(text: &[u8], timestamp: u64) -> Vec<u8> {
     m
 }
 
+/// Cosignature bytes (a note signature's bytes after the key id): the timestamp, then the signature.
+pub fn encode(timestamp: u64, signature: &[u8; 64]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + ED25519_SIGNATURE_SIZE);
+    bytes.extend_from_slice(&timestamp.to_be_bytes());
+    bytes.extend_from_slice(signature);
+    bytes
+}
+
 /// Splits cosignature bytes into timestamp and Ed25519 signature; `None` if malformed.
-pub(crate) fn split(sig: &[u8]) -> Option<(u64, &[u8])> {
-    let (ts, sig) = sig.split_first_chunk::<8>()?;
+pub fn split(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (ts, sig) = bytes.split_first_chunk::<8>()?;
     let ts = u64::from_be_bytes(*ts);
-    (sig.len() == 64 && ts <= MAX_TIMESTAMP).then_some((ts, sig))
+    (sig.len() == ED25519_SIGNATURE_SIZE && ts <= MAX_TIMESTAMP).then_some((ts, sig))
 }
 
-/// The timestamp of a cosignature line, if it is well-formed.
-pub fn timestamp(signature: &Signature) -> Option<u64> {
-    split(&signature.bytes).map(|(ts, _)| ts)
+/// The timestamp of a cosignature (a note signature's bytes after the key id), if well-formed.
+pub fn timestamp(bytes: &[u8]) -> Option<u64> {
+    split(bytes).map(|(ts, _)| ts)
 }
 
-/// A witness's cosigning key.
-#[derive(Clone)]
-pub struct Cosigner {
-    inner: Signer,
-    key_id: u32,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl fmt::Debug for Cosigner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Cosigner({}+{:08x})", self.inner.name(), self.key_id)
-    }
-}
-
-impl Cosigner {
-    /// A cosigner named `name` from a 32-byte Ed25519 seed.
-    pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, NoteError> {
-        if !valid_key_name(name) {
-            return Err(NoteError::Key("key name must be non-empty without spaces or '+'"));
-        }
-        let inner = Signer::from_seed(name, seed)?;
-        let key_id = key_id(name, TYPE_COSIGNATURE, &inner.verifier().public_key());
-        Ok(Self { inner, key_id })
-    }
-
-    /// The cosigner's verifier key (type 0x04).
-    pub fn verifier(&self) -> VerifierKey {
-        // The name was validated and the key is a valid Ed25519 point, so this cannot fail; fall back to
-        // the inner key's form rather than panicking if it ever did.
-        VerifierKey::new(
-            self.inner.name(),
-            TYPE_COSIGNATURE,
-            self.inner.verifier().public_key(),
-        )
-        .unwrap_or_else(|_| self.inner.verifier())
-    }
-
-    /// Cosigns a checkpoint's note text at `timestamp` (seconds since the epoch).
-    pub fn sign(&self, text: &str, timestamp: u64) -> Result<Signature, NoteError> {
-        if timestamp > MAX_TIMESTAMP {
-            return Err(NoteError::Key("cosignature timestamps are at most 2^63 - 1"));
-        }
-        let sig = self.inner.sign_raw(&message(text.as_bytes(), timestamp));
-        let mut bytes = timestamp.to_be_bytes().to_vec();
-        bytes.extend_from_slice(&sig);
-        Ok(Signature {
-            name: self.inner.name().to_owned(),
-            key_id: self.key_id,
-            bytes,
-        })
+    #[test]
+    fn wire_format() {
+        assert_eq!(
+            message(b"origin\n1\nroot\n", 7),
+            b"cosignature/v1\ntime 7\norigin\n1\nroot\n"
+        );
+        let sig = [9u8; 64];
+        let bytes = encode(0x0102_0304_0506_0708, &sig);
+        assert_eq!(&bytes[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(split(&bytes), Some((0x0102_0304_0506_0708, sig.as_slice())));
+        assert_eq!(timestamp(&bytes), Some(0x0102_0304_0506_0708));
+        assert_eq!(timestamp(&bytes[..71]), None, "short signature");
+        assert_eq!(timestamp(&[0; 7]), None, "short timestamp");
+        assert_eq!(timestamp(&encode(MAX_TIMESTAMP, &sig)), Some(MAX_TIMESTAMP));
+        assert_eq!(timestamp(&encode(MAX_TIMESTAMP + 1, &sig)), None);
     }
 }

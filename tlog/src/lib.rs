@@ -14,12 +14,14 @@
 //! | [`verify`] | RFC 9162 §2.1.3–4 proof verification |
 //! | [`note`] | c2sp.org/signed-note with Ed25519, key formats |
 //! | [`checkpoint`] | c2sp.org/tlog-checkpoint |
-//! | [`cosignature`] | c2sp.org/tlog-cosignature (Ed25519, type 0x04) |
+//! | [`cosignature`] | c2sp.org/tlog-cosignature wire format (Ed25519, type 0x04) |
 //! | [`tlog_proof`] | c2sp.org/tlog-proof offline proofs |
+//! | [`audit`] | whole-log audit of a c2sp.org/tlog-tiles log's published files against its checkpoint |
 //!
 //! Parsers of outside input are strict (one canonical form accepted), return typed errors, and never
 //! panic; each has a fuzz target under `fuzz/`.
 
+pub mod audit;
 pub mod builder;
 pub mod bundle;
 pub mod checkpoint;
@@ -36,7 +38,7 @@ pub use builder::{Bundle, BundleBuilder, HashTile, TileBuilder};
 pub use checkpoint::Checkpoint;
 pub use edge::TreeEdge;
 pub use hash::{EMPTY_ROOT, HASH_SIZE, Hash, leaf_hash, node_hash};
-pub use note::{Note, Signer, VerifierKey};
+pub use note::{Cosigner, Note, Signer, VerifierKey};
 pub use proof::{TileSource, consistency_proof, inclusion_proof, tree_root};
 pub use tile::{BundleId, TileId, TilePath};
 pub use tlog_proof::TlogProof;
@@ -72,4 +74,7 @@ pub enum Error {
     /// A stored tree edge whose shape does not match its size.
     #[error(transparent)]
     Edge(#[from] edge::EdgeError),
+    /// A log whose published files fail an audit.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
 }

@@ -8,6 +8,9 @@
 //!
 //! Verification follows the spec's rules: signatures from unknown keys are ignored, a signature from a
 //! known key must verify or the whole note is rejected, and at least one known key must have signed.
+//!
+//! Keys of both signature types live here: [`Signer`] (Ed25519, type `0x01`), [`Cosigner`] (witness
+//! cosignatures, type `0x04`, whose wire format is [`crate::cosignature`]), and [`VerifierKey`] for either.
 
 use std::fmt;
 
@@ -20,8 +23,7 @@ use crate::cosignature;
 
 /// Signature type byte of plain Ed25519 note signatures.
 pub const TYPE_ED25519: u8 = 0x01;
-/// Signature type byte of timestamped Ed25519 witness cosignatures (c2sp.org/tlog-cosignature).
-pub const TYPE_COSIGNATURE: u8 = 0x04;
+pub use crate::cosignature::TYPE_COSIGNATURE;
 /// The most signatures a note may carry; the spec requires accepting at least 16.
 pub const MAX_SIGNATURES: usize = 100;
 /// The largest note accepted, in bytes.
@@ -431,8 +433,55 @@ impl Signer {
         }
     }
 
-    pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
+    fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
         self.key.sign(msg).to_bytes()
+    }
+}
+
+/// A witness's cosigning key (c2sp.org/tlog-cosignature, signature type 0x04).
+#[derive(Clone)]
+pub struct Cosigner {
+    inner: Signer,
+    key_id: u32,
+}
+
+impl fmt::Debug for Cosigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cosigner({}+{:08x})", self.inner.name(), self.key_id)
+    }
+}
+
+impl Cosigner {
+    /// A cosigner named `name` from a 32-byte Ed25519 seed.
+    pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, NoteError> {
+        let inner = Signer::from_seed(name, seed)?;
+        let key_id = key_id(name, TYPE_COSIGNATURE, inner.key.verifying_key().as_bytes());
+        Ok(Self { inner, key_id })
+    }
+
+    /// The cosigner's verifier key (type 0x04).
+    pub fn verifier(&self) -> VerifierKey {
+        VerifierKey {
+            name: self.inner.name.clone(),
+            key_id: self.key_id,
+            key_type: TYPE_COSIGNATURE,
+            key: self.inner.key.verifying_key(),
+        }
+    }
+
+    /// Cosigns a checkpoint's note text at `timestamp` (seconds since the epoch).
+    pub fn sign(&self, text: &str, timestamp: u64) -> Result<Signature, NoteError> {
+        if timestamp > cosignature::MAX_TIMESTAMP {
+            return Err(NoteError::Key("cosignature timestamps are at most 2^63 - 1"));
+        }
+        let sig = self
+            .inner
+            .sign_raw(&cosignature::message(text.as_bytes(), timestamp));
+        Ok(Signature {
+            name: self.inner.name.clone(),
+            key_id: self.key_id,
+            bytes: cosignature::encode(timestamp, &sig),
+        })
     }
 }
 
@@ -462,6 +511,27 @@ mod tests {
             assert!(VerifierKey::parse(bad).is_err(), "{bad}");
         }
         assert!(Signer::from_seed("has+plus", [0; 32]).is_err());
+    }
+
+    #[test]
+    fn cosigner_signs_type_4() {
+        let c = Cosigner::from_seed("witness", [3; 32]).expect("valid");
+        let plain = Signer::from_seed("witness", [3; 32]).expect("valid");
+        let v = c.verifier();
+        assert_eq!(v.key_type, TYPE_COSIGNATURE);
+        assert_ne!(
+            v.key_id,
+            plain.key_id(),
+            "the type byte separates the two key ids"
+        );
+        assert_eq!(VerifierKey::parse(&v.to_string()), Ok(v.clone()));
+        let sig = c.sign("t\n", 1234).expect("signs");
+        assert_eq!(cosignature::timestamp(&sig.bytes), Some(1234));
+        assert!(v.verify(b"t\n", &sig.bytes));
+        assert!(!v.verify(b"u\n", &sig.bytes));
+        assert!(!plain.verifier().verify(b"t\n", &sig.bytes));
+        assert!(c.sign("t\n", cosignature::MAX_TIMESTAMP + 1).is_err());
+        assert!(Cosigner::from_seed("has space", [3; 32]).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use crate::hash::{HASH_SIZE, Hash, fold_right_edge, perfect_root};
-use crate::tile::{TILE_HEIGHT, TILE_WIDTH, TileId, tile_width};
+use crate::tile::{TILE_HEIGHT, TILE_WIDTH, TileId};
 
 /// Why a proof or a root could not be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,20 +162,13 @@ impl<S: TileSource + ?Sized> Reader<'_, S> {
         let first = index << sub;
         let tile_index = first / u64::from(TILE_WIDTH);
         let offset = (first % u64::from(TILE_WIDTH)) as usize;
-        let level = level as u8;
-        let width = tile_width(self.size, level, tile_index).ok_or(ProofError::Sizes {
-            size1: self.size,
-            size2: self.size,
-        })?;
-        self.src.subtree(
-            TileId {
-                level,
-                index: tile_index,
-                width,
-            },
-            offset,
-            sub,
-        )
+        let tile = TileId::full(level as u8, tile_index)
+            .at_size(self.size)
+            .ok_or(ProofError::Sizes {
+                size1: self.size,
+                size2: self.size,
+            })?;
+        self.src.subtree(tile, offset, sub)
     }
 
     /// RFC 6962 hash of leaves `[lo, hi)`, where `lo` is a multiple of the largest power of two below

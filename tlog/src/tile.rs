@@ -42,7 +42,7 @@ pub struct BundleId {
 }
 
 /// Any resource a tiled log serves under `tile/`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TilePath {
     /// `tile/<L>/<N>[.p/<W>]`
     Hash(TileId),
@@ -98,6 +98,12 @@ impl TileId {
     pub fn byte_len(&self) -> usize {
         usize::from(self.width) * crate::hash::HASH_SIZE
     }
+
+    /// This tile (same level and index) at the width the tree of `size` gives it, or `None` if that
+    /// tree has no such tile.
+    pub fn at_size(self, size: u64) -> Option<TileId> {
+        tile_width(size, self.level, self.index).map(|width| TileId { width, ..self })
+    }
 }
 
 impl BundleId {
@@ -126,6 +132,12 @@ impl BundleId {
     /// Index of the first entry in the bundle.
     pub fn first_entry(&self) -> u64 {
         self.index * u64::from(TILE_WIDTH)
+    }
+
+    /// This bundle (same index) at the width the log of `size` entries gives it, or `None` if that log
+    /// has no such bundle. Bundles follow the level-0 hash tiles.
+    pub fn at_size(self, size: u64) -> Option<BundleId> {
+        tile_width(size, 0, self.index).map(|width| BundleId { width, ..self })
     }
 
     /// The level-0 hash tile that holds this bundle's leaf hashes.
@@ -421,5 +433,32 @@ mod tests {
         assert_eq!(tile_width(70000, 1, 1), Some(17));
         assert_eq!(tile_width(70000, 1, 2), None);
         assert_eq!(tile_width(u64::MAX, 7, u64::MAX), None);
+    }
+
+    #[test]
+    fn tiles_and_bundles_at_a_size() {
+        let t = |level, index, width| TileId { level, index, width };
+        // 70000 leaves: 273 full level-0 tiles and one of 112; 273 level-1 hashes, so one full level-1
+        // tile and one of 17; one level-2 hash.
+        assert_eq!(TileId::full(0, 273).at_size(70_000), Some(t(0, 273, 112)));
+        assert_eq!(t(0, 272, 3).at_size(70_000), Some(t(0, 272, 256)));
+        assert_eq!(TileId::full(0, 274).at_size(70_000), None);
+        assert_eq!(TileId::full(1, 1).at_size(70_000), Some(t(1, 1, 17)));
+        assert_eq!(TileId::full(2, 0).at_size(70_000), Some(t(2, 0, 1)));
+        assert_eq!(TileId::full(3, 0).at_size(70_000), None);
+        assert_eq!(TileId::full(0, 0).at_size(0), None);
+        assert_eq!(TileId::full(63, 0).at_size(u64::MAX), None);
+        assert_eq!(TileId::full(7, 0).at_size(u64::MAX), Some(t(7, 0, 255)));
+        assert_eq!(TileId::full(0, u64::MAX).at_size(u64::MAX), None);
+
+        let b = |index, width| BundleId { index, width };
+        assert_eq!(BundleId::full(0).at_size(0), None);
+        assert_eq!(BundleId::full(0).at_size(1), Some(b(0, 1)));
+        assert_eq!(BundleId::full(0).at_size(255), Some(b(0, 255)));
+        assert_eq!(b(0, 1).at_size(256), Some(b(0, 256)));
+        assert_eq!(BundleId::full(1).at_size(256), None);
+        assert_eq!(BundleId::full(1).at_size(257), Some(b(1, 1)));
+        assert_eq!(BundleId::full(273).at_size(70_000), Some(b(273, 112)));
+        assert_eq!(BundleId::full(u64::MAX).at_size(u64::MAX), None);
     }
 }

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use cairn_tlog::cosignature::Cosigner;
 use cairn_tlog::proof::{TileMap, consistency_proof, inclusion_proof, tree_root};
 use cairn_tlog::tile::{BundleId, TileId, TilePath, encode_index, parse_index, partial_tiles};
 use cairn_tlog::{
-    BundleBuilder, Checkpoint, EMPTY_ROOT, Hash, Note, Signer, TileBuilder, TlogProof, TreeEdge, VerifierKey,
-    leaf_hash, verify_consistency, verify_inclusion,
+    BundleBuilder, Checkpoint, Cosigner, EMPTY_ROOT, Hash, Note, Signer, TileBuilder, TlogProof, TreeEdge,
+    VerifierKey, leaf_hash, verify_consistency, verify_inclusion,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -350,7 +349,7 @@ fn signed_notes_and_checkpoints() {
         "the cosignature verifies on its own"
     );
     assert_eq!(
-        cairn_tlog::cosignature::timestamp(&note.signatures[1]),
+        cairn_tlog::cosignature::timestamp(&note.signatures[1].bytes),
         Some(u64_of(&wk["timestamp"]))
     );
     // A checkpoint whose cosignature is for other text must be rejected when the witness is known.

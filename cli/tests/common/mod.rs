@@ -82,6 +82,22 @@ impl Server {
         Self::start(dir, &LOOPBACK)
     }
 
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let status = Command::new("kill")
@@ -127,4 +143,58 @@ pub fn cairn(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<
 
 pub fn path(p: &Path) -> PathBuf {
     p.to_path_buf()
+}
+
+/// Makes `count` shard signing keys with `cairn keygen` in `dir`, origins `<domain>/shard-<id>`.
+/// Returns the `[[shards]]` tables (with `vkey` when `with_vkey`) and the verifier keys.
+pub fn keygen_shards(
+    dir: &Path,
+    domain: &str,
+    count: u32,
+    with_vkey: bool,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let mut toml = String::new();
+    let mut vkeys = Vec::new();
+    for id in 1..=count {
+        let origin = format!("{domain}/shard-{id}");
+        let key = dir.join(format!("shard-{id}.key"));
+        let (ok, vkey, err) = cairn(
+            dir,
+            &["keygen", "--origin", &origin, "--out", &key.display().to_string()],
+            None,
+        )?;
+        anyhow::ensure!(ok, "keygen: {err}");
+        let vkey = vkey.trim().to_owned();
+        toml.push_str(&format!(
+            "[[shards]]\nid = {id}\norigin = \"{origin}\"\nkey_file = \"{}\"\n",
+            key.display()
+        ));
+        if with_vkey {
+            toml.push_str(&format!("vkey = \"{vkey}\"\n"));
+        }
+        toml.push('\n');
+        vkeys.push(vkey);
+    }
+    Ok((toml, vkeys))
+}
+
+/// A node's (gRPC, HTTP, Raft) ports.
+pub type Ports = (u16, u16, u16);
+
+/// Free ports for `n` nodes, and the `[[peers]]` tables naming them (ids 1..=n).
+pub fn cluster_ports(n: usize) -> anyhow::Result<(Vec<Ports>, String)> {
+    let ports: Vec<Ports> = (0..n)
+        .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (g, _, r))| {
+            format!(
+                "[[peers]]\nid = {}\nraft = \"127.0.0.1:{r}\"\ngrpc = \"http://127.0.0.1:{g}\"\n\n",
+                i + 1
+            )
+        })
+        .collect();
+    Ok((ports, peers))
 }

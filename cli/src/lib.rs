@@ -1,0 +1,14 @@
+//! `cairn-cli`: everything behind the `cairn` binary, as a library that tests call directly.
+//!
+//! - [`run`] runs the roles of one process (`cairn serve`) until a shutdown future resolves;
+//! - [`config`]: the configuration file and the embedded default;
+//! - [`commands`]: the client subcommands (`submit`, `verify`, `keygen`, `shard …`).
+//!
+//! `main.rs` only parses arguments, installs tracing and calls these.
+
+pub mod commands;
+pub mod config;
+pub mod serve;
+
+pub use config::ServeConfig;
+pub use serve::run;

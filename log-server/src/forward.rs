@@ -1,0 +1,234 @@
+//! Forwarding a shard's share of a request to the shard's leader on another node: the peer client
+//! cache, the forwarded request (the caller's token travels with it, and a marker stops the receiver
+//! from routing or forwarding it again), and, for a log-server without a sequencer, finding the leader
+//! among the peers by following leader hints.
+
+//!
+//! Every failure of a forwarded call goes through one mapping ([`LogError::from_forwarded`]): a transport
+//! failure or a call cancelled before the leader answered becomes `UNAVAILABLE` (the write is idempotent
+//! by leaf hash, so the retry is safe), with the leader's address when known. A forward has a deadline,
+//! and when this node sees the shard's leadership move while it waits, the request goes to the new
+//! leader instead of waiting for the old one (a paused leader answers only after it resumes).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use cairn_proto::metadata::{AUTHORIZATION, FORWARDED_SHARD};
+use cairn_proto::v1::log_client::LogClient;
+use cairn_proto::v1::{AddEntriesRequest, EntryResult, Wait};
+use cairn_sequencer::{Node, NodeId, ShardId};
+use tokio::time::Instant;
+use tonic::Request;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::error::LogError;
+use crate::service::{Inner, MAX_REPLY};
+
+/// Resolves once `node` knows of a leader of `shard` other than `current`; returns it.
+async fn leader_other_than(node: &Node, shard: ShardId, current: Option<NodeId>) -> Option<NodeId> {
+    let mut metrics = node.raft(shard).ok()?.metrics();
+    let m = metrics
+        .wait_for(|m| m.current_leader.is_some() && m.current_leader != current)
+        .await
+        .ok()?;
+    m.current_leader
+}
+
+impl Inner {
+    pub(crate) fn client(&self, url: &str) -> Result<LogClient<Channel>, LogError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| LogError::Internal("client cache poisoned".into()))?;
+        if let Some(c) = clients.get(url) {
+            return Ok(c.clone());
+        }
+        let channel = Channel::from_shared(url.to_owned())
+            .map_err(|e| LogError::Internal(format!("peer URL {url}: {e}")))?
+            .connect_lazy();
+        let client = LogClient::new(channel)
+            .max_decoding_message_size(MAX_REPLY)
+            .max_encoding_message_size(MAX_REPLY);
+        clients.insert(url.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// `body` as a forwarded request for `shard`: the caller's token travels with it, and the marker
+    /// tells the receiving server not to route or forward again.
+    pub(crate) fn forward_request<T>(shard: ShardId, body: T, metadata: &MetadataMap) -> Request<T> {
+        let mut req = Request::new(body);
+        if let Some(auth) = metadata.get(AUTHORIZATION) {
+            req.metadata_mut().insert(AUTHORIZATION, auth.clone());
+        }
+        req.metadata_mut()
+            .insert(FORWARDED_SHARD, MetadataValue::from(shard));
+        req
+    }
+
+    pub(crate) async fn forward(
+        &self,
+        url: &str,
+        shard: ShardId,
+        entries: Vec<Vec<u8>>,
+        wait: Wait,
+        metadata: &MetadataMap,
+    ) -> Result<Vec<EntryResult>, LogError> {
+        let mut client = self.client(url)?;
+        let reply = client
+            .add_entries(Self::forward_request(
+                shard,
+                AddEntriesRequest {
+                    entries,
+                    wait: wait as i32,
+                },
+                metadata,
+            ))
+            .await
+            .map_err(LogError::from_forwarded)?;
+        Ok(reply.into_inner().results)
+    }
+
+    /// How long a forwarded write may wait for the leader's answer.
+    fn forward_deadline(&self, wait: Wait) -> Duration {
+        match wait {
+            Wait::Published => self.config.forward_deadline + self.config.publish_timeout,
+            _ => self.config.forward_deadline,
+        }
+    }
+
+    /// With a local node: sends `shard`'s share to the shard's leader as this node sees it, following the
+    /// leadership when it moves during the wait, until the forward deadline.
+    pub(crate) async fn forward_to_shard_leader(
+        &self,
+        node: &Node,
+        shard: ShardId,
+        entries: Vec<Vec<u8>>,
+        wait: Wait,
+        metadata: &MetadataMap,
+    ) -> Result<Vec<EntryResult>, LogError> {
+        let deadline = Instant::now() + self.forward_deadline(wait);
+        let mut leader = node.leader(shard);
+        loop {
+            let l = match leader {
+                Some(l) if l == node.id() => return self.append_local(node, shard, entries, wait).await,
+                Some(l) => l,
+                None => {
+                    // An election is under way: wait a little for its result.
+                    let wait_until = deadline.min(Instant::now() + self.config.forward_deadline);
+                    match tokio::time::timeout_at(wait_until, leader_other_than(node, shard, None)).await {
+                        Ok(Some(new)) => {
+                            leader = Some(new);
+                            continue;
+                        }
+                        _ => {
+                            return Err(LogError::Unavailable {
+                                reason: format!("no leader for shard {shard} (election in progress); retry"),
+                                leader: None,
+                            });
+                        }
+                    }
+                }
+            };
+            let url = self.peer(l).ok_or_else(|| LogError::Unavailable {
+                reason: format!("the leader of shard {shard} (node {l}) is not among the configured peers"),
+                leader: None,
+            })?;
+            let call = tokio::time::timeout_at(
+                deadline,
+                self.forward(&url, shard, entries.clone(), wait, metadata),
+            );
+            tokio::select! {
+                r = call => match r {
+                    Ok(Ok(results)) => return Ok(results),
+                    Ok(Err(LogError::Unavailable { reason, leader: hint })) => {
+                        // It is no longer the leader and names the new one, which this node may not
+                        // know yet: one hop there.
+                        if let Some(hint) = hint.as_ref().filter(|h| **h != url) {
+                            let call = self.forward(hint, shard, entries.clone(), wait, metadata);
+                            if let Ok(Ok(results)) = tokio::time::timeout_at(deadline, call).await {
+                                return Ok(results);
+                            }
+                        }
+                        let e = LogError::Unavailable { reason, leader: hint };
+                        // The leader failed or is no longer the leader: go to the next one, if this node
+                        // learns of one before the deadline; otherwise the caller retries.
+                        match tokio::time::timeout_at(deadline, leader_other_than(node, shard, Some(l))).await {
+                            Ok(Some(new)) => {
+                                tracing::debug!(shard, from = l, to = new, "forward failed; re-routing to the new leader");
+                                leader = Some(new);
+                            }
+                            _ => return Err(e),
+                        }
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(LogError::Unavailable {
+                            reason: format!(
+                                "the leader of shard {shard} (node {l}) did not answer within {:?}; retry",
+                                self.forward_deadline(wait)
+                            ),
+                            leader: node.leader(shard).filter(|n| *n != l).and_then(|n| self.peer(n)),
+                        });
+                    }
+                },
+                new = leader_other_than(node, shard, Some(l)) => {
+                    tracing::debug!(shard, from = l, to = ?new, "leadership moved during a forward; re-routing");
+                    leader = new;
+                }
+            }
+        }
+    }
+
+    /// Without a local node: tries the last known leader, then each peer, following leader hints.
+    pub(crate) async fn forward_to_leader(
+        &self,
+        shard: ShardId,
+        entries: Vec<Vec<u8>>,
+        wait: Wait,
+        metadata: &MetadataMap,
+    ) -> Result<Vec<EntryResult>, LogError> {
+        let cached = self.leaders.lock().ok().and_then(|l| l.get(&shard).cloned());
+        let mut candidates: VecDeque<String> = cached.into_iter().collect();
+        candidates.extend(self.config.peers.values().cloned());
+        let mut tried = BTreeSet::new();
+        let mut last = LogError::Unavailable {
+            reason: "no sequencer peers are configured".into(),
+            leader: None,
+        };
+        while let Some(url) = candidates.pop_front() {
+            if !tried.insert(url.clone()) {
+                continue;
+            }
+            let call = self.forward(&url, shard, entries.clone(), wait, metadata);
+            let outcome = match tokio::time::timeout(self.forward_deadline(wait), call).await {
+                Ok(r) => r,
+                Err(_) => Err(LogError::Unavailable {
+                    reason: format!("{url} did not answer within {:?}", self.forward_deadline(wait)),
+                    leader: None,
+                }),
+            };
+            match outcome {
+                Ok(results) => {
+                    if let Ok(mut l) = self.leaders.lock() {
+                        l.insert(shard, url);
+                    }
+                    return Ok(results);
+                }
+                Err(LogError::Unavailable { reason, leader }) => {
+                    if reason.contains("frozen")
+                        && let Ok(mut f) = self.frozen.lock()
+                    {
+                        f.insert(shard);
+                    }
+                    if let Some(hint) = &leader {
+                        candidates.push_front(hint.clone());
+                    }
+                    last = LogError::Unavailable { reason, leader };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+}

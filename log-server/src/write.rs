@@ -1,0 +1,182 @@
+//! The write path: whole-request validation, routing each entry to its shard, and appending each
+//! shard's share locally (this node leads it) or through its leader ([`crate::forward`]); `PUBLISHED`
+//! writes wait for a checkpoint and are proven against it ([`crate::read`]).
+
+use std::collections::BTreeMap;
+
+use cairn_proto::metadata::FORWARDED_SHARD;
+use cairn_proto::v1::{AddEntriesRequest, AddEntriesResponse, EntryResult, Wait};
+use cairn_sequencer::{Node, ShardId};
+use cairn_tlog::bundle::MAX_ENTRY_SIZE;
+use cairn_tlog::hash::leaf_hash;
+use futures::future::try_join_all;
+use tonic::metadata::MetadataMap;
+
+use crate::error::LogError;
+use crate::route;
+use crate::service::Inner;
+
+/// Checks a whole request before anything is appended.
+fn validate(entries: &[Vec<u8>], limits: &crate::Limits) -> Result<(), LogError> {
+    if entries.is_empty() {
+        return Err(LogError::Invalid("the request has no entries".into()));
+    }
+    if entries.len() > limits.max_entries {
+        return Err(LogError::Invalid(format!(
+            "the request has {} entries; the limit is {} per request",
+            entries.len(),
+            limits.max_entries
+        )));
+    }
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        if e.is_empty() {
+            return Err(LogError::Invalid(format!(
+                "entry {i} is empty; entries are 1 to {MAX_ENTRY_SIZE} bytes"
+            )));
+        }
+        if e.len() > MAX_ENTRY_SIZE {
+            return Err(LogError::Invalid(format!(
+                "entry {i} is {} bytes; the limit is {MAX_ENTRY_SIZE} bytes",
+                e.len()
+            )));
+        }
+        total += e.len();
+    }
+    if total > limits.max_bytes {
+        return Err(LogError::Invalid(format!(
+            "the request carries {total} bytes of entries; the limit is {} bytes per request",
+            limits.max_bytes
+        )));
+    }
+    Ok(())
+}
+
+impl Inner {
+    pub(crate) async fn add_entries(
+        &self,
+        metadata: &MetadataMap,
+        req: AddEntriesRequest,
+    ) -> Result<AddEntriesResponse, LogError> {
+        let wait = req.wait();
+        let entries = req.entries;
+        validate(&entries, &self.config.limits)?;
+        let forwarded = match metadata.get(FORWARDED_SHARD) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<ShardId>().ok())
+                    .ok_or_else(|| LogError::Invalid(format!("{FORWARDED_SHARD} must be a shard id")))?,
+            ),
+        };
+        self.auth.writer(metadata, entries.len())?;
+        let active = self.active();
+        let n = entries.len();
+        let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let shard = route(leaf_hash(&entry).as_bytes(), &active)
+                .ok_or_else(|| LogError::Frozen("no shard accepts entries: every shard is frozen".into()))?;
+            if forwarded.is_some_and(|f| f != shard) {
+                // The forwarding server routed with another set of active shards (a freeze in between).
+                return Err(LogError::Unavailable {
+                    reason: "the set of active shards changed; retry".into(),
+                    leader: None,
+                });
+            }
+            let g = groups.entry(shard).or_default();
+            g.0.push(i);
+            g.1.push(entry);
+        }
+        let outs = try_join_all(
+            groups
+                .into_iter()
+                .map(|(shard, (positions, entries))| async move {
+                    let results = self
+                        .append_group(shard, entries, wait, metadata, forwarded.is_some())
+                        .await?;
+                    if results.len() != positions.len() {
+                        return Err(LogError::Internal(format!(
+                            "shard {shard} answered {} results for {} entries",
+                            results.len(),
+                            positions.len()
+                        )));
+                    }
+                    Ok::<_, LogError>(positions.into_iter().zip(results).collect::<Vec<_>>())
+                }),
+        )
+        .await?;
+        let mut results = vec![EntryResult::default(); n];
+        for (i, r) in outs.into_iter().flatten() {
+            results[i] = r;
+        }
+        Ok(AddEntriesResponse { results })
+    }
+
+    async fn append_group(
+        &self,
+        shard: ShardId,
+        entries: Vec<Vec<u8>>,
+        wait: Wait,
+        metadata: &MetadataMap,
+        forwarded: bool,
+    ) -> Result<Vec<EntryResult>, LogError> {
+        if let Some(node) = &self.node {
+            return match node.leader(shard) {
+                Some(l) if l == node.id() => self.append_local(node, shard, entries, wait).await,
+                // A forwarded request is never forwarded again: the sender re-routes.
+                leader if forwarded => Err(LogError::Unavailable {
+                    reason: format!("this node does not lead shard {shard}"),
+                    leader: leader.and_then(|l| self.peer(l)),
+                }),
+                _ => {
+                    self.forward_to_shard_leader(node, shard, entries, wait, metadata)
+                        .await
+                }
+            };
+        }
+        if forwarded {
+            return Err(LogError::Unavailable {
+                reason: "this server runs no sequencer".into(),
+                leader: None,
+            });
+        }
+        self.forward_to_leader(shard, entries, wait, metadata).await
+    }
+
+    pub(crate) async fn append_local(
+        &self,
+        node: &Node,
+        shard: ShardId,
+        entries: Vec<Vec<u8>>,
+        wait: Wait,
+    ) -> Result<Vec<EntryResult>, LogError> {
+        let appended = node.append(shard, entries).await.map_err(|e| self.seq_err(e))?;
+        let mut results: Vec<EntryResult> = appended
+            .iter()
+            .map(|a| EntryResult {
+                shard_id: shard,
+                index: a.index,
+                leaf_hash: a.leaf_hash.to_vec(),
+                duplicate: a.duplicate,
+                ..Default::default()
+            })
+            .collect();
+        if wait == Wait::Published {
+            let Some(last) = appended.iter().map(|a| a.index).max() else {
+                return Ok(results);
+            };
+            let note = node
+                .wait_published(shard, last, self.config.publish_timeout)
+                .await
+                .map_err(|e| self.seq_err(e))?;
+            let indexes: Vec<u64> = appended.iter().map(|a| a.index).collect();
+            let proofs = self.published_proofs(shard, &note, &indexes).await?;
+            for (r, proof) in results.iter_mut().zip(proofs) {
+                r.inclusion_proof = cairn_proto::convert::hash_bytes(&proof);
+                r.checkpoint = note.clone();
+            }
+        }
+        Ok(results)
+    }
+}

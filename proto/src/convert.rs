@@ -1,0 +1,73 @@
+//! Conversions between generated `cairn.v1` messages and the domain types of `cairn-store` and
+//! `cairn-tlog`.
+
+use cairn_store::{Lifecycle, Shard, ShardListing};
+use cairn_tlog::Hash;
+
+use crate::v1;
+
+impl From<ShardListing> for v1::Shard {
+    fn from(l: ShardListing) -> Self {
+        Self {
+            id: l.shard.id,
+            origin: l.shard.origin,
+            vkey: l.shard.vkey,
+            state: l.state.as_str().to_owned(),
+            prefix: l.http_prefix,
+        }
+    }
+}
+
+/// A `cairn.v1.Shard` whose state is neither `active` nor `frozen`.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {id} has unknown state {state:?}")]
+pub struct UnknownState {
+    /// Shard id.
+    pub id: u32,
+    /// The state received.
+    pub state: String,
+}
+
+impl TryFrom<v1::Shard> for ShardListing {
+    type Error = UnknownState;
+
+    fn try_from(s: v1::Shard) -> Result<Self, UnknownState> {
+        let state = match s.state.as_str() {
+            "active" => Lifecycle::Active,
+            "frozen" => Lifecycle::Frozen,
+            _ => {
+                return Err(UnknownState {
+                    id: s.id,
+                    state: s.state,
+                });
+            }
+        };
+        Ok(Self {
+            shard: Shard {
+                id: s.id,
+                origin: s.origin,
+                vkey: s.vkey,
+            },
+            state,
+            http_prefix: s.prefix,
+        })
+    }
+}
+
+impl From<Vec<Hash>> for v1::ProofResponse {
+    fn from(hashes: Vec<Hash>) -> Self {
+        Self {
+            hashes: hashes.iter().map(|h| h.as_bytes().to_vec()).collect(),
+        }
+    }
+}
+
+/// Proof hashes as the API carries them (32 raw bytes each).
+pub fn hash_bytes(hashes: &[Hash]) -> Vec<Vec<u8>> {
+    hashes.iter().map(|h| h.as_bytes().to_vec()).collect()
+}
+
+/// Proof hashes from the API, each checked to be 32 bytes.
+pub fn hashes_from_bytes(raw: &[Vec<u8>]) -> Result<Vec<Hash>, cairn_tlog::hash::HashError> {
+    raw.iter().map(|h| Hash::from_slice(h)).collect()
+}

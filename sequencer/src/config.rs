@@ -1,0 +1,145 @@
+//! What a node is told at start: its identity and storage, the shards it hosts, Raft timing, proposal
+//! batching and publishing pace.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_store::Shard;
+use cairn_tlog::Signer;
+
+use crate::bucket::Bucket;
+use crate::types::NodeId;
+
+/// A shard hosted by a node.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Identity (its files live under the layout's prefix, `cairn_store::shard_prefix`).
+    pub shard: Shard,
+    /// Checkpoint signing key. A node without it can replicate the shard but not publish it as leader.
+    pub signer: Option<Signer>,
+}
+
+/// Raft timing, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct RaftTiming {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the election timeout.
+    pub election_max_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 800,
+        }
+    }
+}
+
+/// How entries are grouped into Raft proposals.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchConfig {
+    /// At most this many entries per proposal.
+    pub max_entries: usize,
+    /// At most this many entry bytes per proposal.
+    pub max_bytes: usize,
+    /// Wait at most this long for a proposal to fill.
+    pub max_delay: Duration,
+    /// Proposals in flight at once per shard.
+    pub max_in_flight: usize,
+    /// Append requests queued per shard before callers are pushed back.
+    pub queue: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 4096,
+            max_bytes: 4 << 20,
+            max_delay: Duration::from_millis(2),
+            max_in_flight: 8,
+            queue: 4096,
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (non-zero, unique in the cluster).
+    pub id: NodeId,
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// Address the Raft gRPC server binds (port 0 picks one).
+    pub raft_listen: SocketAddr,
+    /// Address peers use to reach this node; the bound address when `None`.
+    pub raft_advertise: Option<String>,
+    /// Shards this node hosts.
+    pub shards: Vec<ShardConfig>,
+    /// Object storage shared by the cluster.
+    pub bucket: Bucket,
+    /// Raft timing.
+    pub timing: RaftTiming,
+    /// Proposal batching.
+    pub batch: BatchConfig,
+    /// Pause between publishing rounds.
+    pub publish_interval: Duration,
+    /// Build a snapshot (and purge the log) after this many applied Raft entries.
+    pub snapshot_every: u64,
+    /// Raft entries kept behind a snapshot (lets slightly lagging followers catch up without one).
+    pub keep_after_snapshot: u64,
+    /// Refuse appends while this many entries are sequenced but not published.
+    pub max_unpublished: u64,
+}
+
+impl NodeConfig {
+    /// A configuration with defaults for everything but identity, storage and shards.
+    pub fn new(
+        id: NodeId,
+        data_dir: PathBuf,
+        raft_listen: SocketAddr,
+        bucket: Bucket,
+        shards: Vec<ShardConfig>,
+    ) -> Self {
+        Self {
+            id,
+            data_dir,
+            raft_listen,
+            raft_advertise: None,
+            shards,
+            bucket,
+            timing: RaftTiming::default(),
+            batch: BatchConfig::default(),
+            publish_interval: Duration::from_millis(50),
+            snapshot_every: 1_000,
+            keep_after_snapshot: 500,
+            max_unpublished: 2_000_000,
+        }
+    }
+
+    /// What every shard's publisher on this node needs to know of the node.
+    pub(crate) fn publishing(&self) -> Publishing {
+        Publishing {
+            node: self.id,
+            interval: self.publish_interval,
+            lease: Duration::from_millis(self.timing.election_min_ms / 2),
+        }
+    }
+}
+
+/// The node-level settings a shard's publisher runs with (it needs nothing else of the node).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Publishing {
+    /// This node's id: the publisher works only while it leads the shard.
+    pub(crate) node: NodeId,
+    /// Pause between publishing rounds.
+    pub(crate) interval: Duration,
+    /// How long after confirming its leadership the leader may still write the checkpoint object: half
+    /// the minimum election timeout (see the publisher's fencing notes).
+    pub(crate) lease: Duration,
+}

@@ -1,0 +1,129 @@
+//! A shard's runtime on one node: its Raft group, state machine, bucket and append queue, whether its
+//! publisher still runs, and how Raft's answers map to [`SequencerError`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::error::{ForwardToLeader, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::bucket::Bucket;
+use crate::config::ShardConfig;
+use crate::error::SequencerError;
+use crate::state::ShardSm;
+use crate::types::{Appended, NodeId, ShardId, TypeConfig};
+
+/// Entries waiting for the proposer, and where their results go.
+pub(crate) struct PendingAppend {
+    pub(crate) entries: Vec<Vec<u8>>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, SequencerError>>,
+}
+
+/// A shard's runtime on this node.
+pub(crate) struct HostedShard {
+    pub(crate) config: ShardConfig,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) sm: Arc<ShardSm>,
+    pub(crate) bucket: Bucket,
+    pub(crate) queue: mpsc::Sender<PendingAppend>,
+    /// Size of the newest checkpoint this node has written to object storage.
+    pub(crate) uploaded: watch::Sender<u64>,
+    /// Why this node's publisher of the shard stopped for good (`None` while it runs).
+    stopped: watch::Sender<Option<String>>,
+    /// How many times the publisher stopped on a fatal error (at most once per start today; a counter
+    /// so that it can be exported as a metric as it is).
+    publisher_stops: AtomicU64,
+}
+
+impl HostedShard {
+    pub(crate) fn new(
+        config: ShardConfig,
+        raft: Raft<TypeConfig>,
+        sm: Arc<ShardSm>,
+        bucket: Bucket,
+        queue: mpsc::Sender<PendingAppend>,
+    ) -> Self {
+        Self {
+            config,
+            raft,
+            sm,
+            bucket,
+            queue,
+            uploaded: watch::channel(0).0,
+            stopped: watch::channel(None).0,
+            publisher_stops: AtomicU64::new(0),
+        }
+    }
+
+    /// The shard id.
+    pub(crate) fn id(&self) -> ShardId {
+        self.config.shard.id
+    }
+
+    /// Records that the publisher stopped for `reason` and counts it. Returns `false` (and changes
+    /// nothing) if it had already stopped.
+    pub(crate) fn stop_publishing(&self, reason: String) -> bool {
+        let first = self.stopped.send_if_modified(|r| {
+            if r.is_some() {
+                return false;
+            }
+            *r = Some(reason);
+            true
+        });
+        if first {
+            self.publisher_stops.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
+
+    /// Why the publisher stopped, or `None` while it runs.
+    pub(crate) fn publishing_stopped(&self) -> Option<String> {
+        self.stopped.borrow().clone()
+    }
+
+    /// Watches the publisher's stop reason.
+    pub(crate) fn watch_stopped(&self) -> watch::Receiver<Option<String>> {
+        self.stopped.subscribe()
+    }
+
+    /// How many times the publisher stopped on a fatal error since the node started.
+    pub(crate) fn publisher_stops(&self) -> u64 {
+        self.publisher_stops.load(Ordering::Relaxed)
+    }
+}
+
+/// `Ok` if `me` leads the shard; otherwise `NotLeader` with the leader's id and address when known.
+pub(crate) fn ensure_leader(me: NodeId, s: &HostedShard) -> Result<(), SequencerError> {
+    let m = s.raft.metrics().borrow().clone();
+    if m.state == ServerState::Leader && m.current_leader == Some(me) {
+        return Ok(());
+    }
+    let leader = m.current_leader.and_then(|id| {
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| (id, n.addr.clone()))
+    });
+    Err(SequencerError::NotLeader {
+        shard: s.config.shard.id,
+        leader,
+    })
+}
+
+/// Classifies an error of a Raft write (proposal, membership change, linearizable read).
+pub(crate) fn map_write_err<E>(shard: ShardId, e: RaftError<NodeId, E>) -> SequencerError
+where
+    E: std::error::Error + openraft::TryAsRef<ForwardToLeader<NodeId, BasicNode>>,
+{
+    if let Some(f) = e.forward_to_leader::<BasicNode>() {
+        return SequencerError::NotLeader {
+            shard,
+            leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
+        };
+    }
+    match e {
+        RaftError::Fatal(f) => SequencerError::Fatal(f.to_string()),
+        RaftError::APIError(api) => SequencerError::Retryable(api.to_string()),
+    }
+}

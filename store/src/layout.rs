@@ -1,0 +1,128 @@
+//! The published layout: where a shard's files live in object storage and on the read path, and the
+//! shard list (`shards.json`) that tells verifiers which shards exist.
+//!
+//! A shard's files are `<prefix>/checkpoint`, `<prefix>/tile/<L>/<N>[.p/<W>]` and
+//! `<prefix>/tile/entries/<N>[.p/<W>]`, where the prefix is `logs/<id>` under the bucket's root and
+//! `/logs/<id>` on the read path.
+
+use cairn_tlog::VerifierKey;
+use cairn_tlog::note::NoteError;
+use serde::{Deserialize, Serialize};
+
+/// A shard: one log, one Raft group.
+pub type ShardId = u32;
+
+/// The folder, under the bucket root and the read path's root, that holds every shard's folder.
+pub const SHARDS_DIR: &str = "logs";
+
+/// A shard's object-store prefix, relative to the log's bucket root: `logs/<id>`.
+pub fn shard_prefix(id: ShardId) -> String {
+    format!("{SHARDS_DIR}/{id}")
+}
+
+/// A shard's path prefix on the read path: `/logs/<id>`.
+pub fn http_prefix(id: ShardId) -> String {
+    format!("/{}", shard_prefix(id))
+}
+
+/// A shard's identity: the same in configuration, in the shard's replicated state, in the API and in
+/// `shards.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Shard id.
+    pub id: ShardId,
+    /// Checkpoint origin, also the signing key's name.
+    pub origin: String,
+    /// The shard's verifier key, `<origin>+<key id>+<base64 key>`.
+    pub vkey: String,
+}
+
+impl Shard {
+    /// Where its files are in object storage (see [`shard_prefix`]).
+    pub fn prefix(&self) -> String {
+        shard_prefix(self.id)
+    }
+
+    /// Where the read path serves it (see [`http_prefix`]).
+    pub fn http_prefix(&self) -> String {
+        http_prefix(self.id)
+    }
+
+    /// The parsed verifier key.
+    pub fn verifier(&self) -> Result<VerifierKey, NoteError> {
+        VerifierKey::parse(&self.vkey)
+    }
+}
+
+/// Where a shard is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Accepting entries.
+    Active,
+    /// Read-only forever; its checkpoint is final.
+    Frozen,
+}
+
+impl Lifecycle {
+    /// `active` or `frozen`, as `shards.json` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Frozen => "frozen",
+        }
+    }
+}
+
+/// A shard as `shards.json` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardListing {
+    /// Identity.
+    #[serde(flatten)]
+    pub shard: Shard,
+    /// Lifecycle state.
+    pub state: Lifecycle,
+    /// Path under which the read path serves its files (`prefix` in the document).
+    #[serde(rename = "prefix")]
+    pub http_prefix: String,
+}
+
+impl ShardListing {
+    /// The listing of `shard` in `state`, at its read-path prefix.
+    pub fn new(shard: Shard, state: Lifecycle) -> Self {
+        let http_prefix = shard.http_prefix();
+        Self {
+            shard,
+            state,
+            http_prefix,
+        }
+    }
+}
+
+impl std::ops::Deref for ShardListing {
+    type Target = Shard;
+
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+/// The `shards.json` document.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardsJson {
+    /// Every shard, active and frozen.
+    pub shards: Vec<ShardListing>,
+}
+
+impl ShardsJson {
+    /// The document's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing plain strings, numbers and enums cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a document.
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
