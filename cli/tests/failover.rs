@@ -121,6 +121,7 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
                 deadline: Duration::from_secs(60),
                 backoff: Duration::from_millis(20),
                 max_backoff: Duration::from_millis(200),
+                ..RetryPolicy::default()
             });
             let mut n = 0u64;
             let mut calls = 0u64;

@@ -25,6 +25,9 @@ pub struct RetryPolicy {
     pub backoff: Duration,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// Longest wait for one attempt's answer (a `PUBLISHED` attempt waits this plus the server's
+    /// publication wait, 30 s): a server that does not answer by then is treated as down.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -33,6 +36,7 @@ impl Default for RetryPolicy {
             deadline: Duration::from_secs(60),
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +97,11 @@ impl TryFrom<EntryResult> for Submitted {
     }
 }
 
+/// Whether `status` comes from this client's own transport (the server's answer has no source error).
+fn transport_failure(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
 /// A gRPC client of a Cairn log: one server, or several it fails over between.
 #[derive(Clone)]
 pub struct LogClient {
@@ -126,6 +135,10 @@ fn connect(url: &str) -> Result<Raw<Channel>, ClientError> {
     let channel = Endpoint::from_shared(url.to_owned())
         .map_err(|e| ClientError::Invalid(format!("server URL {url}: {e}")))?
         .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        // A server that stops answering (paused, or gone without a reset) is noticed by keep-alive.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy();
     Ok(Raw::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
@@ -209,7 +222,23 @@ impl LogClient {
                 entries: entries.clone(),
                 wait: wait as i32,
             })?;
-            let status = match self.raw.add_entries(req).await {
+            let mut limit = self.retry.attempt_timeout;
+            if wait == Wait::Published {
+                limit += Duration::from_secs(30);
+            }
+            let call = tokio::time::timeout(limit, self.raw.add_entries(req));
+            // No answer in time: the server is paused or unreachable; the next server is tried.
+            let (answer, timed_out) = match call.await {
+                Ok(answer) => (answer, false),
+                Err(_) => (
+                    Err(Status::unavailable(format!(
+                        "no answer from {} within {limit:?}",
+                        self.url
+                    ))),
+                    true,
+                ),
+            };
+            let status = match answer {
                 Ok(reply) => {
                     return reply
                         .into_inner()
@@ -233,7 +262,7 @@ impl LogClient {
                 server,
                 code: status.code(),
                 message: status.message().to_owned(),
-                answered: std::error::Error::source(&status).is_none(),
+                answered: !timed_out && !transport_failure(&status),
                 at: Instant::now(),
             });
             tokio::time::sleep(pause).await;
@@ -256,8 +285,13 @@ impl LogClient {
                 let ms = hint(RETRY_AFTER_MS).and_then(|v| v.parse::<u64>().ok());
                 Ok(Some(ms.map(Duration::from_millis).unwrap_or(backoff)))
             }
-            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+            // A failure of this client's own connection (tonic reports some resets as INTERNAL), or no
+            // answer at all: the next server.
+            code if transport_failure(status)
+                || matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled) =>
+            {
                 if status.code() == Code::Unavailable
+                    && !transport_failure(status)
                     && let Some(leader) = hint(LEADER)
                     && leader != self.url
                 {

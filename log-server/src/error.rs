@@ -7,6 +7,9 @@ use cairn_sequencer::SequencerError;
 use cairn_store::ReadError;
 use tonic::{Code, Status};
 
+/// How an answer saying "not the leader" begins (followed by the shard id).
+pub(crate) const NOT_LEADER: &str = "this node does not lead shard";
+
 /// What went wrong, classified by how the caller must react.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -35,6 +38,14 @@ pub enum LogError {
         /// The leader's gRPC address, when known.
         leader: Option<String>,
     },
+    /// The shard's leader could not be reached, or no longer leads it: retry at the new leader.
+    #[error("{reason}")]
+    LeaderUnreachable {
+        /// Why.
+        reason: String,
+        /// The new leader's gRPC address, when known.
+        leader: Option<String>,
+    },
     /// Every shard is frozen: nothing will accept entries until a new shard is added.
     #[error("{0}")]
     Frozen(String),
@@ -58,7 +69,7 @@ impl LogError {
     pub fn from_sequencer(e: SequencerError, leader_addr: impl Fn(u64) -> Option<String>) -> Self {
         match e {
             SequencerError::NotLeader { shard, leader } => Self::Unavailable {
-                reason: format!("this node does not lead shard {shard}"),
+                reason: format!("{NOT_LEADER} {shard}"),
                 leader: leader.and_then(|(id, _)| leader_addr(id)),
             },
             SequencerError::Pushback { retry_after } => Self::Busy {
@@ -83,22 +94,34 @@ impl LogError {
 }
 
 impl LogError {
-    /// The one mapping of a status received from a forwarded call. A transport failure (`UNKNOWN`
-    /// "transport error", a connection reset), a call cancelled before the leader answered, or the
-    /// leader's own `UNAVAILABLE` all mean "this leader cannot take it now": `UNAVAILABLE`, retryable,
-    /// with the leader hint the status carried. Everything else is the leader's answer, passed on.
+    /// The one mapping of a status received from a forwarded call. A transport failure (no answer
+    /// from the leader: `UNKNOWN` "transport error", a reset that tonic reports as `INTERNAL`, a call
+    /// cancelled before the leader answered) or an answer saying it no longer leads the shard is
+    /// [`LogError::LeaderUnreachable`]; the leader's other `UNAVAILABLE`s stay `Unavailable`. Both are
+    /// `UNAVAILABLE` to the caller, retryable, with the leader hint the status carried. Everything else
+    /// is the leader's answer, passed on.
     pub fn from_forwarded(s: Status) -> Self {
+        let leader = s
+            .metadata()
+            .get(LEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let no_answer =
+            std::error::Error::source(&s).is_some() || matches!(s.code(), Code::Unknown | Code::Cancelled);
+        if no_answer {
+            return Self::LeaderUnreachable {
+                reason: format!("forwarding to the shard's leader failed: {}", s.message()),
+                leader,
+            };
+        }
         match s.code() {
-            Code::Unavailable | Code::Unknown | Code::Cancelled => Self::Unavailable {
-                leader: s
-                    .metadata()
-                    .get(LEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-                reason: match s.code() {
-                    Code::Unavailable => s.message().to_owned(),
-                    _ => format!("forwarding to the shard's leader failed: {}", s.message()),
-                },
+            Code::Unavailable if s.message().starts_with(NOT_LEADER) => Self::LeaderUnreachable {
+                reason: s.message().to_owned(),
+                leader,
+            },
+            Code::Unavailable => Self::Unavailable {
+                reason: s.message().to_owned(),
+                leader,
             },
             _ => Self::Forwarded(s),
         }
@@ -135,7 +158,7 @@ impl From<LogError> for Status {
                 }
                 s
             }
-            LogError::Unavailable { leader, .. } => {
+            LogError::Unavailable { leader, .. } | LogError::LeaderUnreachable { leader, .. } => {
                 let mut s = Status::unavailable(message);
                 if let Some(v) = leader.and_then(|l| l.parse().ok()) {
                     s.metadata_mut().insert(LEADER, v);

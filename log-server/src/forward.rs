@@ -90,7 +90,7 @@ impl Inner {
     }
 
     /// How long a forwarded write may wait for the leader's answer.
-    fn forward_deadline(&self, wait: Wait) -> Duration {
+    pub(crate) fn forward_deadline(&self, wait: Wait) -> Duration {
         match wait {
             Wait::Published => self.config.forward_deadline + self.config.publish_timeout,
             _ => self.config.forward_deadline,
@@ -108,27 +108,29 @@ impl Inner {
         metadata: &MetadataMap,
     ) -> Result<Vec<EntryResult>, LogError> {
         let deadline = Instant::now() + self.forward_deadline(wait);
+        let late = |what: String| LogError::Unavailable {
+            reason: format!("{what} within {:?}; retry", self.forward_deadline(wait)),
+            leader: None,
+        };
         let mut leader = node.leader(shard);
         loop {
             let l = match leader {
-                Some(l) if l == node.id() => return self.append_local(node, shard, entries, wait).await,
-                Some(l) => l,
-                None => {
-                    // An election is under way: wait a little for its result.
-                    let wait_until = deadline.min(Instant::now() + self.config.forward_deadline);
-                    match tokio::time::timeout_at(wait_until, leader_other_than(node, shard, None)).await {
-                        Ok(Some(new)) => {
-                            leader = Some(new);
-                            continue;
-                        }
-                        _ => {
-                            return Err(LogError::Unavailable {
-                                reason: format!("no leader for shard {shard} (election in progress); retry"),
-                                leader: None,
-                            });
-                        }
-                    }
+                Some(l) if l == node.id() => {
+                    // Leadership came here during the wait: append locally, under the same deadline.
+                    let local = self.append_local(node, shard, entries, wait);
+                    return tokio::time::timeout_at(deadline, local)
+                        .await
+                        .unwrap_or_else(|_| Err(late(format!("shard {shard} took no entries"))));
                 }
+                Some(l) => l,
+                None => match tokio::time::timeout_at(deadline, leader_other_than(node, shard, None)).await {
+                    // An election is under way: wait for its result.
+                    Ok(Some(new)) => {
+                        leader = Some(new);
+                        continue;
+                    }
+                    _ => return Err(late(format!("no leader of shard {shard} was elected"))),
+                },
             };
             let url = self.peer(l).ok_or_else(|| LogError::Unavailable {
                 reason: format!("the leader of shard {shard} (node {l}) is not among the configured peers"),
@@ -139,20 +141,13 @@ impl Inner {
                 self.forward(&url, shard, entries.clone(), wait, metadata),
             );
             tokio::select! {
+                // An answer that is ready wins over a leadership change seen in the same poll.
+                biased;
                 r = call => match r {
                     Ok(Ok(results)) => return Ok(results),
-                    Ok(Err(LogError::Unavailable { reason, leader: hint })) => {
-                        // It is no longer the leader and names the new one, which this node may not
-                        // know yet: one hop there.
-                        if let Some(hint) = hint.as_ref().filter(|h| **h != url) {
-                            let call = self.forward(hint, shard, entries.clone(), wait, metadata);
-                            if let Ok(Ok(results)) = tokio::time::timeout_at(deadline, call).await {
-                                return Ok(results);
-                            }
-                        }
-                        let e = LogError::Unavailable { reason, leader: hint };
-                        // The leader failed or is no longer the leader: go to the next one, if this node
-                        // learns of one before the deadline; otherwise the caller retries.
+                    // The leader is gone or no longer leads: go to the next one, once this node learns
+                    // of it (before the deadline; otherwise the caller retries).
+                    Ok(Err(e @ LogError::LeaderUnreachable { .. })) => {
                         match tokio::time::timeout_at(deadline, leader_other_than(node, shard, Some(l))).await {
                             Ok(Some(new)) => {
                                 tracing::debug!(shard, from = l, to = new, "forward failed; re-routing to the new leader");
@@ -161,6 +156,8 @@ impl Inner {
                             _ => return Err(e),
                         }
                     }
+                    // Any other answer (including the leader's own UNAVAILABLE, such as a freeze that
+                    // changed the routing) goes back to the caller as it is.
                     Ok(Err(e)) => return Err(e),
                     Err(_) => {
                         return Err(LogError::Unavailable {
@@ -191,6 +188,7 @@ impl Inner {
         let cached = self.leaders.lock().ok().and_then(|l| l.get(&shard).cloned());
         let mut candidates: VecDeque<String> = cached.into_iter().collect();
         candidates.extend(self.config.peers.values().cloned());
+        let deadline = Instant::now() + self.forward_deadline(wait);
         let mut tried = BTreeSet::new();
         let mut last = LogError::Unavailable {
             reason: "no sequencer peers are configured".into(),
@@ -201,7 +199,7 @@ impl Inner {
                 continue;
             }
             let call = self.forward(&url, shard, entries.clone(), wait, metadata);
-            let outcome = match tokio::time::timeout(self.forward_deadline(wait), call).await {
+            let outcome = match tokio::time::timeout_at(deadline, call).await {
                 Ok(r) => r,
                 Err(_) => Err(LogError::Unavailable {
                     reason: format!("{url} did not answer within {:?}", self.forward_deadline(wait)),
@@ -215,7 +213,9 @@ impl Inner {
                     }
                     return Ok(results);
                 }
-                Err(LogError::Unavailable { reason, leader }) => {
+                Err(
+                    LogError::Unavailable { reason, leader } | LogError::LeaderUnreachable { reason, leader },
+                ) => {
                     if reason.contains("frozen")
                         && let Ok(mut f) = self.frozen.lock()
                     {

@@ -123,10 +123,22 @@ impl Inner {
     ) -> Result<Vec<EntryResult>, LogError> {
         if let Some(node) = &self.node {
             return match node.leader(shard) {
-                Some(l) if l == node.id() => self.append_local(node, shard, entries, wait).await,
+                Some(l) if l == node.id() => {
+                    // A leader cut off from its majority takes no entries (openraft keeps it leader
+                    // until it hears of a newer term): bounded like a forward, then the caller retries.
+                    let limit = self.forward_deadline(wait);
+                    tokio::time::timeout(limit, self.append_local(node, shard, entries, wait))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(LogError::Unavailable {
+                                reason: format!("shard {shard} took no entries within {limit:?}; retry"),
+                                leader: None,
+                            })
+                        })
+                }
                 // A forwarded request is never forwarded again: the sender re-routes.
                 leader if forwarded => Err(LogError::Unavailable {
-                    reason: format!("this node does not lead shard {shard}"),
+                    reason: format!("{} {shard}", crate::error::NOT_LEADER),
                     leader: leader.and_then(|l| self.peer(l)),
                 }),
                 _ => {

@@ -302,7 +302,10 @@ impl Node {
                 mpsc::error::TrySendError::Full(_) => SequencerError::Pushback {
                     retry_after: Duration::from_millis(50),
                 },
-                mpsc::error::TrySendError::Closed(_) => SequencerError::Fatal("proposer stopped".into()),
+                // The node is shutting down: another node takes the write.
+                mpsc::error::TrySendError::Closed(_) => {
+                    SequencerError::Retryable("the node is shutting down".into())
+                }
             })?;
         rx.await
             .map_err(|_| SequencerError::Retryable("proposer dropped the request".into()))?
@@ -323,7 +326,9 @@ impl Node {
             tokio::select! {
                 biased;
                 r = uploaded.wait_for(|size| *size > index) => {
-                    r.map(drop).map_err(|_| SequencerError::Fatal("publisher stopped".into()))
+                    // The sender goes away only when the node shuts down: the entries are sequenced and
+                    // another leader publishes them.
+                    r.map(drop).map_err(|_| SequencerError::Retryable("the node is shutting down".into()))
                 }
                 // A stopped publisher never gets there: say why now rather than at the timeout.
                 r = stopped.wait_for(Option::is_some) => Err(SequencerError::Fatal(format!(
