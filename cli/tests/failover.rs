@@ -162,12 +162,14 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
                 &["--config", &node.config.display().to_string()],
             )?);
         } else {
-            // SIGSTOP the leader for 2 s, well past the 800 ms election timeout.
+            // SIGSTOP the leader for 4 s, five times the 800 ms election timeout, and longer than the
+            // 3 s gap allowed: a write that waited for the paused leader instead of its successor would
+            // show as a gap of at least 3 s.
             let server = servers[victim]
                 .as_ref()
                 .ok_or_else(|| anyhow::anyhow!("node down"))?;
             server.signal("STOP")?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(4)).await;
             server.signal("CONT")?;
         }
         faults.push((victim, from, Instant::now()));
