@@ -261,7 +261,16 @@ async fn three_nodes_two_shards_leader_killed_mid_load() -> anyhow::Result<()> {
     for shard in [1, 2] {
         let leader = cluster.wait_for_leader(shard, T).await?;
         let took = wait_caught_up(&cluster, victim, leader, shard).await?;
-        let snap = cluster.node(victim)?.raft(shard)?.metrics().borrow().snapshot;
+        // The state machine holds the installed state before openraft publishes the snapshot in its
+        // metrics: wait for those (with a deadline) before checking how the node caught up.
+        let metrics_deadline = Instant::now() + T;
+        let snap = loop {
+            let snap = cluster.node(victim)?.raft(shard)?.metrics().borrow().snapshot;
+            if snap.is_some() || Instant::now() > metrics_deadline {
+                break snap;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert!(
             snap.is_some(),
             "wiped node {victim} should have installed a snapshot of shard {shard}"
