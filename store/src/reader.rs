@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_tlog::audit::{AuditedLog, audit, required_objects};
 use cairn_tlog::proof::{ProofError, TileSource, consistency_tiles, inclusion_tiles};
-use cairn_tlog::{BundleId, Checkpoint, Hash, TileId, TlogProof, VerifierKey};
+use cairn_tlog::{BundleId, Checkpoint, Hash, TileId, TlogProof, VerifierKey, verify_consistency};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::cache::{Object, TileCache};
@@ -204,7 +204,29 @@ impl<S: Source> TileReader<S> {
             .await?
             .ok_or(ReadError::NoCheckpoint)?;
         let verified = self.verify(note)?;
+        if let Some((old, _)) = self.cached_checkpoint() {
+            self.check_extends(&old.checkpoint, &verified.checkpoint).await?;
+        }
         self.adopt(Arc::new(verified))
+    }
+
+    /// A larger checkpoint must extend the one read before: a consistency proof from the tiles as of the
+    /// new size must verify between the two roots. A log that rewrote its history (a fork shown to this
+    /// reader over time) is `Corrupt`.
+    async fn check_extends(&self, old: &Checkpoint, new: &Checkpoint) -> Result<(), ReadError> {
+        if old.size == 0 || new.size <= old.size {
+            return Ok(());
+        }
+        let tiles = consistency_tiles(old.size, new.size).map_err(proof_err)?;
+        let src = self.proof_tiles(tiles, new.size).await?;
+        let proof = cairn_tlog::consistency_proof(&src, old.size, new.size).map_err(proof_err)?;
+        verify_consistency(old.size, new.size, &proof, &old.root, &new.root).map_err(|e| {
+            tracing::error!(shard = %self.scope, old = old.size, new = new.size, "checkpoint does not extend the one read before");
+            ReadError::Corrupt(format!(
+                "the checkpoint of size {} is not consistent with the one of size {} read before: {e}",
+                new.size, old.size
+            ))
+        })
     }
 
     /// Verifies a signed checkpoint obtained elsewhere (from the sequencer that just published it),

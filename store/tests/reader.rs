@@ -13,7 +13,7 @@ use cairn_store::{ReadError, Source, TileCache, TileReader};
 use cairn_tlog::{
     Checkpoint, Hash, Signer, TileId, TlogProof, leaf_hash, verify_consistency, verify_inclusion,
 };
-use common::{LOG_SIZE, Log, memory_root, naive_bundle, naive_root, naive_tile0, usual_log};
+use common::{LOG_SIZE, Log, entries, memory_root, naive_bundle, naive_root, naive_tile0, usual_log, write};
 
 /// Indexes to prove in a tree of `size`: all of them in small trees, else tile edges, the ends, and
 /// a stride.
@@ -383,6 +383,45 @@ async fn a_second_root_for_a_size_already_seen_is_a_split_view() {
     assert_eq!(
         reader.checkpoint().await.expect("checkpoint").checkpoint,
         *log.latest()
+    );
+}
+
+#[tokio::test]
+async fn a_larger_checkpoint_must_extend_the_one_read_before() {
+    // Growth of the same log is accepted: every checkpoint in turn.
+    let all = entries("entry", 3000);
+    let log = write(&memory_root(), 1, all.clone(), &[700, 1, 1299, 1000]).await;
+    let reader = log.reader();
+    for cp in &log.checkpoints {
+        log.store_checkpoint(log.note(cp)).await;
+        assert_eq!(reader.checkpoint().await.expect("growth").checkpoint, *cp);
+    }
+
+    // Another history, validly signed, larger than what the reader saw: a fork over time.
+    let root = memory_root();
+    let small = write(&root, 1, all[..700].to_vec(), &[700]).await;
+    let small_reader = small.reader();
+    assert_eq!(
+        small_reader.checkpoint().await.expect("first").checkpoint.size,
+        700
+    );
+    let mut other = all[..699].to_vec();
+    other.push(b"rewritten".to_vec());
+    other.extend(all[700..2000].iter().cloned());
+    let rewritten = write(&root, 1, other, &[2000]).await;
+    assert_eq!(rewritten.latest().size, 2000);
+    let r = small_reader.checkpoint().await;
+    assert!(is_corrupt(&r), "a rewritten history was adopted: {r:?}");
+    // A reader that saw nothing before has no history to hold it to.
+    assert_eq!(
+        rewritten
+            .reader()
+            .checkpoint()
+            .await
+            .expect("fresh")
+            .checkpoint
+            .size,
+        2000
     );
 }
 
