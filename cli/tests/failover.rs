@@ -82,10 +82,13 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
     for (i, (g, h, r)) in ports.iter().enumerate() {
         let node_dir = d.join(format!("node-{}", i + 1));
         std::fs::create_dir_all(&node_dir)?;
-        // Heartbeat 100 ms: elections time out after 400 to 800 ms.
+        // Heartbeat 50 ms: elections time out after 200 to 400 ms. A follower that heard from a leader
+        // first waits out the leader's lease (the longest election timeout, 400 ms), so a new leader
+        // is elected 0.6 to 0.8 s after the old one stopped, longer when a candidate with a shorter
+        // log went first and lost (it then backs off by twice the longest timeout).
         let config = format!(
             "node_id = {}\ndata_dir = \"{}\"\ngrpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
-             raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n[tuning]\npublish_interval_ms = 100\nheartbeat_ms = 100\n\n{peers}{shards}",
+             raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n[tuning]\npublish_interval_ms = 100\nheartbeat_ms = 50\n\n{peers}{shards}",
             i + 1,
             node_dir.display(),
             store.display()
@@ -122,7 +125,7 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
                 backoff: Duration::from_millis(20),
                 max_backoff: Duration::from_millis(200),
                 ..RetryPolicy::default()
-            });
+            })?;
             let mut n = 0u64;
             let mut calls = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -162,13 +165,14 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
                 &["--config", &node.config.display().to_string()],
             )?);
         } else {
-            // SIGSTOP the leader for 2 s, well past the 800 ms election timeout. (With 4 s pauses one
-            // run in three showed a 4.0 s gap: some write can still wait for a paused leader.)
+            // SIGSTOP the leader for 4 s, ten times the 400 ms election timeout and longer than the
+            // 3 s gap bound: writers whose connection is to the paused node must notice the stall
+            // (their client's stall timeout, 2 s) and go elsewhere.
             let server = servers[victim]
                 .as_ref()
                 .ok_or_else(|| anyhow::anyhow!("node down"))?;
             server.signal("STOP")?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(4)).await;
             server.signal("CONT")?;
         }
         faults.push((victim, from, Instant::now()));
@@ -182,9 +186,11 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
     let mut calls = 0;
     let mut transport = 0;
     let mut bad = Vec::new();
-    for w in writers {
-        let (c, failed) = w.await??;
+    let mut attempts = Vec::new();
+    for (w, writer) in writers.into_iter().enumerate() {
+        let (c, failed) = writer.await??;
         calls += c;
+        attempts.extend(failed.iter().map(|f| (w, f.clone())));
         for f in failed {
             let during_fault_on = faults
                 .iter()
@@ -209,7 +215,33 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
     let mut times = successes.lock().await.clone();
     times.sort();
     let window: Vec<Instant> = times.into_iter().filter(|t| *t >= faults[0].1).collect();
-    let longest = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let (gap_start, longest) = window
+        .windows(2)
+        .map(|w| (w[0], w[1] - w[0]))
+        .max_by_key(|(_, d)| *d)
+        .unwrap_or((start, Duration::ZERO));
+    // Where the longest gap fell, and the attempts that failed in it: the diagnosis when it is too long.
+    let at = |t: Instant| t.saturating_duration_since(start).as_millis();
+    for (v, from, to) in &faults {
+        println!("fault on node {} from {} ms to {} ms", v + 1, at(*from), at(*to));
+    }
+    println!(
+        "longest gap from {} ms to {} ms",
+        at(gap_start),
+        at(gap_start + longest)
+    );
+    for (w, f) in &attempts {
+        if f.at + Duration::from_secs(15) >= gap_start && f.at <= gap_start + longest {
+            println!(
+                "  writer {w} at {} ms: {:?} from {} (answered {}): {}",
+                at(f.at),
+                f.code,
+                f.server,
+                f.answered,
+                f.message
+            );
+        }
+    }
     println!(
         "failover: {calls} calls of 20 entries over {:.1} s, 4 faults (2 SIGKILL, 2 SIGSTOP of a leader); \
          longest interval without a successful write: {} ms; {transport} retried client transport failures",

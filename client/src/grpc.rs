@@ -28,6 +28,10 @@ pub struct RetryPolicy {
     /// Longest wait for one attempt's answer (a `PUBLISHED` attempt waits this plus the server's
     /// publication wait, 30 s): a server that does not answer by then is treated as down.
     pub attempt_timeout: Duration,
+    /// A server whose connection shows no sign of life for this long while a call waits (it does not
+    /// answer HTTP/2 pings: paused, or gone without a reset) is treated as down and the call goes to
+    /// the next server, however long the call itself may legitimately take.
+    pub stall_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -37,6 +41,7 @@ impl Default for RetryPolicy {
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
             attempt_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -102,6 +107,14 @@ fn transport_failure(status: &Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
+/// How to retry a failed attempt.
+enum Retry {
+    /// At the leader the server named (already switched to).
+    Hinted,
+    /// After this pause, at the server now selected.
+    After(Duration),
+}
+
 /// A gRPC client of a Cairn log: one server, or several it fails over between.
 #[derive(Clone)]
 pub struct LogClient {
@@ -131,14 +144,16 @@ pub struct FailedAttempt {
     pub at: Instant,
 }
 
-fn connect(url: &str) -> Result<Raw<Channel>, ClientError> {
+fn connect(url: &str, stall: Duration) -> Result<Raw<Channel>, ClientError> {
     let channel = Endpoint::from_shared(url.to_owned())
         .map_err(|e| ClientError::Invalid(format!("server URL {url}: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        // A server that stops answering (paused, or gone without a reset) is noticed by keep-alive.
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
+        // A server that stops answering (paused, or gone without a reset) is noticed by keep-alive: a
+        // ping after half the stall timeout of silence, and the connection fails if it is not
+        // acknowledged within the other half.
+        .http2_keep_alive_interval(stall / 2)
+        .keep_alive_timeout(stall / 2)
         .connect_lazy();
     Ok(Raw::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
@@ -157,15 +172,16 @@ impl LogClient {
         let first = urls
             .first()
             .ok_or_else(|| ClientError::Invalid("no server given".into()))?;
+        let retry = RetryPolicy::default();
         for u in urls {
-            connect(u)?;
+            connect(u, retry.stall_timeout)?;
         }
         Ok(Self {
             url: first.clone(),
-            raw: connect(first)?,
+            raw: connect(first, retry.stall_timeout)?,
             servers: urls.to_vec(),
             token: None,
-            retry: RetryPolicy::default(),
+            retry,
             retries: 0,
             failed: Vec::new(),
         })
@@ -178,9 +194,12 @@ impl LogClient {
     }
 
     /// Replaces the retry policy.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Result<Self, ClientError> {
+        if retry.stall_timeout != self.retry.stall_timeout {
+            self.raw = connect(&self.url, retry.stall_timeout)?;
+        }
         self.retry = retry;
-        self
+        Ok(self)
     }
 
     /// Requests this client has sent again after a retryable error. A retried write may report some of
@@ -217,6 +236,9 @@ impl LogClient {
     pub async fn submit(&mut self, entries: Vec<Vec<u8>>, wait: Wait) -> Result<Vec<Submitted>, ClientError> {
         let start = Instant::now();
         let mut backoff = self.retry.backoff;
+        // Whether the last retry followed a leader hint: a second hint in a row waits the backoff, so
+        // servers with stale views of the leadership cannot bounce a write between them at full speed.
+        let mut hinted = false;
         loop {
             let req = self.request(AddEntriesRequest {
                 entries: entries.clone(),
@@ -250,10 +272,13 @@ impl LogClient {
                 Err(s) => s,
             };
             let server = self.url.clone();
-            let pause = match self.retry_after(&status, backoff)? {
-                Some(p) => p,
+            let (pause, hint) = match self.retry_after(&status, backoff)? {
+                Some(Retry::Hinted) if hinted => (backoff, true),
+                Some(Retry::Hinted) => (Duration::ZERO, true),
+                Some(Retry::After(p)) => (p, false),
                 None => return Err(status.into()),
             };
+            hinted = hint;
             if start.elapsed() + pause > self.retry.deadline {
                 return Err(status.into());
             }
@@ -272,7 +297,7 @@ impl LogClient {
     }
 
     /// Whether and when to retry after `status`; moves to a hinted leader.
-    fn retry_after(&mut self, status: &Status, backoff: Duration) -> Result<Option<Duration>, ClientError> {
+    fn retry_after(&mut self, status: &Status, backoff: Duration) -> Result<Option<Retry>, ClientError> {
         let hint = |key: &str| {
             status
                 .metadata()
@@ -283,7 +308,9 @@ impl LogClient {
         match status.code() {
             Code::ResourceExhausted => {
                 let ms = hint(RETRY_AFTER_MS).and_then(|v| v.parse::<u64>().ok());
-                Ok(Some(ms.map(Duration::from_millis).unwrap_or(backoff)))
+                Ok(Some(Retry::After(
+                    ms.map(Duration::from_millis).unwrap_or(backoff),
+                )))
             }
             // A failure of this client's own connection (tonic reports some resets as INTERNAL), or no
             // answer at all: the next server.
@@ -296,28 +323,28 @@ impl LogClient {
                     && leader != self.url
                 {
                     self.switch(leader)?;
-                    return Ok(Some(Duration::ZERO));
+                    return Ok(Some(Retry::Hinted));
                 }
                 // No hint: this server cannot help now (down, or no leader it knows); try the next one.
                 if let Some(pos) = self.servers.iter().position(|s| *s == self.url) {
                     let next = self.servers[(pos + 1) % self.servers.len()].clone();
                     if next != self.url {
                         self.switch(next)?;
-                        return Ok(Some(backoff.min(Duration::from_millis(50))));
+                        return Ok(Some(Retry::After(backoff.min(Duration::from_millis(50)))));
                     }
                 } else if let Some(first) = self.servers.first().cloned() {
                     // We followed a hint to a server outside the list and it failed: back to the list.
                     self.switch(first)?;
-                    return Ok(Some(backoff.min(Duration::from_millis(50))));
+                    return Ok(Some(Retry::After(backoff.min(Duration::from_millis(50)))));
                 }
-                Ok(Some(backoff))
+                Ok(Some(Retry::After(backoff)))
             }
             _ => Ok(None),
         }
     }
 
     fn switch(&mut self, url: String) -> Result<(), ClientError> {
-        self.raw = connect(&url)?;
+        self.raw = connect(&url, self.retry.stall_timeout)?;
         self.url = url;
         Ok(())
     }

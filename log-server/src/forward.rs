@@ -25,6 +25,9 @@ use tonic::transport::Channel;
 use crate::error::LogError;
 use crate::service::{Inner, MAX_REPLY};
 
+/// How long a peer connection may show no sign of life while a call waits on it.
+const PEER_STALL: Duration = Duration::from_secs(1);
+
 /// Resolves once `node` knows of a leader of `shard` other than `current`; returns it.
 async fn leader_other_than(node: &Node, shard: ShardId, current: Option<NodeId>) -> Option<NodeId> {
     let mut metrics = node.raft(shard).ok()?.metrics();
@@ -46,6 +49,11 @@ impl Inner {
         }
         let channel = Channel::from_shared(url.to_owned())
             .map_err(|e| LogError::Internal(format!("peer URL {url}: {e}")))?
+            .tcp_nodelay(true)
+            // A peer that stops answering pings (paused, or gone without a reset) fails the calls
+            // waiting on it within about a second, so they are re-routed rather than held.
+            .http2_keep_alive_interval(PEER_STALL / 2)
+            .keep_alive_timeout(PEER_STALL / 2)
             .connect_lazy();
         let client = LogClient::new(channel)
             .max_decoding_message_size(MAX_REPLY)

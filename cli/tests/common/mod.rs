@@ -35,7 +35,10 @@ impl Server {
             .arg("serve")
             .args(args)
             .current_dir(dir)
-            .env("CAIRN_LOG", "warn,openraft=off")
+            .env(
+                "CAIRN_LOG",
+                std::env::var("CAIRN_TEST_SERVER_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -116,8 +119,31 @@ impl Drop for Server {
 }
 
 /// A port that was free a moment ago.
+///
+/// Ports come from below the kernel's ephemeral range: a port the kernel hands out for `bind(0)` can be
+/// handed out again as the source port of some outgoing connection before the server binds it (or while
+/// a killed node is down), which then fails with "address in use". Each call in this process returns a
+/// different port.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|l| *l > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = ephemeral_low - LOW;
+    // Processes start at different offsets, so test binaries running side by side rarely probe the
+    // same ports (and a port in use is skipped anyway).
+    let base = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = LOW + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return Ok(port as u16);
+        }
+    }
+    anyhow::bail!("no free port below the ephemeral range")
 }
 
 /// Runs `cairn ARGS` to completion: (exit success, stdout, stderr).
