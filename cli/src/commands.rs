@@ -189,6 +189,9 @@ pub fn shard_add(config_path: &Path, id: u32, origin: &str) -> anyhow::Result<Ex
         origin: origin.to_owned(),
         key_file: Some(key_file.clone()),
         vkey: None,
+        kind: cairn_store::ShardKind::Opaque,
+        base_url: None,
+        valid_from: None,
     };
     let key_path = config.key_path(&probe);
     let signer = generate_signer(origin)?;
@@ -217,4 +220,33 @@ pub fn shard_add(config_path: &Path, id: u32, origin: &str) -> anyhow::Result<Ex
 
 fn toml_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// `cairn trust`: writes the log's trust documents, as its read path serves them, into `out`.
+pub async fn trust(url: &str, out: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let http = reqwest::Client::new();
+    for name in [
+        "trusted_root.json",
+        "signing_config.json",
+        "client_trust_config.json",
+    ] {
+        let at = format!("{}/{name}", url.trim_end_matches('/'));
+        let reply = http
+            .get(&at)
+            .send()
+            .await
+            .with_context(|| format!("fetching {at}"))?;
+        if !reply.status().is_success() {
+            bail!(
+                "{at} answered {}: does the log have a Sigstore shard?",
+                reply.status()
+            );
+        }
+        let body = reply.bytes().await.with_context(|| format!("reading {at}"))?;
+        let path = out.join(name);
+        std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use cairn_store::ShardKind;
 use cairn_tlog::Signer;
 use serde::Deserialize;
 
@@ -55,6 +56,46 @@ pub struct ServeConfig {
     /// Batching and publishing.
     #[serde(default)]
     pub tuning: Tuning,
+    /// Sigstore: trust documents, accepted algorithms, the timestamp authority.
+    #[serde(default)]
+    pub sigstore: SigstoreFile,
+}
+
+/// The `[sigstore]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigstoreFile {
+    /// Public URL of this log's HTTP read path (`https://log.example.org`), where clients find the
+    /// trust documents and the timestamp authority; default `http://<http_addr>`.
+    pub public_url: Option<String>,
+    /// A trusted-root-shaped JSON file whose `certificateAuthorities` and `ctlogs` are added to the
+    /// served trusted root (the Fulcio instances and CT logs that clients of this log trust).
+    pub extra_trusted_root: Option<PathBuf>,
+    /// Fulcio URLs for the signing config's `caUrls`.
+    pub ca_urls: Vec<String>,
+    /// OIDC provider URLs for the signing config's `oidcUrls`.
+    pub oidc_urls: Vec<String>,
+    /// Accepted client key details (`PKIX_ECDSA_P256_SHA_256`, ...); default rekor-tiles' set.
+    pub key_details: Option<Vec<String>>,
+    /// Operator name in the signing config.
+    pub operator: String,
+    /// Directory of the timestamp authority's key and chain (generated on first start), relative to
+    /// `data_dir` unless absolute.
+    pub tsa_dir: PathBuf,
+}
+
+impl Default for SigstoreFile {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            extra_trusted_root: None,
+            ca_urls: Vec::new(),
+            oidc_urls: Vec::new(),
+            key_details: None,
+            operator: "cairn".into(),
+            tsa_dir: PathBuf::from("tsa"),
+        }
+    }
 }
 
 /// A role of the `cairn` process.
@@ -67,6 +108,8 @@ pub enum Role {
     Log,
     /// The HTTP read path.
     Tiles,
+    /// The RFC 3161 timestamp authority (`POST /api/v1/timestamp` on the HTTP listener).
+    Tsa,
 }
 
 /// A sequencer node.
@@ -96,6 +139,18 @@ pub struct ShardFile {
     /// Verifier key; derived from the key file when that is readable.
     #[serde(default)]
     pub vkey: Option<String>,
+    /// What it logs: `opaque` (any bytes, `cairn.v1.Log`) or `sigstore` (hashedrekord entries through
+    /// the Rekor v2 API; its origin must be the host of its `base_url`).
+    #[serde(default)]
+    pub kind: ShardKind,
+    /// A Sigstore shard's base URL (clients append `/api/v2/log/entries`); default
+    /// `http://<origin>:<http port>/logs/<id>`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Since when the shard's key signs (Unix seconds), for the trust documents; default the key
+    /// file's modification time.
+    #[serde(default)]
+    pub valid_from: Option<u64>,
 }
 
 /// A tenant in the configuration file.
@@ -165,8 +220,11 @@ fn default_raft() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7401))
 }
 
-/// Origin of the embedded default's shard.
+/// Origin of the embedded default's opaque shard.
 pub const DEFAULT_ORIGIN: &str = "localhost/cairn/1";
+/// Origin of the embedded default's Sigstore shard: the host of its base URL, as Sigstore clients
+/// check.
+pub const DEFAULT_SIGSTORE_ORIGIN: &str = "localhost";
 
 impl ServeConfig {
     /// The embedded default: one node, one shard, everything under `./cairn-data`, loopback only.
@@ -174,7 +232,7 @@ impl ServeConfig {
         Self {
             node_id: 1,
             data_dir: default_data_dir(),
-            roles: all_roles(),
+            roles: vec![Role::Sequencer, Role::Log, Role::Tiles, Role::Tsa],
             grpc_addr: default_grpc(),
             http_addr: default_http(),
             raft_addr: default_raft(),
@@ -182,15 +240,30 @@ impl ServeConfig {
             store_options: Vec::new(),
             initialize: Some(true),
             peers: Vec::new(),
-            shards: vec![ShardFile {
-                id: 1,
-                origin: DEFAULT_ORIGIN.into(),
-                key_file: Some(PathBuf::from("keys/shard-1.key")),
-                vkey: None,
-            }],
+            shards: vec![
+                ShardFile {
+                    id: 1,
+                    origin: DEFAULT_ORIGIN.into(),
+                    key_file: Some(PathBuf::from("keys/shard-1.key")),
+                    vkey: None,
+                    kind: ShardKind::Opaque,
+                    base_url: None,
+                    valid_from: None,
+                },
+                ShardFile {
+                    id: 2,
+                    origin: DEFAULT_SIGSTORE_ORIGIN.into(),
+                    key_file: Some(PathBuf::from("keys/shard-2.key")),
+                    vkey: None,
+                    kind: ShardKind::Sigstore,
+                    base_url: None,
+                    valid_from: None,
+                },
+            ],
             tenants: Vec::new(),
             admin_token: None,
             tuning: Tuning::default(),
+            sigstore: SigstoreFile::default(),
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod commands;
 pub mod config;
 pub mod serve;
+pub mod trust;
 
 pub use config::ServeConfig;
 pub use serve::run;

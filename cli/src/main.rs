@@ -42,7 +42,7 @@ enum Command {
         /// Raft address.
         #[arg(long)]
         raft_addr: Option<SocketAddr>,
-        /// Roles to run (comma-separated): sequencer, log, tiles.
+        /// Roles to run (comma-separated): sequencer, log, tiles, tsa.
         #[arg(long, value_delimiter = ',')]
         roles: Option<Vec<Role>>,
     },
@@ -66,6 +66,16 @@ enum Command {
         origin: String,
         /// Signer key file to create.
         #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fetch a log's Sigstore trust documents (trusted_root.json, signing_config.json,
+    /// client_trust_config.json) from its read path into a directory, for offline verification.
+    Trust {
+        /// HTTP URL of the log's read path.
+        #[arg(long, default_value = "http://127.0.0.1:7480")]
+        url: String,
+        /// Directory to write them to.
+        #[arg(long, default_value = ".")]
         out: PathBuf,
     },
     /// Shard administration.
@@ -174,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => commands::submit(args).await,
         Command::Verify { vkey, proof, entry } => commands::verify(&vkey, &proof, &entry),
         Command::Keygen { origin, out } => commands::keygen(&origin, &out),
+        Command::Trust { url, out } => commands::trust(&url, &out).await,
         Command::Shard { command } => match command {
             ShardCommand::List { server } => commands::shard_list(&server).await,
             ShardCommand::Freeze { server, token, id } => commands::shard_freeze(&server, token, id).await,

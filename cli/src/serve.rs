@@ -3,22 +3,50 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, Tenant};
 use cairn_sequencer::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
-use cairn_store::{Lifecycle, Shard, TileCache, open_bucket};
+use cairn_store::{Lifecycle, Shard, ShardKind, TileCache, open_bucket};
 use tokio::sync::watch;
 
-use crate::config::{Role, ServeConfig, generate_signer, read_key_file, write_key_file};
+use crate::config::{Role, ServeConfig, ShardFile, generate_signer, read_key_file, write_key_file};
 
 /// A shard with what this process knows of it.
-struct Resolved {
-    config: ShardConfig,
+pub(crate) struct Resolved {
+    pub(crate) config: ShardConfig,
+    pub(crate) kind: ShardKind,
+    /// A Sigstore shard's base URL.
+    pub(crate) base_url: Option<String>,
+    /// Since when its key signs.
+    pub(crate) valid_from: SystemTime,
 }
 
-fn resolve_shards(config: &ServeConfig) -> anyhow::Result<Vec<Resolved>> {
+/// A Sigstore shard's base URL: configured, or `http://<origin>:<http port>/logs/<id>`; its host
+/// must be the shard's origin (Sigstore clients check the checkpoint's origin against it).
+fn sigstore_base_url(s: &ShardFile, http_port: u16) -> anyhow::Result<String> {
+    let base = match &s.base_url {
+        Some(b) => b.trim_end_matches('/').to_owned(),
+        None => format!(
+            "http://{}:{}{}",
+            s.origin,
+            http_port,
+            cairn_store::http_prefix(s.id)
+        ),
+    };
+    let parsed = url::Url::parse(&base).with_context(|| format!("shard {}: base_url {base}", s.id))?;
+    if parsed.host_str() != Some(s.origin.as_str()) {
+        bail!(
+            "shard {} is a Sigstore shard: its origin ({}) must be the host of its base_url ({base}), as              Sigstore clients check; set origin to the host name, or base_url to a URL on that host",
+            s.id,
+            s.origin
+        );
+    }
+    Ok(base)
+}
+
+fn resolve_shards(config: &ServeConfig, http_port: u16) -> anyhow::Result<Vec<Resolved>> {
     let mut out = Vec::new();
     for s in &config.shards {
         let path = config.key_path(s);
@@ -65,6 +93,16 @@ fn resolve_shards(config: &ServeConfig) -> anyhow::Result<Vec<Resolved>> {
                 s.id
             ),
         };
+        let base_url = match s.kind {
+            ShardKind::Sigstore => Some(sigstore_base_url(s, http_port)?),
+            ShardKind::Opaque => None,
+        };
+        let valid_from = match s.valid_from {
+            Some(secs) => UNIX_EPOCH + Duration::from_secs(secs),
+            None => std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or(UNIX_EPOCH),
+        };
         out.push(Resolved {
             config: ShardConfig {
                 shard: Shard {
@@ -74,6 +112,9 @@ fn resolve_shards(config: &ServeConfig) -> anyhow::Result<Vec<Resolved>> {
                 },
                 signer,
             },
+            kind: s.kind,
+            base_url,
+            valid_from,
         });
     }
     Ok(out)
@@ -100,7 +141,21 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let shards = resolve_shards(&config)?;
+    // Bound first: default URLs in the trust documents name its port.
+    let http_listener = if config.has(Role::Tiles) || config.has(Role::Log) || config.has(Role::Tsa) {
+        Some(
+            tokio::net::TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("binding HTTP to {}", config.http_addr))?,
+        )
+    } else {
+        None
+    };
+    let http_bound = match &http_listener {
+        Some(l) => l.local_addr()?,
+        None => config.http_addr,
+    };
+    let shards = resolve_shards(&config, http_bound.port())?;
     let url = config.store_url()?;
     let bucket = open_bucket(&url, &config.store_options).with_context(|| format!("opening store {url}"))?;
     // One tile cache for the write API's proofs and the read path.
@@ -158,6 +213,31 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     let mut tasks = Vec::new();
     let mut grpc_addr = None;
     let mut http_addr = None;
+    let kinds: BTreeMap<u32, ShardKind> = shards.iter().map(|s| (s.config.shard.id, s.kind)).collect();
+    // The HTTP listener serves every HTTP role of the process: the read path, the Rekor v2 write
+    // API, the timestamp authority.
+    let mut http_routes = axum::Router::new();
+    let public_url = config
+        .sigstore
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_bound}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let tsa = if config.has(Role::Tsa) {
+        let dir = if config.sigstore.tsa_dir.is_absolute() {
+            config.sigstore.tsa_dir.clone()
+        } else {
+            config.data_dir.join(&config.sigstore.tsa_dir)
+        };
+        let authority = cairn_tsa::Authority::load_or_generate(&dir, "Cairn timestamp authority")
+            .with_context(|| format!("timestamp authority key in {}", dir.display()))?;
+        let authority = Arc::new(authority);
+        http_routes = http_routes.merge(cairn_tsa::router(authority.clone()));
+        Some(authority)
+    } else {
+        None
+    };
 
     if config.has(Role::Log) {
         let anonymous = config.tenants.is_empty();
@@ -168,6 +248,11 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             );
         }
         let mut lc = LogServerConfig::new(shards.iter().map(|s| s.config.shard.clone()).collect());
+        lc.kinds = kinds.clone();
+        if let Some(names) = &config.sigstore.key_details {
+            lc.sigstore_policy = cairn_sigstore::Policy::from_names(names)
+                .map_err(|e| anyhow::anyhow!("[sigstore] key_details: {e}"))?;
+        }
         lc.peers = config.peers.iter().map(|p| (p.id, p.grpc.clone())).collect();
         lc.auth = AuthConfig {
             tenants: config
@@ -195,6 +280,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                 cache: cache.clone(),
             },
         )?;
+        http_routes = http_routes.merge(cairn_log_server::rekor::router(server.clone())?);
         let routes = cairn_log_server::grpc_routes(server).await?;
         let listener = tokio::net::TcpListener::bind(config.grpc_addr)
             .await
@@ -214,6 +300,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             bucket.clone(),
         );
         tc.cache = cache.clone();
+        tc.kinds = kinds.clone();
+        tc.documents = crate::trust::documents(&config, &shards, tsa.as_deref(), &public_url)?;
         if let Some(node) = &node {
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.live_state = Some(Arc::new(move |id| {
@@ -240,14 +328,14 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                     .collect()
             }));
         }
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
-        http_addr = Some(listener.local_addr()?);
         let state = cairn_tile_server::AppState::new(tc)?;
+        http_routes = cairn_tile_server::router(state).merge(http_routes);
+    }
+    if let Some(listener) = http_listener {
+        http_addr = Some(listener.local_addr()?);
         let done = stopped(&stop);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = cairn_tile_server::serve(listener, state, done).await {
+            if let Err(e) = cairn_tile_server::serve_router(listener, http_routes, done).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }));

@@ -8,6 +8,8 @@
 //! It runs beside a sequencer node ([`LogServer::new`] with a [`Node`]) or apart from the sequencers
 //! (`node = None`): then it forwards every write to the configured peers, following leader hints.
 //!
+//! Sigstore shards also take `hashedrekord` entries through the Rekor v2 API ([`rekor`]).
+//!
 //! This crate owns the API, validation, auth and routing; ordering and publication are
 //! `cairn-sequencer`'s, formats and proofs `cairn-tlog`'s.
 
@@ -15,6 +17,7 @@ mod auth;
 mod error;
 mod forward;
 mod read;
+pub mod rekor;
 mod service;
 mod write;
 
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_sequencer::{Node, NodeId, ShardId};
-use cairn_store::{Bucket, Shard, TileCache};
+use cairn_store::{Bucket, Shard, ShardKind, TileCache};
 
 pub use auth::{AuthConfig, Caller, Tenant};
 pub use cairn_proto::metadata::{FORWARDED_SHARD, LEADER, RETRY_AFTER_MS};
@@ -53,6 +56,11 @@ impl Default for Limits {
 pub struct LogServerConfig {
     /// Every shard of the log (active and frozen).
     pub shards: Vec<Shard>,
+    /// What each shard logs (a shard not listed is opaque). Entries are routed among the active shards
+    /// of their kind: `cairn.v1.Log` writes to opaque shards, the Rekor v2 API to Sigstore shards.
+    pub kinds: BTreeMap<ShardId, ShardKind>,
+    /// The signing algorithms Sigstore shards accept.
+    pub sigstore_policy: cairn_sigstore::Policy,
     /// gRPC URL (`http://host:port`) of each sequencer node's log API, for forwarding to leaders.
     pub peers: BTreeMap<NodeId, String>,
     /// Tokens, rates and the admin token.
@@ -74,6 +82,8 @@ impl LogServerConfig {
     pub fn new(shards: Vec<Shard>) -> Self {
         Self {
             shards,
+            kinds: BTreeMap::new(),
+            sigstore_policy: cairn_sigstore::Policy::default(),
             peers: BTreeMap::new(),
             auth: AuthConfig::default(),
             limits: Limits::default(),

@@ -14,7 +14,7 @@ use cairn_proto::v1::{
     ListShardsResponse, ProofResponse,
 };
 use cairn_sequencer::{Node, SequencerError, ShardId};
-use cairn_store::{Bucket, Lifecycle, Shard, ShardListing, TileReader};
+use cairn_store::{Bucket, Lifecycle, Shard, ShardKind, ShardListing, TileReader};
 use futures::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -32,7 +32,7 @@ pub(crate) const MAX_REPLY: usize = 256 << 20;
 /// The submission API. Cheap to clone.
 #[derive(Clone)]
 pub struct LogServer {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -88,7 +88,7 @@ impl LogServer {
                 } else {
                     Lifecycle::Active
                 };
-                ShardListing::new(s.clone(), state)
+                ShardListing::new(s.clone(), self.inner.kind(s.id), state)
             })
             .collect()
     }
@@ -110,13 +110,19 @@ impl Inner {
         }
     }
 
-    pub(crate) fn active(&self) -> Vec<ShardId> {
+    /// What `id` logs.
+    pub(crate) fn kind(&self, id: ShardId) -> ShardKind {
+        self.config.kinds.get(&id).copied().unwrap_or_default()
+    }
+
+    /// The active shards of `kind`, in id order: where entries of that kind are routed.
+    pub(crate) fn active(&self, kind: ShardKind) -> Vec<ShardId> {
         let mut ids: Vec<ShardId> = self
             .config
             .shards
             .iter()
             .map(|s| s.id)
-            .filter(|id| !self.is_frozen(*id))
+            .filter(|id| self.kind(*id) == kind && !self.is_frozen(*id))
             .collect();
         ids.sort_unstable();
         ids
@@ -288,12 +294,14 @@ pub async fn grpc_routes(server: LogServer) -> Result<tonic::service::Routes, Lo
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_err)?;
     // tonic's own limit sits well above ours so that oversized requests get our INVALID_ARGUMENT
     // message naming the limit; beyond it tonic answers OUT_OF_RANGE without reading the body.
-    let log = LogService::new(server)
+    let log = LogService::new(server.clone())
         .max_decoding_message_size(limits.max_bytes.saturating_mul(4).max(64 << 20))
         .max_encoding_message_size(MAX_REPLY);
+    let rekor = crate::rekor::grpc_service(server.clone())?;
     Ok(tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(rekor)
         .add_service(log))
 }
 

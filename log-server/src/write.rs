@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use cairn_proto::metadata::FORWARDED_SHARD;
 use cairn_proto::v1::{AddEntriesRequest, AddEntriesResponse, EntryResult, Wait};
 use cairn_sequencer::{Node, ShardId};
+use cairn_store::ShardKind;
 use cairn_tlog::bundle::MAX_ENTRY_SIZE;
 use cairn_tlog::hash::leaf_hash;
 use futures::future::try_join_all;
@@ -52,31 +53,56 @@ fn validate(entries: &[Vec<u8>], limits: &crate::Limits) -> Result<(), LogError>
     Ok(())
 }
 
+/// The shard a forwarding server routed this request to, if it was forwarded.
+fn forwarded_shard(metadata: &MetadataMap) -> Result<Option<ShardId>, LogError> {
+    metadata
+        .get(FORWARDED_SHARD)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<ShardId>().ok())
+                .ok_or_else(|| LogError::Invalid(format!("{FORWARDED_SHARD} must be a shard id")))
+        })
+        .transpose()
+}
+
 impl Inner {
+    /// `cairn.v1.Log/AddEntries`: entries for opaque shards (a forwarded request keeps the kind of
+    /// the shard it was routed to).
     pub(crate) async fn add_entries(
         &self,
         metadata: &MetadataMap,
         req: AddEntriesRequest,
     ) -> Result<AddEntriesResponse, LogError> {
         let wait = req.wait();
-        let entries = req.entries;
-        validate(&entries, &self.config.limits)?;
-        let forwarded = match metadata.get(FORWARDED_SHARD) {
-            None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<ShardId>().ok())
-                    .ok_or_else(|| LogError::Invalid(format!("{FORWARDED_SHARD} must be a shard id")))?,
-            ),
+        let kind = match forwarded_shard(metadata)? {
+            Some(shard) => self.kind(shard),
+            None => ShardKind::Opaque,
         };
+        self.add_entries_of_kind(kind, metadata, req.entries, wait).await
+    }
+
+    /// Validates, routes among the active shards of `kind`, and appends.
+    pub(crate) async fn add_entries_of_kind(
+        &self,
+        kind: ShardKind,
+        metadata: &MetadataMap,
+        entries: Vec<Vec<u8>>,
+        wait: Wait,
+    ) -> Result<AddEntriesResponse, LogError> {
+        validate(&entries, &self.config.limits)?;
+        let forwarded = forwarded_shard(metadata)?;
         self.auth.writer(metadata, entries.len())?;
-        let active = self.active();
+        let active = self.active(kind);
         let n = entries.len();
         let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
         for (i, entry) in entries.into_iter().enumerate() {
-            let shard = route(leaf_hash(&entry).as_bytes(), &active)
-                .ok_or_else(|| LogError::Frozen("no shard accepts entries: every shard is frozen".into()))?;
+            let shard = route(leaf_hash(&entry).as_bytes(), &active).ok_or_else(|| {
+                LogError::Frozen(format!(
+                    "no {} shard accepts entries: every one is frozen or none is configured",
+                    kind.as_str()
+                ))
+            })?;
             if forwarded.is_some_and(|f| f != shard) {
                 // The forwarding server routed with another set of active shards (a freeze in between).
                 return Err(LogError::Unavailable {

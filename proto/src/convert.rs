@@ -1,7 +1,7 @@
 //! Conversions between generated `cairn.v1` messages and the domain types of `cairn-store` and
 //! `cairn-tlog`.
 
-use cairn_store::{Lifecycle, Shard, ShardListing};
+use cairn_store::{Lifecycle, Shard, ShardKind, ShardListing};
 use cairn_tlog::Hash;
 
 use crate::v1;
@@ -14,13 +14,14 @@ impl From<ShardListing> for v1::Shard {
             vkey: l.shard.vkey,
             state: l.state.as_str().to_owned(),
             prefix: l.http_prefix,
+            kind: l.kind.as_str().to_owned(),
         }
     }
 }
 
 /// A `cairn.v1.Shard` whose state is neither `active` nor `frozen`.
 #[derive(Debug, thiserror::Error)]
-#[error("shard {id} has unknown state {state:?}")]
+#[error("shard {id} has unknown state or kind {state:?}")]
 pub struct UnknownState {
     /// Shard id.
     pub id: u32,
@@ -42,12 +43,23 @@ impl TryFrom<v1::Shard> for ShardListing {
                 });
             }
         };
+        let kind = match s.kind.as_str() {
+            "" | "opaque" => ShardKind::Opaque,
+            "sigstore" => ShardKind::Sigstore,
+            _ => {
+                return Err(UnknownState {
+                    id: s.id,
+                    state: format!("kind {}", s.kind),
+                });
+            }
+        };
         Ok(Self {
             shard: Shard {
                 id: s.id,
                 origin: s.origin,
                 vkey: s.vkey,
             },
+            kind,
             state,
             http_prefix: s.prefix,
         })

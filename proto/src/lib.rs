@@ -21,3 +21,10 @@ pub mod v1 {
     /// Encoded `FileDescriptorSet` of `cairn.v1`, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cairn_v1_descriptor");
 }
+
+/// The Rekor v2 gRPC service (`dev.sigstore.rekor.v2.Rekor`), over the message types of
+/// `sigstore_protobuf_specs`.
+pub mod rekor_v2 {
+    #![allow(missing_docs, clippy::all)] // generated code
+    include!(concat!(env!("OUT_DIR"), "/dev.sigstore.rekor.v2.Rekor.rs"));
+}

@@ -74,12 +74,37 @@ impl Lifecycle {
     }
 }
 
+/// What a shard logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardKind {
+    /// Any bytes (`cairn.v1.Log`).
+    #[default]
+    Opaque,
+    /// Only validated Sigstore `hashedrekord` v0.0.2 entries, so monitors can parse every entry: a
+    /// Rekor v2-compatible log.
+    Sigstore,
+}
+
+impl ShardKind {
+    /// `opaque` or `sigstore`, as configuration and `shards.json` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opaque => "opaque",
+            Self::Sigstore => "sigstore",
+        }
+    }
+}
+
 /// A shard as `shards.json` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardListing {
     /// Identity.
     #[serde(flatten)]
     pub shard: Shard,
+    /// What it logs (`opaque` when a document predates kinds).
+    #[serde(default)]
+    pub kind: ShardKind,
     /// Lifecycle state.
     pub state: Lifecycle,
     /// Path under which the read path serves its files (`prefix` in the document).
@@ -88,11 +113,12 @@ pub struct ShardListing {
 }
 
 impl ShardListing {
-    /// The listing of `shard` in `state`, at its read-path prefix.
-    pub fn new(shard: Shard, state: Lifecycle) -> Self {
+    /// The listing of `shard` of `kind` in `state`, at its read-path prefix.
+    pub fn new(shard: Shard, kind: ShardKind, state: Lifecycle) -> Self {
         let http_prefix = shard.http_prefix();
         Self {
             shard,
+            kind,
             state,
             http_prefix,
         }

@@ -16,7 +16,10 @@ fn prefixes_are_exact() {
     let shard = test_shard(7);
     assert_eq!(shard.prefix(), "logs/7");
     assert_eq!(shard.http_prefix(), "/logs/7");
-    assert_eq!(ShardListing::new(shard, Lifecycle::Active).http_prefix, "/logs/7");
+    assert_eq!(
+        ShardListing::new(shard, cairn_store::ShardKind::Opaque, Lifecycle::Active).http_prefix,
+        "/logs/7"
+    );
 }
 
 #[test]
@@ -29,8 +32,8 @@ fn lifecycle_names() {
 fn shards_json_round_trips() {
     let doc = ShardsJson {
         shards: vec![
-            ShardListing::new(test_shard(1), Lifecycle::Frozen),
-            ShardListing::new(test_shard(2), Lifecycle::Active),
+            ShardListing::new(test_shard(1), cairn_store::ShardKind::Opaque, Lifecycle::Frozen),
+            ShardListing::new(test_shard(2), cairn_store::ShardKind::Sigstore, Lifecycle::Active),
         ],
     };
     let bytes = doc.to_bytes();
@@ -40,8 +43,8 @@ fn shards_json_round_trips() {
     let value: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
     let (vkey1, vkey2) = (test_shard(1).vkey, test_shard(2).vkey);
     let expected = serde_json::json!({"shards": [
-        {"id": 1, "origin": "test.cairn.dev/shard-1", "vkey": vkey1, "state": "frozen", "prefix": "/logs/1"},
-        {"id": 2, "origin": "test.cairn.dev/shard-2", "vkey": vkey2, "state": "active", "prefix": "/logs/2"},
+        {"id": 1, "origin": "test.cairn.dev/shard-1", "vkey": vkey1, "kind": "opaque", "state": "frozen", "prefix": "/logs/1"},
+        {"id": 2, "origin": "test.cairn.dev/shard-2", "vkey": vkey2, "kind": "sigstore", "state": "active", "prefix": "/logs/2"},
     ]});
     assert_eq!(value, expected);
 
@@ -64,11 +67,18 @@ fn hand_written_shards_json_parses() {
                 origin: "o".into(),
                 vkey: "v".into(),
             },
+            kind: cairn_store::ShardKind::Opaque,
             state: Lifecycle::Frozen,
             http_prefix: "/logs/1".into(),
         }]
     );
     assert_eq!(doc.shards[0].state, Lifecycle::Frozen);
+    // A listing written before shards had kinds is an opaque shard; a Sigstore one says so.
+    let sigstore = ShardsJson::parse(
+        br#"{"shards":[{"id":2,"origin":"o","vkey":"v","kind":"sigstore","state":"active","prefix":"/logs/2"}]}"#,
+    )
+    .expect("parses");
+    assert_eq!(sigstore.shards[0].kind, cairn_store::ShardKind::Sigstore);
 
     let active = ShardsJson::parse(
         br#"{"shards":[{"id":3,"origin":"o","vkey":"v","state":"active","prefix":"/elsewhere/3"}]}"#,
@@ -101,7 +111,7 @@ fn malformed_shards_json_is_an_error() {
 
 #[test]
 fn a_listing_derefs_to_its_shard() {
-    let listing = ShardListing::new(test_shard(5), Lifecycle::Active);
+    let listing = ShardListing::new(test_shard(5), cairn_store::ShardKind::Opaque, Lifecycle::Active);
     assert_eq!(listing.id, 5);
     assert_eq!(listing.origin, "test.cairn.dev/shard-5");
     let shard: &Shard = &listing;
@@ -117,6 +127,7 @@ fn a_listing_derefs_to_its_shard() {
             origin: "o".into(),
             vkey: "v".into(),
         },
+        cairn_store::ShardKind::Opaque,
         Lifecycle::Frozen,
     );
     assert!(bad_key.verifier().is_err());

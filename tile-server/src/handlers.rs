@@ -94,7 +94,11 @@ impl Inner {
                     .as_ref()
                     .and_then(|f| f(s.id))
                     .unwrap_or(config.default_state);
-                ShardListing::new(s.clone(), state)
+                ShardListing::new(
+                    s.clone(),
+                    config.kinds.get(&s.id).copied().unwrap_or_default(),
+                    state,
+                )
             })
             .collect();
         Bytes::from(ShardsJson { shards }.to_bytes())
@@ -107,8 +111,20 @@ impl Inner {
 
 /// The read-path router.
 pub fn router(state: AppState) -> Router {
+    let mut documents = Router::new();
+    for d in &state.inner.config.documents {
+        let (body, content_type) = (d.body.clone(), d.content_type);
+        documents = documents.route(
+            &d.path,
+            get(move |headers: HeaderMap| async move {
+                let etag = etag_of(&body);
+                respond(&headers, body, &etag, content_type, "public, max-age=60", true)
+            }),
+        );
+    }
     Router::new()
         .route("/shards.json", get(shards_json))
+        .merge(documents)
         .route(&format!("/{SHARDS_DIR}/{{shard}}/{{*rest}}"), get(shard_file))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -262,6 +278,8 @@ async fn route_shard_file(
     raw_path: &str,
     headers: &HeaderMap,
 ) -> (&'static str, Result<Response, ApiError>) {
+    // Rekor v2 clients and monitors read a log's checkpoint and tiles under `<base>/api/v2/` as well.
+    let rest = rest.strip_prefix("api/v2/").unwrap_or(rest);
     if raw_path.contains('%') {
         return (
             "other",

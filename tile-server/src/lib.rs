@@ -22,10 +22,14 @@ mod error;
 mod handlers;
 mod metrics;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_store::{Bucket, Lifecycle, Shard, ShardId, TileCache};
+use axum::Router;
+use bytes::Bytes;
+
+use cairn_store::{Bucket, Lifecycle, Shard, ShardId, ShardKind, TileCache};
 
 pub use error::{ApiError, ConfigError};
 pub use handlers::router;
@@ -68,6 +72,21 @@ pub struct Config {
     pub live_state: Option<StateSource>,
     /// The sequencer's view of its shards in this process, for `/readyz` and `/metrics`.
     pub status: Option<StatusSource>,
+    /// What each shard logs, for `shards.json` (a shard not listed is opaque).
+    pub kinds: BTreeMap<ShardId, ShardKind>,
+    /// Discovery documents served as they are (`/trusted_root.json`, ...).
+    pub documents: Vec<Document>,
+}
+
+/// A document the read path serves at a fixed path.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// Path, e.g. `/trusted_root.json`.
+    pub path: String,
+    /// Content type.
+    pub content_type: &'static str,
+    /// The bytes.
+    pub body: Bytes,
 }
 
 impl Config {
@@ -82,6 +101,8 @@ impl Config {
             default_state: Lifecycle::Active,
             live_state: None,
             status: None,
+            kinds: BTreeMap::new(),
+            documents: Vec::new(),
         }
     }
 }
@@ -108,7 +129,14 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serves `app` (the read path merged with other HTTP roles of the process) until `shutdown`.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

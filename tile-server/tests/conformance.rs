@@ -106,7 +106,7 @@ async fn read_path_conformance() -> anyhow::Result<()> {
     let list = ShardsJson {
         shards: shards
             .iter()
-            .map(|s| ShardListing::new(s.clone(), Lifecycle::Active))
+            .map(|s| ShardListing::new(s.clone(), cairn_store::ShardKind::Opaque, Lifecycle::Active))
             .collect(),
     };
     std::fs::write(dir.path().join("shards.json"), list.to_bytes())?;

@@ -48,13 +48,19 @@ pub enum NoteError {
     Key(&'static str),
 }
 
-/// Computes a key id: the first four bytes, big-endian, of `SHA-256(name || '\n' || type || key)`.
-pub fn key_id(name: &str, key_type: u8, public_key: &[u8]) -> u32 {
+/// The full key hash `SHA-256(name || '\n' || type || key)`: the key id is its first four bytes, and
+/// Sigstore names a log by all 32 (its `logId`).
+pub fn key_hash(name: &str, key_type: u8, public_key: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update([b'\n', key_type]);
     h.update(public_key);
-    let d = h.finalize();
+    h.finalize().into()
+}
+
+/// Computes a key id: the first four bytes, big-endian, of [`key_hash`].
+pub fn key_id(name: &str, key_type: u8, public_key: &[u8]) -> u32 {
+    let d = key_hash(name, key_type, public_key);
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
@@ -289,6 +295,11 @@ impl VerifierKey {
     /// The 32-byte Ed25519 public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.key.to_bytes()
+    }
+
+    /// The full 32-byte key hash (see [`key_hash`]).
+    pub fn key_hash(&self) -> [u8; 32] {
+        key_hash(&self.name, self.key_type, &self.key.to_bytes())
     }
 
     /// Verifies `sig` (without the key id) over a note's `text`.

@@ -1,0 +1,163 @@
+//! sigstore-python (4.5.1, unmodified) signs keyless through Cairn: the real binary, configured with a
+//! test CA and CT log (`[sigstore] extra_trusted_root`) and a Fulcio URL (`ca_urls`), serves a
+//! `client_trust_config.json` from which `clients/sigstore-python/sign_and_verify.py` builds
+//! sigstore-python's `SigningContext`. The client gets a Fulcio-profile certificate (email SAN, OIDC
+//! issuer extensions, an embedded SCT from the test CT log) from a fake Fulcio inside the script,
+//! timestamps the signature with Cairn's TSA, and logs a hashedrekord 0.0.2 entry into shard 2 through
+//! its own Rekor v2 client. Its `Verifier`, built from the served trust config, accepts the bundle with
+//! an identity policy and refuses a tampered artifact, another identity and another issuer; the entry
+//! is in shard 2's published, verified log.
+//!
+//! The venv comes from `scripts/sigstore-clients.sh` (`CAIRN_SIGSTORE_PYTHON`, default
+//! `~/.cache/cairn-sigstore-py/bin/python`), which `scripts/test` runs and exports with
+//! `CAIRN_REQUIRE_SIGSTORE=1`, so in CI this test cannot pass by skipping.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cairn_client::HttpLog;
+use common::{LOOPBACK, Server, free_port};
+
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("CAIRN_SIGSTORE_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/cairn-sigstore-py/bin/python")),
+    }
+    .filter(|p| p.exists())
+}
+
+fn ok(what: &str, out: &Output) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn script(python: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/sigstore-python/sign_and_verify.py");
+    Ok(Command::new(python).arg(script).args(args).output()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstore_python_signs_keyless_to_cairn_and_verifies_with_identity() -> anyhow::Result<()> {
+    let Some(python) = python() else {
+        anyhow::ensure!(
+            std::env::var_os("CAIRN_REQUIRE_SIGSTORE").is_none(),
+            "sigstore-python missing (run scripts/sigstore-clients.sh, or scripts/test)"
+        );
+        eprintln!("skipped: no sigstore-python venv; scripts/test installs it");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let dir_arg = d.display().to_string();
+    let fulcio_port = free_port()?.to_string();
+
+    // The test CA and CT log, as an operator adds the Fulcio instance its clients use.
+    ok(
+        "sign_and_verify.py prepare",
+        &script(
+            &python,
+            &["prepare", "--dir", &dir_arg, "--fulcio-port", &fulcio_port],
+        )?,
+    )?;
+    let config = d.join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{dir}"
+roles = ["sequencer", "log", "tiles", "tsa"]
+
+[[shards]]
+id = 1
+origin = "localhost/cairn/1"
+
+[[shards]]
+id = 2
+origin = "localhost"
+kind = "sigstore"
+
+[sigstore]
+extra_trusted_root = "{dir}/extra_root.json"
+ca_urls = ["http://127.0.0.1:{fulcio_port}"]
+"#,
+            dir = d.display()
+        ),
+    )?;
+    let config = config.display().to_string();
+    let mut args = vec!["--config", config.as_str()];
+    args.extend(LOOPBACK);
+    let server = Server::start(d, &args)?;
+
+    std::fs::write(d.join("artifact"), b"release 1.0 of something people depend on\n")?;
+    let run = script(
+        &python,
+        &[
+            "run",
+            "--dir",
+            &dir_arg,
+            "--log",
+            &server.http,
+            "--fulcio-port",
+            &fulcio_port,
+        ],
+    )?;
+    ok("sign_and_verify.py run", &run)?;
+    let stdout = String::from_utf8(run.stdout)?;
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
+    anyhow::ensure!(summary["verified"] == true, "{summary}");
+    anyhow::ensure!(
+        summary["fulcio_certificates"] == 1,
+        "Fulcio from caUrls not used: {summary}"
+    );
+    for refused in ["tampered", "wrong_identity", "wrong_issuer"] {
+        anyhow::ensure!(summary[refused].is_string(), "{refused} was accepted: {summary}");
+    }
+
+    // The bundle holds a Rekor v2 hashedrekord entry and the TSA's timestamp.
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("artifact.sigstore.json"))?)?;
+    let entry = &bundle["verificationMaterial"]["tlogEntries"][0];
+    let index: u64 = entry["logIndex"].as_str().unwrap_or("x").parse()?;
+    anyhow::ensure!(summary["log_index"] == index, "{summary} vs {entry}");
+    anyhow::ensure!(
+        entry["kindVersion"]["kind"] == "hashedrekord" && entry["kindVersion"]["version"] == "0.0.2",
+        "not a Rekor v2 hashedrekord entry: {entry}"
+    );
+    anyhow::ensure!(
+        bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"]
+            .is_string(),
+        "no RFC 3161 timestamp in the bundle"
+    );
+    anyhow::ensure!(
+        bundle["verificationMaterial"]["certificate"]["rawBytes"].is_string(),
+        "no signing certificate in the bundle"
+    );
+
+    // The entry is in shard 2's published log, which verifies as a whole, and its canonical body is
+    // the leaf at that index.
+    let site = HttpLog::new(&server.http);
+    let shards = site.shards().await?;
+    let shard = shards
+        .iter()
+        .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
+        .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
+    let verified = site.verify_shard(shard).await?;
+    let body = STANDARD.decode(entry["canonicalizedBody"].as_str().unwrap_or_default())?;
+    anyhow::ensure!(
+        verified.entries.get(index as usize) == Some(&body),
+        "entry {index} of shard {} is not the bundle's body",
+        shard.id
+    );
+    anyhow::ensure!(server.stop()?.success(), "unclean exit");
+    Ok(())
+}

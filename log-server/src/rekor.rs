@@ -1,0 +1,280 @@
+//! The Rekor v2-compatible write API of Sigstore shards: `POST /api/v2/log/entries` (protojson), as
+//! rekor-tiles answers it, so unmodified Sigstore clients (cosign, sigstore-go, sigstore-python) log to
+//! Cairn.
+//!
+//! A request is checked whole before anything is appended ([`cairn_sigstore::hashedrekord::check`]:
+//! kind, algorithm, digest length, signature), then its canonical body is routed by leaf hash among the
+//! active Sigstore shards like any entry, and the call returns once a published checkpoint covers it:
+//! 201 with the `TransparencyLogEntry` (inclusion proof and signed checkpoint). A body logged before is
+//! 409 with its index in `x-log-index`; a malformed or unverifiable request 400; too large 413; no
+//! active Sigstore shard 405; a busy or leaderless shard 503 (retrying is safe: writes are idempotent).
+//! Error bodies are `{"code": <gRPC code>, "message": "...", "details": []}`, as grpc-gateway writes
+//! them.
+//!
+//! The gRPC service `dev.sigstore.rekor.v2.Rekor/CreateEntry` ([`grpc_service`]) does the same, with
+//! `ALREADY_EXISTS` (and `x-log-index`) for a duplicate and `INVALID_ARGUMENT` for a refused request.
+//!
+//! The same route is served under each Sigstore shard's base URL (`/logs/<id>/api/v2/log/entries`):
+//! the entry still goes where its leaf hash routes it, and its `logId` names that shard.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use cairn_proto::metadata::AUTHORIZATION;
+use cairn_proto::rekor_v2::rekor_server::{Rekor as RekorApi, RekorServer};
+use cairn_proto::v1::Wait;
+use cairn_sequencer::ShardId;
+use cairn_sigstore::LogEntry;
+use cairn_sigstore::hashedrekord::{check, parse_json};
+use cairn_sigstore::pb::rekor::v1::TransparencyLogEntry;
+use cairn_sigstore::pb::rekor::v2::CreateEntryRequest;
+use cairn_store::ShardKind;
+use tonic::Code;
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+use crate::LogServer;
+use crate::error::LogError;
+
+/// Largest request body, as rekor-tiles' default.
+pub const MAX_BODY: usize = 4 << 20;
+
+/// The header naming a duplicate's index.
+pub const LOG_INDEX: &str = "x-log-index";
+
+#[derive(Clone)]
+struct Rekor {
+    server: LogServer,
+    /// Each Sigstore shard's log id.
+    log_ids: HashMap<ShardId, [u8; 32]>,
+}
+
+impl Rekor {
+    fn new(server: LogServer) -> Result<Self, LogError> {
+        let mut log_ids = HashMap::new();
+        for s in &server.inner.config.shards {
+            if server.inner.kind(s.id) == ShardKind::Sigstore {
+                let key = s
+                    .verifier()
+                    .map_err(|e| LogError::Internal(format!("shard {}: verifier key: {e}", s.id)))?;
+                log_ids.insert(s.id, cairn_sigstore::log_id(&key));
+            }
+        }
+        Ok(Self { server, log_ids })
+    }
+}
+
+/// The Rekor v2 write routes, for the HTTP listener of a process running the log role. Fails if a
+/// Sigstore shard's verifier key does not parse.
+pub fn router(server: LogServer) -> Result<Router, LogError> {
+    let state = Rekor::new(server)?;
+    Ok(Router::new()
+        .route("/api/v2/log/entries", post(create_entry))
+        .route("/logs/{shard}/api/v2/log/entries", post(create_entry))
+        // Read the whole body ourselves, so that the limit's answer says what to fix.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state))
+}
+
+/// A grpc-gateway style error: `{"code", "message", "details"}` with the HTTP status for `code`.
+fn error(status: StatusCode, code: Code, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "code": code as i32, "message": message.into(), "details": [] });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn log_error(e: LogError) -> Response {
+    let message = e.to_string();
+    match e {
+        LogError::Invalid(_) => error(StatusCode::BAD_REQUEST, Code::InvalidArgument, message),
+        LogError::Unauthenticated(_) => error(StatusCode::UNAUTHORIZED, Code::Unauthenticated, message),
+        LogError::PermissionDenied(_) => error(StatusCode::FORBIDDEN, Code::PermissionDenied, message),
+        LogError::Busy { retry_after, .. } => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, message);
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        LogError::Unavailable { .. } | LogError::LeaderUnreachable { .. } => {
+            error(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, message)
+        }
+        LogError::Frozen(_) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unimplemented,
+            format!(
+                "{message}; submit to the log's active Sigstore shard (see shards.json and signing_config.json)"
+            ),
+        ),
+        LogError::NotFound(_) => error(StatusCode::NOT_FOUND, Code::NotFound, message),
+        LogError::Timeout(_) => error(StatusCode::GATEWAY_TIMEOUT, Code::DeadlineExceeded, message),
+        LogError::Internal(detail) => {
+            tracing::error!(%detail, "Rekor v2 submission failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Code::Internal,
+                "internal error",
+            )
+        }
+        LogError::Forwarded(s) => {
+            let status = match s.code() {
+                Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                Code::Unavailable | Code::ResourceExhausted => StatusCode::SERVICE_UNAVAILABLE,
+                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                Code::PermissionDenied => StatusCode::FORBIDDEN,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, s.code(), s.message())
+        }
+    }
+}
+
+/// Why a submission was not logged.
+enum Refused {
+    /// The request is the client's to fix.
+    Entry(cairn_sigstore::EntryError),
+    /// The same body was logged before, at this index.
+    Duplicate(u64),
+    /// The write path could not take it.
+    Log(LogError),
+}
+
+impl Rekor {
+    /// Checks, logs and proves one request: what both the HTTP and the gRPC API do.
+    async fn submit(&self, req: CreateEntryRequest, metadata: &MetadataMap) -> Result<LogEntry, Refused> {
+        let inner = &self.server.inner;
+        let submission = check(req, &inner.config.sigstore_policy).map_err(Refused::Entry)?;
+        let reply = inner
+            .add_entries_of_kind(
+                ShardKind::Sigstore,
+                metadata,
+                vec![submission.body.clone()],
+                Wait::Published,
+            )
+            .await
+            .map_err(Refused::Log)?;
+        let result = reply
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| Refused::Log(LogError::Internal("no result for the entry".into())))?;
+        if result.duplicate {
+            return Err(Refused::Duplicate(result.index));
+        }
+        let log_id = self.log_ids.get(&result.shard_id).copied().ok_or_else(|| {
+            Refused::Log(LogError::Internal(format!(
+                "the entry went to shard {}, which is not a Sigstore shard",
+                result.shard_id
+            )))
+        })?;
+        let proof = cairn_proto::convert::hashes_from_bytes(&result.inclusion_proof)
+            .map_err(|e| Refused::Log(LogError::Internal(format!("inclusion proof: {e}"))))?;
+        Ok(LogEntry {
+            index: result.index,
+            log_id,
+            body: submission.body,
+            proof,
+            checkpoint: result.checkpoint,
+        })
+    }
+}
+
+fn duplicate_message(index: u64) -> String {
+    format!("an equivalent entry already exists in the transparency log with index {index}")
+}
+
+async fn create_entry(State(rekor): State<Rekor>, headers: HeaderMap, body: Bytes) -> Response {
+    if body.len() > MAX_BODY {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::InvalidArgument,
+            format!(
+                "the request is {} bytes; the limit is {MAX_BODY} bytes (a hashedrekord request carries a digest, not the artifact)",
+                body.len()
+            ),
+        );
+    }
+    let req = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, Code::InvalidArgument, e.to_string()),
+    };
+    let mut metadata = MetadataMap::new();
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| MetadataValue::try_from(v).ok())
+    {
+        metadata.insert(AUTHORIZATION, auth);
+    }
+    let entry = match rekor.submit(req, &metadata).await {
+        Ok(e) => e,
+        Err(Refused::Entry(e)) => {
+            return error(StatusCode::BAD_REQUEST, Code::InvalidArgument, e.to_string());
+        }
+        Err(Refused::Duplicate(index)) => {
+            let mut r = error(
+                StatusCode::CONFLICT,
+                Code::AlreadyExists,
+                duplicate_message(index),
+            );
+            if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
+                r.headers_mut().insert(LOG_INDEX, v);
+            }
+            return r;
+        }
+        Err(Refused::Log(e)) => return log_error(e),
+    };
+    match entry.to_json() {
+        Ok(v) => (
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, "application/json")],
+            v.to_string(),
+        )
+            .into_response(),
+        Err(e) => log_error(LogError::Internal(e)),
+    }
+}
+
+/// The gRPC service `dev.sigstore.rekor.v2.Rekor` (`CreateEntry`), for the gRPC listener. Fails if a
+/// Sigstore shard's verifier key does not parse.
+pub fn grpc_service(server: LogServer) -> Result<RekorServer<RekorGrpc>, LogError> {
+    Ok(RekorServer::new(RekorGrpc(Rekor::new(server)?)).max_decoding_message_size(MAX_BODY))
+}
+
+/// The gRPC face of the Rekor v2 API.
+pub struct RekorGrpc(Rekor);
+
+#[tonic::async_trait]
+impl RekorApi for RekorGrpc {
+    async fn create_entry(
+        &self,
+        request: tonic::Request<CreateEntryRequest>,
+    ) -> Result<tonic::Response<TransparencyLogEntry>, tonic::Status> {
+        let metadata = request.metadata().clone();
+        match self.0.submit(request.into_inner(), &metadata).await {
+            Ok(entry) => entry
+                .to_proto()
+                .map(tonic::Response::new)
+                .map_err(|e| LogError::Internal(e).into()),
+            Err(Refused::Entry(e)) => Err(tonic::Status::invalid_argument(e.to_string())),
+            Err(Refused::Duplicate(index)) => {
+                let mut status = tonic::Status::already_exists(duplicate_message(index));
+                status
+                    .metadata_mut()
+                    .insert(LOG_INDEX, MetadataValue::from(index));
+                Err(status)
+            }
+            Err(Refused::Log(e)) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Installs the real Sigstore clients that Cairn's interoperability tests run against the log
+# (Rekor v2 API + RFC 3161 TSA), so the tests exercise the unmodified upstream code paths rather
+# than our own idea of what a client does. Pinned and cached; a second run only checks versions.
+#
+#   cosign                   github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3          (go install)
+#   sigstore-go-conformance  github.com/sigstore/sigstore-go/test/conformance@v1.3.0   (go install;
+#                            the upstream binary "conformance", renamed)
+#   sigstore-python          sigstore==4.5.1 (+ cryptography, pyjwt, rfc3161-client pinned) in a venv
+#
+# Layout (override with the variables shown):
+#   Go binaries   ${CAIRN_GO_BIN:-$HOME/.cache/cairn-go/bin}
+#   Go caches     $HOME/.cache/cairn-go/mod (GOMODCACHE), $HOME/.cache/cairn-go/build (GOCACHE)
+#   Python venv   ${CAIRN_SIGSTORE_VENV:-$HOME/.cache/cairn-sigstore-py}
+#
+# Only package registries are used (the Go module proxy and PyPI). The Go builds take several
+# minutes the first time. GOTOOLCHAIN defaults to "local" (cosign v3.1.3 and sigstore-go v1.3.0
+# need go >= 1.26.0 / 1.25.8); set CAIRN_GOTOOLCHAIN (e.g. go1.27.3) to use another toolchain.
+#
+# Usage:
+#   scripts/sigstore-clients.sh               install if needed, then print one line per tool
+#   scripts/sigstore-clients.sh --print-env   same, but progress goes to stderr and stdout gets
+#                                             export lines:  eval "$(scripts/sigstore-clients.sh --print-env)"
+#     CAIRN_COSIGN           path of the cosign binary
+#     CAIRN_SIGSTORE_GO      path of sigstore-go's conformance CLI
+#     CAIRN_SIGSTORE_PYTHON  python interpreter of the venv (import sigstore; or: -m sigstore ...)
+#     CAIRN_SIGSTORE_VENV    the venv itself ($CAIRN_SIGSTORE_VENV/bin/sigstore is the CLI)
+set -euo pipefail
+
+COSIGN_MODULE=github.com/sigstore/cosign/v3
+COSIGN_PKG=$COSIGN_MODULE/cmd/cosign
+COSIGN_VERSION=v3.1.3
+SIGSTORE_GO_MODULE=github.com/sigstore/sigstore-go
+SIGSTORE_GO_PKG=$SIGSTORE_GO_MODULE/test/conformance
+SIGSTORE_GO_VERSION=v1.3.0
+SIGSTORE_PY_VERSION=4.5.1
+PY_PINS=(
+  "sigstore==$SIGSTORE_PY_VERSION"
+  "cryptography==50.0.2"
+  "pyjwt==2.15.1"
+  "rfc3161-client==1.0.9"
+)
+
+print_env=0
+case "${1:-}" in
+  "") ;;
+  --print-env) print_env=1 ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) echo "sigstore-clients.sh: unknown argument '$1' (use --print-env or --help)" >&2; exit 2 ;;
+esac
+
+# Progress always goes to stderr so that --print-env's stdout can be eval'ed.
+say() { echo "sigstore-clients: $*" >&2; }
+
+CACHE_ROOT="$HOME/.cache/cairn-go"
+export GOBIN="${CAIRN_GO_BIN:-$CACHE_ROOT/bin}"
+export GOMODCACHE="$CACHE_ROOT/mod"
+export GOCACHE="$CACHE_ROOT/build"
+export GOTOOLCHAIN="${CAIRN_GOTOOLCHAIN:-local}"
+export GOWORK=off
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
+VENV="${CAIRN_SIGSTORE_VENV:-$HOME/.cache/cairn-sigstore-py}"
+PYTHON="${CAIRN_SIGSTORE_BASE_PYTHON:-python3}"
+LOG_DIR="$CACHE_ROOT/logs"
+mkdir -p "$GOBIN" "$GOMODCACHE" "$GOCACHE" "$LOG_DIR"
+
+COSIGN_BIN="$GOBIN/cosign"
+SIGSTORE_GO_BIN="$GOBIN/sigstore-go-conformance"
+SIGSTORE_GO_STAMP="$GOBIN/.sigstore-go-conformance.stamp"
+PY_STAMP="$VENV/.cairn-sigstore.stamp"
+
+# One installer at a time (tests may call this script in parallel).
+exec 9>"$CACHE_ROOT/.sigstore-clients.lock"
+flock 9
+
+failures=()
+
+# Runs "$@" with output in a log file; on failure prints the exact error (log tail) and returns 1.
+run_logged() {
+  local what=$1 log=$2; shift 2
+  local rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  [ "$rc" = 0 ] && return 0
+  say "FAILED: $what (exit $rc): $*"
+  say "  GOPROXY=$(go env GOPROXY 2>/dev/null || echo '?') GOTOOLCHAIN=$GOTOOLCHAIN; full log: $log"
+  tail -n 25 "$log" | sed 's/^/  | /' >&2
+  return 1
+}
+
+need_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    say "FAILED: 'go' not found in PATH; cosign and sigstore-go need a Go toolchain (>= 1.26.0)"
+    return 1
+  fi
+}
+
+# Version of a Go binary's main module as recorded by the Go linker ("" if unknown).
+go_main_version() {
+  go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }'
+}
+
+cosign_version() {
+  "$COSIGN_BIN" version 2>/dev/null | awk '$1 == "GitVersion:" { print $2; exit }'
+}
+
+install_cosign() {
+  if [ -x "$COSIGN_BIN" ] && [ "$(cosign_version)" = "$COSIGN_VERSION" ]; then
+    say "cosign $COSIGN_VERSION already installed at $COSIGN_BIN"
+    return 0
+  fi
+  need_go || return 1
+  say "building cosign $COSIGN_VERSION with $(go version | awk '{print $3}') (a few minutes)"
+  local start=$SECONDS
+  # Build into a scratch GOBIN, then move: a failed build never leaves a half-pinned binary.
+  local tmp; tmp=$(mktemp -d "$CACHE_ROOT/tmp.cosign.XXXXXX")
+  if ! (cd "$tmp" && run_logged "go install $COSIGN_PKG@$COSIGN_VERSION" "$LOG_DIR/cosign.log" \
+        env GOBIN="$tmp" go install "$COSIGN_PKG@$COSIGN_VERSION"); then
+    rm -rf "$tmp"; return 1
+  fi
+  mv -f "$tmp/cosign" "$COSIGN_BIN" || { rm -rf "$tmp"; return 1; }
+  rm -rf "$tmp"
+  local got; got=$(cosign_version)
+  if [ "$got" != "$COSIGN_VERSION" ]; then
+    say "FAILED: built $COSIGN_BIN but 'cosign version' reports GitVersion '$got', expected $COSIGN_VERSION"
+    return 1
+  fi
+  say "cosign $COSIGN_VERSION built in $((SECONDS - start))s"
+}
+
+install_sigstore_go() {
+  local want="$SIGSTORE_GO_MODULE $SIGSTORE_GO_VERSION"
+  if [ -x "$SIGSTORE_GO_BIN" ] && [ "$(cat "$SIGSTORE_GO_STAMP" 2>/dev/null)" = "$want" ]; then
+    say "sigstore-go-conformance $SIGSTORE_GO_VERSION already installed at $SIGSTORE_GO_BIN"
+    return 0
+  fi
+  need_go || return 1
+  say "building sigstore-go conformance CLI $SIGSTORE_GO_VERSION with $(go version | awk '{print $3}')"
+  local start=$SECONDS
+  local tmp; tmp=$(mktemp -d "$CACHE_ROOT/tmp.sigstore-go.XXXXXX")
+  if ! (cd "$tmp" && run_logged "go install $SIGSTORE_GO_PKG@$SIGSTORE_GO_VERSION" \
+        "$LOG_DIR/sigstore-go-conformance.log" \
+        env GOBIN="$tmp" go install "$SIGSTORE_GO_PKG@$SIGSTORE_GO_VERSION"); then
+    rm -rf "$tmp"; return 1
+  fi
+  mv -f "$tmp/conformance" "$SIGSTORE_GO_BIN" || { rm -rf "$tmp"; return 1; }
+  rm -rf "$tmp"
+  local got; got=$(go_main_version "$SIGSTORE_GO_BIN")
+  if [ "$got" != "$SIGSTORE_GO_VERSION" ]; then
+    say "FAILED: built $SIGSTORE_GO_BIN but it records module version '$got', expected $SIGSTORE_GO_VERSION"
+    return 1
+  fi
+  echo "$want" >"$SIGSTORE_GO_STAMP"
+  say "sigstore-go-conformance $SIGSTORE_GO_VERSION built in $((SECONDS - start))s"
+}
+
+py_sigstore_version() {
+  "$VENV/bin/python" -c 'import sigstore; print(sigstore.__version__)' 2>/dev/null
+}
+
+install_sigstore_python() {
+  local want="${PY_PINS[*]}"
+  if [ "$(cat "$PY_STAMP" 2>/dev/null)" = "$want" ] && [ "$(py_sigstore_version)" = "$SIGSTORE_PY_VERSION" ]; then
+    say "sigstore-python $SIGSTORE_PY_VERSION already installed in $VENV"
+    return 0
+  fi
+  local start=$SECONDS
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+      say "FAILED: '$PYTHON' not found; sigstore-python $SIGSTORE_PY_VERSION needs Python >= 3.10"
+      return 1
+    fi
+    say "creating venv $VENV with $("$PYTHON" --version 2>&1)"
+    run_logged "$PYTHON -m venv $VENV" "$LOG_DIR/sigstore-python-venv.log" "$PYTHON" -m venv "$VENV" || return 1
+  fi
+  say "installing ${PY_PINS[*]} from PyPI into $VENV"
+  rm -f "$PY_STAMP"
+  run_logged "pip install ${PY_PINS[*]}" "$LOG_DIR/sigstore-python.log" \
+    "$VENV/bin/python" -m pip install --disable-pip-version-check "${PY_PINS[@]}" || return 1
+  local got; got=$(py_sigstore_version)
+  if [ "$got" != "$SIGSTORE_PY_VERSION" ]; then
+    say "FAILED: installed sigstore in $VENV but 'import sigstore' reports '$got', expected $SIGSTORE_PY_VERSION"
+    return 1
+  fi
+  echo "$want" >"$PY_STAMP"
+  say "sigstore-python $SIGSTORE_PY_VERSION installed in $((SECONDS - start))s"
+}
+
+install_cosign || failures+=("cosign $COSIGN_VERSION")
+install_sigstore_go || failures+=("sigstore-go-conformance $SIGSTORE_GO_VERSION")
+install_sigstore_python || failures+=("sigstore-python $SIGSTORE_PY_VERSION")
+
+# One line per tool: name, path, version as reported by the installed tool itself.
+summary() {
+  printf '%-24s %-60s %s\n' cosign "$COSIGN_BIN" "$( [ -x "$COSIGN_BIN" ] && cosign_version || echo MISSING)"
+  printf '%-24s %-60s %s\n' sigstore-go-conformance "$SIGSTORE_GO_BIN" \
+    "$( [ -x "$SIGSTORE_GO_BIN" ] && go_main_version "$SIGSTORE_GO_BIN" || echo MISSING)"
+  printf '%-24s %-60s %s\n' sigstore-python "$VENV/bin/sigstore" "$(py_sigstore_version || echo MISSING)"
+}
+
+if [ "$print_env" = 1 ]; then
+  summary >&2
+else
+  summary
+fi
+
+if [ ${#failures[@]} -gt 0 ]; then
+  say "FAILED to install: ${failures[*]} (logs in $LOG_DIR)"
+  exit 1
+fi
+
+if [ "$print_env" = 1 ]; then
+  printf 'export CAIRN_COSIGN=%q\n' "$COSIGN_BIN"
+  printf 'export CAIRN_SIGSTORE_GO=%q\n' "$SIGSTORE_GO_BIN"
+  printf 'export CAIRN_SIGSTORE_PYTHON=%q\n' "$VENV/bin/python"
+  printf 'export CAIRN_SIGSTORE_VENV=%q\n' "$VENV"
+fi
