@@ -3,7 +3,9 @@
 //! it through the Rekor v2 API and timestamping it with Cairn's TSA, configured only by the
 //! `signing_config.json` and `trusted_root.json` that `cairn trust` fetched; cosign and sigstore-go's
 //! conformance client then verify the bundle offline against that trusted root (a tampered artifact
-//! and another key are refused), and the entry is in shard 2's published, verified log.
+//! and another key are refused), and the entry is in shard 2's published, verified log. Then the same
+//! with a certificate from a private CA the operator lists in the trusted root (`[sigstore]
+//! extra_trusted_root`): cosign verifies the signer's identity offline and refuses another one.
 //!
 //! The clients come from `scripts/sigstore-clients.sh` (pinned `go install`s), which `scripts/test`
 //! runs and whose paths it exports with `CAIRN_REQUIRE_SIGSTORE=1`, so in CI this test cannot pass by
@@ -16,8 +18,7 @@ use std::process::{Command, Output};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use cairn_client::HttpLog;
-use common::{Server, cairn};
+use common::{Server, cairn, check_bundle_in_log};
 
 fn tool(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists())
@@ -105,22 +106,6 @@ async fn cosign_signs_to_cairn_and_cosign_and_sigstore_go_verify_offline() -> an
     )?;
     ok("cosign sign-blob", &sign)?;
 
-    // The bundle names Cairn's Sigstore shard and carries the TSA's timestamp.
-    let bundle: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("artifact.sigstore.json"))?)?;
-    let entry = &bundle["verificationMaterial"]["tlogEntries"][0];
-    // protojson leaves a zero index out.
-    let index: u64 = entry["logIndex"].as_str().unwrap_or("0").parse()?;
-    anyhow::ensure!(
-        entry["kindVersion"]["version"] == "0.0.2",
-        "not a Rekor v2 entry: {entry}"
-    );
-    anyhow::ensure!(
-        bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"]
-            .is_string(),
-        "no RFC 3161 timestamp in the bundle"
-    );
-
     // Offline verification, with the TSA's timestamp required.
     let verify = |artifact: &str, key: &str| {
         cosign(
@@ -177,21 +162,237 @@ async fn cosign_signs_to_cairn_and_cosign_and_sigstore_go_verify_offline() -> an
         "cosign accepted another key"
     );
 
-    // The entry is in shard 2's published log, which verifies as a whole, and its canonical body is
-    // the leaf at that index.
-    let site = HttpLog::new(&server.http);
-    let shards = site.shards().await?;
-    let shard = shards
-        .iter()
-        .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
-        .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
-    let verified = site.verify_shard(shard).await?;
-    let body = STANDARD.decode(entry["canonicalizedBody"].as_str().unwrap_or_default())?;
+    // The bundle holds a Rekor v2 entry and the TSA's timestamp, and the entry is in the Sigstore
+    // shard's published, verified log.
+    check_bundle_in_log(&server.http, &d.join("artifact.sigstore.json")).await?;
+    anyhow::ensure!(server.stop()?.success(), "unclean exit");
+    Ok(())
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    ok(
+        &format!("openssl {}", args.join(" ")),
+        &run(Command::new("openssl").current_dir(dir).args(args))?,
+    )
+}
+
+/// A test CA (`ca.pem`, `ca.der`) and a code-signing leaf for `email` issued by it (`leaf.pem`,
+/// key `leaf.key`), as a private CA an operator lists in the log's trusted root would issue.
+fn issue_certificate(dir: &Path, email: &str) -> anyhow::Result<()> {
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca.key",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/O=Cairn test/CN=Cairn test CA",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "ca.pem",
+        ],
+    )?;
+    openssl(
+        dir,
+        &["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"],
+    )?;
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "leaf.ec.key",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "leaf.ec.key",
+            "-out",
+            "leaf.key",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("leaf.ext"),
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=codeSigning\nsubjectAltName=critical,email:{email}\n\
+             authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+        ),
+    )?;
+    openssl(
+        dir,
+        &[
+            "req", "-new", "-key", "leaf.key", "-subj", "/", "-out", "leaf.csr",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> anyhow::Result<()> {
+    let Some(cosign_bin) = tool("CAIRN_COSIGN") else {
+        anyhow::ensure!(
+            std::env::var_os("CAIRN_REQUIRE_SIGSTORE").is_none(),
+            "cosign missing (run scripts/sigstore-clients.sh, or scripts/test)"
+        );
+        eprintln!("skipped: no cosign; scripts/test installs it");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    issue_certificate(d, "release@cairn.test")?;
+    // The operator's addition to the trusted root: the CA that issued the signer's certificate.
+    let ca = STANDARD.encode(std::fs::read(d.join("ca.der"))?);
+    let extra = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "certificateAuthorities": [{
+            "subject": { "organization": "Cairn test", "commonName": "Cairn test CA" },
+            "uri": "https://ca.cairn.test",
+            "certChain": { "certificates": [{ "rawBytes": ca }] },
+            "validFor": { "start": "2020-01-01T00:00:00Z" }
+        }]
+    });
+    std::fs::write(d.join("extra_root.json"), serde_json::to_vec(&extra)?)?;
+    let config = d.join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{dir}\"\nroles = [\"sequencer\", \"log\", \"tiles\", \"tsa\"]\n\n\
+             [[shards]]\nid = 1\norigin = \"localhost/cairn/1\"\n\n\
+             [[shards]]\nid = 2\norigin = \"localhost\"\nkind = \"sigstore\"\n\n\
+             [sigstore]\nextra_trusted_root = \"{dir}/extra_root.json\"\n",
+            dir = d.display()
+        ),
+    )?;
+    let config = config.display().to_string();
+    let mut args = vec!["--config", config.as_str()];
+    args.extend(common::LOOPBACK);
+    let server = Server::start(d, &args)?;
+
+    let trust = d.join("trust");
+    let (fetched, _, err) = cairn(
+        d,
+        &[
+            "trust",
+            "--url",
+            &server.http,
+            "--out",
+            &trust.display().to_string(),
+        ],
+        None,
+    )?;
+    anyhow::ensure!(fetched, "cairn trust: {err}");
+    let root = trust.join("trusted_root.json").display().to_string();
+    let signing = trust.join("signing_config.json").display().to_string();
+    std::fs::write(d.join("artifact.txt"), b"built by the release pipeline\n")?;
+    ok(
+        "cosign import-key-pair",
+        &cosign(
+            &cosign_bin,
+            d,
+            &[
+                "import-key-pair",
+                "--key",
+                "leaf.key",
+                "--output-key-prefix",
+                "signer",
+            ],
+        )?,
+    )?;
+    ok(
+        "cosign sign-blob --certificate",
+        &cosign(
+            &cosign_bin,
+            d,
+            &[
+                "sign-blob",
+                "--key",
+                "signer.key",
+                "--certificate",
+                "leaf.pem",
+                "--signing-config",
+                &signing,
+                "--trusted-root",
+                &root,
+                "--bundle",
+                "artifact.sigstore.json",
+                "--yes",
+                "artifact.txt",
+            ],
+        )?,
+    )?;
+    let verify = |identity: &str| {
+        cosign(
+            &cosign_bin,
+            d,
+            &[
+                "verify-blob",
+                "--bundle",
+                "artifact.sigstore.json",
+                "--trusted-root",
+                &root,
+                "--certificate-identity",
+                identity,
+                "--certificate-oidc-issuer-regexp",
+                ".*",
+                "--insecure-ignore-sct",
+                "artifact.txt",
+            ],
+        )
+    };
+    ok("cosign verify-blob (identity)", &verify("release@cairn.test")?)?;
     anyhow::ensure!(
-        verified.entries.get(index as usize) == Some(&body),
-        "entry {index} of shard {} is not the bundle's body",
-        shard.id
+        !verify("mallory@cairn.test")?.status.success(),
+        "cosign accepted another identity"
     );
+    check_bundle_in_log(&server.http, &d.join("artifact.sigstore.json")).await?;
     anyhow::ensure!(server.stop()?.success(), "unclean exit");
     Ok(())
 }

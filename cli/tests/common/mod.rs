@@ -224,3 +224,38 @@ pub fn cluster_ports(n: usize) -> anyhow::Result<(Vec<Ports>, String)> {
         .collect();
     Ok((ports, peers))
 }
+
+/// Checks a Sigstore bundle (v0.3 JSON) against the log at `http`: its tlog entry is a Rekor v2
+/// hashedrekord 0.0.2 entry, it carries an RFC 3161 timestamp, and its canonical body is the entry at
+/// its index in the log's Sigstore shard, whose published log verifies as a whole. Returns the index.
+pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<u64> {
+    use base64::Engine;
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle)?)?;
+    let material = &bundle["verificationMaterial"];
+    let entry = &material["tlogEntries"][0];
+    // protojson leaves a zero index out.
+    let index: u64 = entry["logIndex"].as_str().unwrap_or("0").parse()?;
+    anyhow::ensure!(
+        entry["kindVersion"]["kind"] == "hashedrekord" && entry["kindVersion"]["version"] == "0.0.2",
+        "not a Rekor v2 hashedrekord entry: {entry}"
+    );
+    anyhow::ensure!(
+        material["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"].is_string(),
+        "no RFC 3161 timestamp in the bundle"
+    );
+    let site = cairn_client::HttpLog::new(http);
+    let shards = site.shards().await?;
+    let shard = shards
+        .iter()
+        .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
+        .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
+    let verified = site.verify_shard(shard).await?;
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(entry["canonicalizedBody"].as_str().unwrap_or_default())?;
+    anyhow::ensure!(
+        verified.entries.get(index as usize) == Some(&body),
+        "entry {index} of shard {} is not the bundle's body",
+        shard.id
+    );
+    Ok(index)
+}
