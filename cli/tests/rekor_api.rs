@@ -3,6 +3,7 @@
 //! JCS/protojson bytes computed here independently and whose inclusion proof verifies against the
 //! shard's signed checkpoint; the same request again is 409 with `x-log-index` (gRPC `ALREADY_EXISTS`);
 //! a table of bad requests gets its status and message with nothing appended; a frozen shard is 405.
+//! The shard's files are served by its origin as `Host` too (virtual hosting).
 
 mod common;
 
@@ -147,6 +148,29 @@ async fn rekor_v2_api_over_http_and_grpc() -> anyhow::Result<()> {
         &key,
         expected_body(&digest, &sig, &signer.spki).as_bytes(),
     )?;
+    // Virtual hosting: the shard's origin as `Host` reads the shard from the root and under
+    // /api/v2/; another host gets 404 there.
+    let port = server.http.rsplit(':').next().unwrap_or_default();
+    for path in ["/checkpoint", "/api/v2/checkpoint"] {
+        let r = http
+            .get(format!("{}{path}", server.http))
+            .header("host", format!("{}:{port}", shard.origin))
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        anyhow::ensure!(
+            status == 200 && text.starts_with(&format!("{}\n", shard.origin)),
+            "{path} by Host: {status} {text}"
+        );
+    }
+    let other = http.get(format!("{}/checkpoint", server.http)).send().await?;
+    anyhow::ensure!(
+        other.status() == 404,
+        "/checkpoint without the shard's Host: {}",
+        other.status()
+    );
+
     let again = post(req).await?;
     anyhow::ensure!(again.status() == 409, "duplicate: {}", again.status());
     anyhow::ensure!(
@@ -249,6 +273,40 @@ async fn rekor_v2_api_over_http_and_grpc() -> anyhow::Result<()> {
         site.reader(&shard)?.checkpoint().await?.checkpoint.size == size_before,
         "a bad request was appended"
     );
+
+    // The forwarding marker of cairn.v1.Log is not a way around the checks: a write that claims to be
+    // forwarded for the Sigstore shard must carry checked, canonical hashedrekord bodies.
+    let mut raw = cairn_proto::v1::log_client::LogClient::connect(server.grpc.clone()).await?;
+    let forwarded = |entries: Vec<Vec<u8>>| {
+        let mut r = tonic::Request::new(cairn_proto::v1::AddEntriesRequest {
+            entries,
+            wait: cairn_proto::v1::Wait::Sequenced as i32,
+        });
+        r.metadata_mut()
+            .insert(cairn_proto::metadata::FORWARDED_SHARD, shard.id.into());
+        r
+    };
+    let refused = raw.add_entries(forwarded(vec![b"opaque bytes".to_vec()])).await;
+    anyhow::ensure!(
+        refused.as_ref().err().map(|s| s.code()) == Some(tonic::Code::InvalidArgument),
+        "opaque bytes reached the Sigstore shard: {refused:?}"
+    );
+    let spaced = expected_body(&digest, &sig, &signer.spki)
+        .replace(',', ", ")
+        .into_bytes();
+    let refused = raw.add_entries(forwarded(vec![spaced])).await;
+    anyhow::ensure!(
+        refused.as_ref().err().map(|s| s.message().contains("canonical")) == Some(true),
+        "a non-canonical body reached the Sigstore shard: {refused:?}"
+    );
+    anyhow::ensure!(
+        site.reader(&shard)?.checkpoint().await?.checkpoint.size == size_before,
+        "appended"
+    );
+    let (digest4, sig4) = signer.sign(b"artifact four")?;
+    let canonical = expected_body(&digest4, &sig4, &signer.spki).into_bytes();
+    let accepted = raw.add_entries(forwarded(vec![canonical])).await?.into_inner();
+    anyhow::ensure!(accepted.results[0].shard_id == shard.id, "{accepted:?}");
 
     // A frozen shard (the only Sigstore one) takes nothing: 405, naming where to go instead.
     let (frozen, _, err) = cairn(

@@ -79,6 +79,14 @@ impl Inner {
             Some(shard) => self.kind(shard),
             None => ShardKind::Opaque,
         };
+        if kind == ShardKind::Sigstore {
+            // Forwarded for a Sigstore shard: the marker comes from the caller, so the entries are
+            // checked again; only checked, canonical hashedrekord bodies reach a Sigstore shard.
+            for (i, entry) in req.entries.iter().enumerate() {
+                cairn_sigstore::hashedrekord::check_body(entry, &self.config.sigstore_policy)
+                    .map_err(|e| LogError::Invalid(format!("entry {i}: {e}")))?;
+            }
+        }
         self.add_entries_of_kind(kind, metadata, req.entries, wait).await
     }
 

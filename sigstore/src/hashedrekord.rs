@@ -275,3 +275,36 @@ pub fn canonical_body(entry: &Entry) -> Result<Vec<u8>, EntryError> {
         .map_err(|e| EntryError::Invalid(format!("the entry does not encode: {e}")))?;
     Ok(crate::jcs::canonical(&value))
 }
+
+/// Checks bytes offered as an already canonical body (a write forwarded between servers for a Sigstore
+/// shard): it must be a hashedrekord v0.0.2 entry that passes [`check`] and re-encodes to exactly these
+/// bytes, so nothing but checked, canonical entries ever reaches a Sigstore shard.
+pub fn check_body(body: &[u8], policy: &Policy) -> Result<(), EntryError> {
+    let entry: Entry = serde_json::from_slice(body)
+        .map_err(|e| EntryError::Malformed(format!("not a hashedrekord entry body: {e}")))?;
+    if entry.kind != KIND || entry.api_version != API_VERSION {
+        return Err(EntryError::Invalid(format!(
+            "the entry is {} {}; this shard logs {KIND} {API_VERSION}",
+            entry.kind, entry.api_version
+        )));
+    }
+    let Some(spec::Spec::HashedRekordV002(logged)) = entry.spec.and_then(|s| s.spec) else {
+        return Err(EntryError::Invalid(
+            "the entry has no hashedRekordV002 spec".into(),
+        ));
+    };
+    let request = CreateEntryRequest {
+        spec: Some(create_entry_request::Spec::HashedRekordRequestV002(
+            HashedRekordRequestV002 {
+                digest: logged.data.map(|d| d.digest).unwrap_or_default(),
+                signature: logged.signature,
+            },
+        )),
+    };
+    if check(request, policy)?.body != body {
+        return Err(EntryError::Invalid(
+            "the entry is not in canonical form (JCS of its protojson encoding)".into(),
+        ));
+    }
+    Ok(())
+}

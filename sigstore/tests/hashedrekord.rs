@@ -101,6 +101,14 @@ fn the_body_is_jcs_of_the_protojson_entry_byte_for_byte() -> anyhow::Result<()> 
     assert_eq!(check(parse_json(&snake)?, &Policy::default())?.body, sub.body);
     let proto = parse_json(&body)?.encode_to_vec();
     assert_eq!(check(parse_protobuf(&proto)?, &Policy::default())?.body, sub.body);
+
+    // A forwarded body is checked again: the canonical one passes, the same JSON spaced out does not.
+    cairn_sigstore::hashedrekord::check_body(&sub.body, &Policy::default())?;
+    let spaced = expected.replace(',', ", ");
+    let e = cairn_sigstore::hashedrekord::check_body(spaced.as_bytes(), &Policy::default())
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a non-canonical body passed"))?;
+    assert!(e.to_string().contains("canonical"), "{e}");
     Ok(())
 }
 

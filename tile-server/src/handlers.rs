@@ -129,7 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { ApiError::NotFound("not found".into()) })
+        .fallback(host_file)
         .layer(TraceLayer::new_for_http())
         .layer(CompressionLayer::new().gzip(true).compress_when(
             |_, _, _: &HeaderMap, ext: &axum::http::Extensions| ext.get::<Compressible>().is_some(),
@@ -269,6 +269,44 @@ async fn shard_file(
         .with_label_values(&[route])
         .observe(start.elapsed().as_secs_f64());
     response
+}
+
+/// Virtual hosting: a request whose `Host` is a Sigstore shard's origin reads that shard from the
+/// root (`/checkpoint`, `/tile/...`, and the same under `/api/v2/`), as Sigstore clients and monitors
+/// address a log by its hostname. Anything else is 404.
+async fn host_file(
+    State(s): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => h.split(':').next().unwrap_or(h),
+        });
+    let config = &s.inner.config;
+    let shard = host.and_then(|h| {
+        config
+            .shards
+            .iter()
+            .find(|sh| sh.origin == h && config.kinds.get(&sh.id) == Some(&cairn_store::ShardKind::Sigstore))
+    });
+    match shard {
+        Some(sh) if method == Method::GET || method == Method::HEAD => {
+            let rest = uri.path().trim_start_matches('/').to_owned();
+            shard_file(
+                State(s.clone()),
+                UrlPath((sh.id.to_string(), rest)),
+                OriginalUri(uri),
+                headers,
+            )
+            .await
+        }
+        _ => ApiError::NotFound("not found".into()).into_response(),
+    }
 }
 
 async fn route_shard_file(
