@@ -18,26 +18,30 @@ use std::process::{Command, Output};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Server, cairn, check_bundle_in_log};
+use common::{Server, cairn, check_bundle_in_log, ok};
 
 fn tool(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists())
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
-    let out = cmd.output()?;
-    Ok(out)
+    Ok(cmd.output()?)
 }
 
-fn ok(what: &str, out: &Output) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+/// The trust documents, as a verifier fetches them once (`cairn trust`) and keeps them: the paths of
+/// `trusted_root.json` and `signing_config.json`.
+fn fetch_trust(d: &Path, http: &str) -> anyhow::Result<(String, String)> {
+    let trust = d.join("trust");
+    let (fetched, _, err) = cairn(
+        d,
+        &["trust", "--url", http, "--out", &trust.display().to_string()],
+        None,
+    )?;
+    anyhow::ensure!(fetched, "cairn trust: {err}");
+    Ok((
+        trust.join("trusted_root.json").display().to_string(),
+        trust.join("signing_config.json").display().to_string(),
+    ))
 }
 
 fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<Output> {
@@ -64,22 +68,7 @@ async fn cosign_signs_to_cairn_and_cosign_and_sigstore_go_verify_offline() -> an
     let d = dir.path();
     let server = Server::start_loopback(d)?;
 
-    // The trust documents, as a verifier fetches them once and keeps them.
-    let trust = d.join("trust");
-    let (fetched, _, err) = cairn(
-        d,
-        &[
-            "trust",
-            "--url",
-            &server.http,
-            "--out",
-            &trust.display().to_string(),
-        ],
-        None,
-    )?;
-    anyhow::ensure!(fetched, "cairn trust: {err}");
-    let root = trust.join("trusted_root.json").display().to_string();
-    let signing = trust.join("signing_config.json").display().to_string();
+    let (root, signing) = fetch_trust(d, &server.http)?;
 
     let artifact = d.join("artifact.txt");
     std::fs::write(&artifact, b"release 1.0 of something people depend on\n")?;
@@ -316,21 +305,7 @@ async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> 
     args.extend(common::LOOPBACK);
     let server = Server::start(d, &args)?;
 
-    let trust = d.join("trust");
-    let (fetched, _, err) = cairn(
-        d,
-        &[
-            "trust",
-            "--url",
-            &server.http,
-            "--out",
-            &trust.display().to_string(),
-        ],
-        None,
-    )?;
-    anyhow::ensure!(fetched, "cairn trust: {err}");
-    let root = trust.join("trusted_root.json").display().to_string();
-    let signing = trust.join("signing_config.json").display().to_string();
+    let (root, signing) = fetch_trust(d, &server.http)?;
     std::fs::write(d.join("artifact.txt"), b"built by the release pipeline\n")?;
     ok(
         "cosign import-key-pair",

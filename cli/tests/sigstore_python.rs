@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{LOOPBACK, Server, check_bundle_in_log, free_port};
+use common::{LOOPBACK, Server, check_bundle_in_log, free_port, ok};
 
 fn python() -> Option<PathBuf> {
     match std::env::var_os("CAIRN_SIGSTORE_PYTHON") {
@@ -25,17 +25,6 @@ fn python() -> Option<PathBuf> {
         None => Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/cairn-sigstore-py/bin/python")),
     }
     .filter(|p| p.exists())
-}
-
-fn ok(what: &str, out: &Output) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 fn script(python: &Path, args: &[&str]) -> anyhow::Result<Output> {

@@ -259,3 +259,15 @@ pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<u6
     );
     Ok(index)
 }
+
+/// Fails with the command's output unless it exited successfully.
+pub fn ok(what: &str, out: &std::process::Output) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
