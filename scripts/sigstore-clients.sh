@@ -52,17 +52,11 @@ esac
 # Progress always goes to stderr so that --print-env's stdout can be eval'ed.
 say() { echo "sigstore-clients: $*" >&2; }
 
-CACHE_ROOT="$HOME/.cache/cairn-go"
-export GOBIN="${CAIRN_GO_BIN:-$CACHE_ROOT/bin}"
-export GOMODCACHE="$CACHE_ROOT/mod"
-export GOCACHE="$CACHE_ROOT/build"
-export GOTOOLCHAIN="${CAIRN_GOTOOLCHAIN:-local}"
-export GOWORK=off
-export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
+NEED_GO_FOR="cosign and sigstore-go"
+# shellcheck source=scripts/go-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/go-tools.sh"
 VENV="${CAIRN_SIGSTORE_VENV:-$HOME/.cache/cairn-sigstore-py}"
 PYTHON="${CAIRN_SIGSTORE_BASE_PYTHON:-python3}"
-LOG_DIR="$CACHE_ROOT/logs"
-mkdir -p "$GOBIN" "$GOMODCACHE" "$GOCACHE" "$LOG_DIR"
 
 COSIGN_BIN="$GOBIN/cosign"
 SIGSTORE_GO_BIN="$GOBIN/sigstore-go-conformance"
@@ -72,32 +66,6 @@ PY_STAMP="$VENV/.cairn-sigstore.stamp"
 # One installer at a time (tests may call this script in parallel).
 exec 9>"$CACHE_ROOT/.sigstore-clients.lock"
 flock 9
-
-failures=()
-
-# Runs "$@" with output in a log file; on failure prints the exact error (log tail) and returns 1.
-run_logged() {
-  local what=$1 log=$2; shift 2
-  local rc=0
-  "$@" >"$log" 2>&1 || rc=$?
-  [ "$rc" = 0 ] && return 0
-  say "FAILED: $what (exit $rc): $*"
-  say "  GOPROXY=$(go env GOPROXY 2>/dev/null || echo '?') GOTOOLCHAIN=$GOTOOLCHAIN; full log: $log"
-  tail -n 25 "$log" | sed 's/^/  | /' >&2
-  return 1
-}
-
-need_go() {
-  if ! command -v go >/dev/null 2>&1; then
-    say "FAILED: 'go' not found in PATH; cosign and sigstore-go need a Go toolchain (>= 1.26.0)"
-    return 1
-  fi
-}
-
-# Version of a Go binary's main module as recorded by the Go linker ("" if unknown).
-go_main_version() {
-  go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }'
-}
 
 cosign_version() {
   "$COSIGN_BIN" version 2>/dev/null | awk '$1 == "GitVersion:" { print $2; exit }'
@@ -197,20 +165,5 @@ summary() {
   printf '%-24s %-60s %s\n' sigstore-python "$VENV/bin/sigstore" "$(py_sigstore_version || echo MISSING)"
 }
 
-if [ "$print_env" = 1 ]; then
-  summary >&2
-else
-  summary
-fi
-
-if [ ${#failures[@]} -gt 0 ]; then
-  say "FAILED to install: ${failures[*]} (logs in $LOG_DIR)"
-  exit 1
-fi
-
-if [ "$print_env" = 1 ]; then
-  printf 'export CAIRN_COSIGN=%q\n' "$COSIGN_BIN"
-  printf 'export CAIRN_SIGSTORE_GO=%q\n' "$SIGSTORE_GO_BIN"
-  printf 'export CAIRN_SIGSTORE_PYTHON=%q\n' "$VENV/bin/python"
-  printf 'export CAIRN_SIGSTORE_VENV=%q\n' "$VENV"
-fi
+finish_install "$print_env" CAIRN_COSIGN="$COSIGN_BIN" CAIRN_SIGSTORE_GO="$SIGSTORE_GO_BIN" \
+  CAIRN_SIGSTORE_PYTHON="$VENV/bin/python" CAIRN_SIGSTORE_VENV="$VENV"

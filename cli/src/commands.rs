@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cairn_client::{LogClient, Wait, verify_tlog_proof};
+use cairn_tlog::{Checkpoint, TlogProof, VerifierKey};
+use cairn_witness::Policy;
 
 use crate::config::{ServeConfig, generate_signer, write_key_file};
 
@@ -121,19 +123,59 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cairn verify`.
-pub fn verify(vkey: &str, proof: &Path, entry: &Path) -> anyhow::Result<ExitCode> {
-    let vkey = if Path::new(vkey).is_file() {
-        std::fs::read_to_string(vkey).with_context(|| format!("reading {vkey}"))?
-    } else {
-        vkey.to_owned()
-    };
+/// `cairn verify`: the tlog-proof against the log key and, with a policy, the policy's witness quorum.
+pub fn verify(
+    vkey: Option<&str>,
+    policy: Option<&Path>,
+    proof: &Path,
+    entry: &Path,
+) -> anyhow::Result<ExitCode> {
+    let policy = policy
+        .map(|p| -> anyhow::Result<Policy> {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Policy::parse(&text).with_context(|| format!("witness policy {}", p.display()))
+        })
+        .transpose()?;
     let proof_bytes = std::fs::read(proof).with_context(|| format!("reading {}", proof.display()))?;
     let entry_bytes = std::fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
+    let vkey = match (vkey, &policy) {
+        (Some(v), _) if Path::new(v).is_file() => {
+            std::fs::read_to_string(v).with_context(|| format!("reading {v}"))?
+        }
+        (Some(v), _) => v.to_owned(),
+        (None, Some(p)) => {
+            // The log is the policy's log whose name is the proof's checkpoint origin.
+            let origin = TlogProof::parse(&proof_bytes)
+                .ok()
+                .and_then(|tp| Checkpoint::parse_note_unverified(&tp.checkpoint).ok())
+                .map(|c| c.origin)
+                .unwrap_or_default();
+            match p.logs().iter().find(|l| l.key.name == origin) {
+                Some(l) => l.key.to_string(),
+                None => {
+                    eprintln!("INVALID: the proof's log ({origin:?}) is not in the witness policy");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        (None, None) => bail!("give the log's --vkey, or a --policy that lists the log"),
+    };
     match verify_tlog_proof(&vkey, &proof_bytes, &entry_bytes) {
         Ok((index, cp)) => {
+            let mut witnessed = String::new();
+            if let Some(p) = &policy {
+                let key = VerifierKey::parse(vkey.trim())?;
+                let note = TlogProof::parse(&proof_bytes)?.checkpoint;
+                match p.verify(&note, Some(&key)) {
+                    Ok((_, _, names)) => witnessed = format!(", cosigned by {}", names.join(", ")),
+                    Err(e) => {
+                        eprintln!("INVALID: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
             println!(
-                "OK: {} is entry {index} of {} (tree size {}, root {})",
+                "OK: {} is entry {index} of {} (tree size {}, root {}){witnessed}",
                 entry.display(),
                 cp.origin,
                 cp.size,
@@ -192,6 +234,7 @@ pub fn shard_add(config_path: &Path, id: u32, origin: &str) -> anyhow::Result<Ex
         kind: cairn_store::ShardKind::Opaque,
         base_url: None,
         valid_from: None,
+        witness_policy: None,
     };
     let key_path = config.key_path(&probe);
     let signer = generate_signer(origin)?;

@@ -59,6 +59,66 @@ pub struct ServeConfig {
     /// Sigstore: trust documents, accepted algorithms, the timestamp authority.
     #[serde(default)]
     pub sigstore: SigstoreFile,
+    /// Cosignatures the shards' checkpoints collect from witnesses before they are published.
+    #[serde(default)]
+    pub witnessing: WitnessingFile,
+    /// The witness role: the logs this process witnesses and its key.
+    #[serde(default)]
+    pub witness: Option<WitnessFile>,
+}
+
+/// The `[witnessing]` table: how checkpoints collect cosignatures (c2sp.org/tlog-witness).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WitnessingFile {
+    /// A c2sp.org/tlog-policy file (relative to `data_dir` unless absolute) for every shard without
+    /// its own `witness_policy`. Its witnesses with a URL are asked; its quorum must hold.
+    pub policy: Option<PathBuf>,
+    /// How long one collection may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Publish with the cosignatures obtained when the quorum cannot be had in time. Default false:
+    /// nothing is published without the quorum.
+    pub fail_open: bool,
+    /// Wait for every witness (until the timeout) rather than returning once the quorum holds.
+    pub greedy: bool,
+}
+
+impl Default for WitnessingFile {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            timeout_ms: 5_000,
+            fail_open: false,
+            greedy: false,
+        }
+    }
+}
+
+/// The `[witness]` table, for the `witness` role.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessFile {
+    /// The witness's name (its key name), e.g. `witness.example.org/w1`.
+    pub name: String,
+    /// Its key file (signed-note private key form), relative to `data_dir` unless absolute; created
+    /// (mode 0600) on first start. Default `keys/witness.key`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Verifier keys of the logs it witnesses (`<origin>+<key id>+<key>`).
+    pub logs: Vec<String>,
+    /// Requests per second per log (0: unlimited).
+    #[serde(default = "witness_rate")]
+    pub rate_per_log: u32,
+    /// Burst per log above the rate.
+    #[serde(default = "witness_burst")]
+    pub burst_per_log: u32,
+}
+
+fn witness_rate() -> u32 {
+    20
+}
+fn witness_burst() -> u32 {
+    100
 }
 
 /// The `[sigstore]` table.
@@ -110,6 +170,9 @@ pub enum Role {
     Tiles,
     /// The RFC 3161 timestamp authority (`POST /api/v1/timestamp` on the HTTP listener).
     Tsa,
+    /// A c2sp.org/tlog-witness witness of the logs in `[witness]` (`/witness/add-checkpoint` on the
+    /// HTTP listener).
+    Witness,
 }
 
 /// A sequencer node.
@@ -151,6 +214,9 @@ pub struct ShardFile {
     /// file's modification time.
     #[serde(default)]
     pub valid_from: Option<u64>,
+    /// This shard's witness policy (c2sp.org/tlog-policy), instead of `[witnessing] policy`.
+    #[serde(default)]
+    pub witness_policy: Option<PathBuf>,
 }
 
 /// A tenant in the configuration file.
@@ -249,6 +315,7 @@ impl ServeConfig {
                     kind: ShardKind::Opaque,
                     base_url: None,
                     valid_from: None,
+                    witness_policy: None,
                 },
                 ShardFile {
                     id: 2,
@@ -258,12 +325,15 @@ impl ServeConfig {
                     kind: ShardKind::Sigstore,
                     base_url: None,
                     valid_from: None,
+                    witness_policy: None,
                 },
             ],
             tenants: Vec::new(),
             admin_token: None,
             tuning: Tuning::default(),
             sigstore: SigstoreFile::default(),
+            witnessing: WitnessingFile::default(),
+            witness: None,
         }
     }
 
@@ -312,6 +382,15 @@ impl ServeConfig {
                 .min()
                 .is_none_or(|min| min == self.node_id)
         })
+    }
+
+    /// A path from the configuration: relative ones are under `data_dir`.
+    pub fn data_path(&self, rel: &Path) -> PathBuf {
+        if rel.is_absolute() {
+            rel.to_path_buf()
+        } else {
+            self.data_dir.join(rel)
+        }
     }
 
     /// Where a shard's key file is.

@@ -50,9 +50,13 @@ enum Command {
     Submit(commands::SubmitArgs),
     /// Verify a c2sp tlog-proof for an entry, offline. Exit status 0 only if it is valid.
     Verify {
-        /// The log's verifier key, or a file holding it.
+        /// The log's verifier key, or a file holding it (optional with a --policy that lists the log).
         #[arg(long)]
-        vkey: String,
+        vkey: Option<String>,
+        /// A witness policy (c2sp.org/tlog-policy): the proof's checkpoint must carry its quorum of
+        /// valid witness cosignatures.
+        #[arg(long)]
+        policy: Option<PathBuf>,
         /// The tlog-proof file.
         #[arg(long)]
         proof: PathBuf,
@@ -182,7 +186,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit(args) => commands::submit(args).await,
-        Command::Verify { vkey, proof, entry } => commands::verify(&vkey, &proof, &entry),
+        Command::Verify {
+            vkey,
+            policy,
+            proof,
+            entry,
+        } => commands::verify(vkey.as_deref(), policy.as_deref(), &proof, &entry),
         Command::Keygen { origin, out } => commands::keygen(&origin, &out),
         Command::Trust { url, out } => commands::trust(&url, &out).await,
         Command::Shard { command } => match command {

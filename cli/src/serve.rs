@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,6 +10,8 @@ use anyhow::{Context, bail};
 use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, Tenant};
 use cairn_sequencer::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
 use cairn_store::{Lifecycle, Shard, ShardKind, TileCache, open_bucket};
+use cairn_tlog::{Cosigner, VerifierKey};
+use cairn_witness::{CollectConfig, CollectMetrics, Collector, Policy, RocksState, Witness, WitnessConfig};
 use tokio::sync::watch;
 
 use crate::config::{Role, ServeConfig, ShardFile, generate_signer, read_key_file, write_key_file};
@@ -46,7 +49,84 @@ fn sigstore_base_url(s: &ShardFile, http_port: u16) -> anyhow::Result<String> {
     Ok(base)
 }
 
-fn resolve_shards(config: &ServeConfig, http_port: u16) -> anyhow::Result<Vec<Resolved>> {
+/// The witness collector of a shard whose checkpoints this node signs, from its policy file.
+fn witnessing(
+    config: &ServeConfig,
+    s: &ShardFile,
+    vkey: &str,
+    metrics: &CollectMetrics,
+) -> anyhow::Result<Option<Arc<Collector>>> {
+    let Some(rel) = s.witness_policy.as_ref().or(config.witnessing.policy.as_ref()) else {
+        return Ok(None);
+    };
+    let path = config.data_path(rel);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("shard {}: reading witness policy {}", s.id, path.display()))?;
+    let policy = Policy::parse(&text).with_context(|| format!("witness policy {}", path.display()))?;
+    if !policy.logs().is_empty() && !policy.logs().iter().any(|l| l.key.to_string() == vkey) {
+        bail!(
+            "witness policy {} lists logs, but not shard {} ({vkey}): add a `log` line for it, or use a policy without log lines",
+            path.display(),
+            s.id
+        );
+    }
+    let collector = Collector::new(
+        CollectConfig {
+            policy,
+            timeout: Duration::from_millis(config.witnessing.timeout_ms.max(1)),
+            fail_open: config.witnessing.fail_open,
+            greedy: config.witnessing.greedy,
+        },
+        &s.origin,
+        metrics,
+    )
+    .map_err(|e| anyhow::anyhow!("witness policy {}: {e}", path.display()))?;
+    Ok(Some(Arc::new(collector)))
+}
+
+/// The witness role: its key (created on first start), the logs it witnesses, its state database.
+fn witness(config: &ServeConfig) -> anyhow::Result<Arc<Witness>> {
+    let Some(w) = &config.witness else {
+        bail!("the witness role needs a [witness] table (name, logs)");
+    };
+    let path = config.data_path(w.key_file.as_deref().unwrap_or(Path::new("keys/witness.key")));
+    if !path.exists() {
+        write_key_file(&path, &generate_signer(&w.name)?)?;
+        tracing::info!(path = %path.display(), "generated a new witness key");
+    }
+    let signer = read_key_file(&path)?;
+    if signer.name() != w.name {
+        bail!(
+            "witness key file {} is for {}, but [witness] name is {}",
+            path.display(),
+            signer.name(),
+            w.name
+        );
+    }
+    let logs = w
+        .logs
+        .iter()
+        .map(|v| {
+            let key = VerifierKey::parse(v).with_context(|| format!("[witness] logs: {v}"))?;
+            if key.key_type != cairn_tlog::note::TYPE_ED25519 {
+                bail!("[witness] logs: {v} is not an Ed25519 checkpoint key");
+            }
+            Ok(key)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut wc = WitnessConfig::new(Cosigner::from_signer(signer), logs);
+    wc.rate_per_log = NonZeroU32::new(w.rate_per_log);
+    wc.burst_per_log = NonZeroU32::new(w.burst_per_log);
+    let db = config.data_dir.join("witness-db");
+    let state = RocksState::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    Ok(Arc::new(Witness::new(wc, Box::new(state))))
+}
+
+fn resolve_shards(
+    config: &ServeConfig,
+    http_port: u16,
+    metrics: &CollectMetrics,
+) -> anyhow::Result<Vec<Resolved>> {
     let mut out = Vec::new();
     for s in &config.shards {
         let path = config.key_path(s);
@@ -103,15 +183,19 @@ fn resolve_shards(config: &ServeConfig, http_port: u16) -> anyhow::Result<Vec<Re
                 .and_then(|m| m.modified())
                 .unwrap_or(UNIX_EPOCH),
         };
-        out.push(Resolved {
-            config: ShardConfig {
-                shard: Shard {
-                    id: s.id,
-                    origin: s.origin.clone(),
-                    vkey,
-                },
-                signer,
+        let mut shard_config = ShardConfig::new(
+            Shard {
+                id: s.id,
+                origin: s.origin.clone(),
+                vkey: vkey.clone(),
             },
+            signer,
+        );
+        if sequencer {
+            shard_config.witnesses = witnessing(config, s, &vkey, metrics)?;
+        }
+        out.push(Resolved {
+            config: shard_config,
             kind: s.kind,
             base_url,
             valid_from,
@@ -142,7 +226,10 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     // Bound first: default URLs in the trust documents name its port.
-    let http_listener = if config.has(Role::Tiles) || config.has(Role::Log) || config.has(Role::Tsa) {
+    let http_listener = if [Role::Tiles, Role::Log, Role::Tsa, Role::Witness]
+        .iter()
+        .any(|r| config.has(*r))
+    {
         Some(
             tokio::net::TcpListener::bind(config.http_addr)
                 .await
@@ -155,7 +242,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         Some(l) => l.local_addr()?,
         None => config.http_addr,
     };
-    let shards = resolve_shards(&config, http_bound.port())?;
+    let collect_metrics = CollectMetrics::default();
+    let shards = resolve_shards(&config, http_bound.port(), &collect_metrics)?;
     let url = config.store_url()?;
     let bucket = open_bucket(&url, &config.store_options).with_context(|| format!("opening store {url}"))?;
     // One tile cache for the write API's proofs and the read path.
@@ -239,6 +327,14 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         None
     };
 
+    let witness = if config.has(Role::Witness) {
+        let w = witness(&config)?;
+        http_routes = http_routes.nest("/witness", cairn_witness::router(w.clone()));
+        Some(w)
+    } else {
+        None
+    };
+
     if config.has(Role::Log) {
         let anonymous = config.tenants.is_empty();
         if anonymous && !config.grpc_addr.ip().is_loopback() {
@@ -302,6 +398,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         tc.cache = cache.clone();
         tc.kinds = kinds.clone();
         tc.documents = crate::trust::documents(&config, &shards, tsa.as_deref(), &public_url)?;
+        tc.extra_metrics.push(collect_metrics.registry().clone());
         if let Some(node) = &node {
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.live_state = Some(Arc::new(move |id| {
@@ -345,6 +442,13 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     for s in &shards {
         let s = &s.config.shard;
         println!("shard {} origin={} vkey={}", s.id, s.origin, s.vkey);
+    }
+    if let Some(w) = &witness {
+        println!(
+            "witness vkey={} url=http://{}/witness",
+            w.verifier(),
+            http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
+        );
     }
     let show = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(

@@ -13,29 +13,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Server, cairn, check_bundle_in_log, ok};
-
-fn tool(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists())
-}
-
-/// The client `var` names; missing, an error when `CAIRN_REQUIRE_SIGSTORE` is set (CI), else a skip.
-fn required(var: &str) -> anyhow::Result<Option<PathBuf>> {
-    let found = tool(var);
-    if found.is_none() {
-        anyhow::ensure!(
-            std::env::var_os("CAIRN_REQUIRE_SIGSTORE").is_none(),
-            "{var} does not name an installed client (run scripts/sigstore-clients.sh, or scripts/test)"
-        );
-        eprintln!("skipped: {var} is not set; scripts/test installs the Sigstore clients");
-    }
-    Ok(found)
-}
+use common::{SIGSTORE, Server, cairn, check_bundle_in_log, ok, required};
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     Ok(cmd.output()?)
@@ -69,8 +52,10 @@ fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<Output> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cosign_signs_to_cairn_and_cosign_and_sigstore_go_verify_offline() -> anyhow::Result<()> {
-    let (Some(cosign_bin), Some(sigstore_go)) = (required("CAIRN_COSIGN")?, required("CAIRN_SIGSTORE_GO")?)
-    else {
+    let (Some(cosign_bin), Some(sigstore_go)) = (
+        required("CAIRN_COSIGN", SIGSTORE)?,
+        required("CAIRN_SIGSTORE_GO", SIGSTORE)?,
+    ) else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
@@ -275,7 +260,7 @@ fn issue_certificate(dir: &Path, email: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> anyhow::Result<()> {
-    let Some(cosign_bin) = required("CAIRN_COSIGN")? else {
+    let Some(cosign_bin) = required("CAIRN_COSIGN", SIGSTORE)? else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;

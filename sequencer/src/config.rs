@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use cairn_store::Shard;
 use cairn_tlog::Signer;
+use cairn_witness::Collector;
 
 use crate::bucket::Bucket;
 use crate::types::NodeId;
@@ -18,6 +21,21 @@ pub struct ShardConfig {
     pub shard: Shard,
     /// Checkpoint signing key. A node without it can replicate the shard but not publish it as leader.
     pub signer: Option<Signer>,
+    /// Witnesses whose cosignatures every checkpoint collects before it is published (a policy's
+    /// quorum, fail-closed unless the collector fails open). `None`: checkpoints carry the log's
+    /// signature alone.
+    pub witnesses: Option<Arc<Collector>>,
+}
+
+impl ShardConfig {
+    /// A shard published with its log signature alone.
+    pub fn new(shard: Shard, signer: Option<Signer>) -> Self {
+        Self {
+            shard,
+            signer,
+            witnesses: None,
+        }
+    }
 }
 
 /// Raft timing, in milliseconds.

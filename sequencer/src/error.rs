@@ -32,7 +32,7 @@ pub enum SequencerError {
     Invalid(String),
     /// The operation did not finish in time; it may still take effect.
     #[error("timed out: {0}")]
-    Timeout(&'static str),
+    Timeout(String),
     /// Storage or Raft failed; retrying may help.
     #[error("retryable: {0}")]
     Retryable(String),

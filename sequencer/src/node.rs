@@ -337,9 +337,13 @@ impl Node {
                 ))),
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| SequencerError::Timeout("waiting for publication"))??;
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            // Say what publication waits for, when the publisher knows (such as witnesses).
+            SequencerError::Timeout(match s.held() {
+                Some(why) => format!("waiting for publication: {why}"),
+                None => "waiting for publication".into(),
+            })
+        })??;
         Ok(s.sm.published().note)
     }
 

@@ -6,8 +6,20 @@
 //! 1. Build the hash tiles and bundles the tree of `N` adds to the tree of `P`, from the published
 //!    partial tiles and the staged entries, and upload them. Tiles are immutable and fully determined by
 //!    the entries, so any leader may (re)write them at any time: the same path always gets the same bytes.
-//! 2. Sign the checkpoint for `N` and commit `Checkpointed { N, note }` through Raft.
+//! 2. Sign the checkpoint for `N`; when the shard has a witness policy, collect the witnesses'
+//!    cosignatures (c2sp.org/tlog-witness, consistency proofs read from the tiles just uploaded) and
+//!    append them after the log's signature; commit `Checkpointed { N, note }` through Raft.
 //! 3. Write the checkpoint object, fenced (see below), then tell waiters.
+//!
+//! # Witnesses
+//!
+//! Collection is fail-closed by default: without the policy's quorum the round ends before anything is
+//! committed, the reason is recorded for writers waiting on publication (it is in their timeout
+//! error), and the next round tries again with whatever has been sequenced by then. A witness that has
+//! cosigned a larger tree than this round's (for a leader that crashed before committing it) cannot
+//! cosign a smaller one; it cosigns again once the new leader's tree has caught up, which it does: the
+//! entries under that larger checkpoint were committed. Failing open publishes with the cosignatures
+//! obtained, and says so in the log.
 //!
 //! # Fencing the checkpoint
 //!
@@ -46,7 +58,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_tlog::bundle;
-use cairn_tlog::{BundleBuilder, Checkpoint, Hash, leaf_hash};
+use cairn_tlog::proof::consistency_tiles;
+use cairn_tlog::{BundleBuilder, Checkpoint, Hash, Note, leaf_hash};
+use cairn_witness::Collector;
+use cairn_witness::collect::ProofFuture;
 use futures::{StreamExt, TryStreamExt};
 use openraft::ServerState;
 use tokio::sync::watch;
@@ -214,10 +229,12 @@ async fn publish_once(
         .try_collect::<()>()
         .await?;
 
-    // 2. Sign and commit through Raft.
-    let note = Checkpoint::new(info.origin.clone(), n, root)
-        .sign(signer)
-        .to_bytes();
+    // 2. Sign, collect the witnesses' cosignatures, and commit through Raft.
+    let mut signed = Checkpoint::new(info.origin.clone(), n, root).sign(signer);
+    if let Some(collector) = &shard.config.witnesses {
+        signed = cosign(shard, collector, signed, n, published.size).await?;
+    }
+    let note = signed.to_bytes();
     let span = tracing::info_span!(
         "raft_checkpointed",
         shard = shard.id(),
@@ -251,6 +268,59 @@ async fn publish_once(
     *confirmed = Some(n);
     tracing::debug!(shard = info.id, size = n, objects = count, "published");
     Ok(())
+}
+
+/// Asks the shard's witnesses to cosign the checkpoint `note` of `size` (the previous checkpoint was
+/// of `previous`). The tiles of `size` are uploaded already, so consistency proofs are read from them.
+/// Without the quorum (failing closed) the round is retried and the reason is recorded for
+/// [`crate::Node::wait_published`]; nothing is committed or published.
+async fn cosign(
+    shard: &HostedShard,
+    collector: &Collector,
+    note: Note,
+    size: u64,
+    previous: u64,
+) -> Result<Note, RoundError> {
+    let Some(reader) = &shard.tiles else {
+        return Err(RoundError::Stop(format!(
+            "shard {}: its vkey does not parse, so no proofs can be made for witnesses",
+            shard.id()
+        )));
+    };
+    let proof = |old: u64| -> ProofFuture<'_> {
+        Box::pin(async move {
+            let tiles = consistency_tiles(old, size).map_err(|e| e.to_string())?;
+            let src = reader.proof_tiles(tiles, size).await.map_err(|e| e.to_string())?;
+            cairn_tlog::consistency_proof(&src, old, size).map_err(|e| e.to_string())
+        })
+    };
+    let span = tracing::info_span!("witness_collect", shard = shard.id(), size);
+    match collector
+        .collect(&note, size, previous, proof)
+        .instrument(span)
+        .await
+    {
+        Ok(c) => {
+            if !c.quorum {
+                tracing::warn!(
+                    shard = shard.id(),
+                    size,
+                    cosigned = ?c.cosigned,
+                    failures = ?c.failures,
+                    "publishing without the witness quorum (fail-open)"
+                );
+            } else if !c.failures.is_empty() {
+                tracing::info!(shard = shard.id(), size, failures = ?c.failures, "some witnesses did not cosign");
+            }
+            shard.hold(None);
+            Ok(c.note)
+        }
+        Err(e) => {
+            let why = e.to_string();
+            shard.hold(Some(why.clone()));
+            Err(RoundError::Retry(SequencerError::Retryable(why)))
+        }
+    }
 }
 
 async fn upload(bucket: &Bucket, path: String, data: Bytes) -> Result<(), RoundError> {
@@ -312,7 +382,7 @@ async fn put_checkpoint(
     // Store errors and an upload that outlives the lease are transient: the next round writes again.
     let stored = tokio::time::timeout_at(t0 + cfg.lease, write)
         .await
-        .map_err(|_| SequencerError::Timeout("checkpoint upload outlived the leader lease"))
+        .map_err(|_| SequencerError::Timeout("checkpoint upload outlived the leader lease".into()))
         .and_then(|r| r)
         .map_err(RoundError::Retry)?;
     shard.uploaded.send_if_modified(|u| {

@@ -1,14 +1,18 @@
 //! A shard's runtime on one node: its Raft group, state machine, bucket and append queue, whether its
 //! publisher still runs, and how Raft's answers map to [`SequencerError`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use openraft::error::{ForwardToLeader, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bucket::Bucket;
+use cairn_store::{TileCache, TileReader};
+
+/// Bytes of tiles cached per shard for the consistency proofs sent to witnesses.
+const PROOF_CACHE_BYTES: u64 = 4 << 20;
 use crate::config::ShardConfig;
 use crate::error::SequencerError;
 use crate::state::ShardSm;
@@ -34,6 +38,10 @@ pub(crate) struct HostedShard {
     /// How many times the publisher stopped on a fatal error (at most once per start today; a counter
     /// so that it can be exported as a metric as it is).
     publisher_stops: AtomicU64,
+    /// What the publisher is waiting for before it can publish (such as a witness quorum), if anything.
+    held: Mutex<Option<String>>,
+    /// Reads the shard's uploaded tiles for consistency proofs sent to witnesses.
+    pub(crate) tiles: Option<TileReader<Bucket>>,
 }
 
 impl HostedShard {
@@ -44,7 +52,15 @@ impl HostedShard {
         bucket: Bucket,
         queue: mpsc::Sender<PendingAppend>,
     ) -> Self {
+        // The key only verifies checkpoints, which proofs for witnesses do not read (they are made
+        // before the checkpoint is stored); a shard whose vkey does not parse fails at start anyway.
+        let tiles = config
+            .shard
+            .verifier()
+            .ok()
+            .map(|key| TileReader::new(bucket.clone(), key, TileCache::new(PROOF_CACHE_BYTES)));
         Self {
+            tiles,
             config,
             raft,
             sm,
@@ -53,7 +69,18 @@ impl HostedShard {
             uploaded: watch::channel(0).0,
             stopped: watch::channel(None).0,
             publisher_stops: AtomicU64::new(0),
+            held: Mutex::new(None),
         }
+    }
+
+    /// Records what publication waits for (`None` once it no longer waits).
+    pub(crate) fn hold(&self, why: Option<String>) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// What publication waits for, if anything.
+    pub(crate) fn held(&self) -> Option<String> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The shard id.

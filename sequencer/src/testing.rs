@@ -27,10 +27,7 @@ pub use cairn_store::testing::{test_shard, test_signer};
 /// Shard configurations `1..=count` with test keys, at the published layout's prefixes.
 pub fn test_shards(count: u32) -> Vec<ShardConfig> {
     (1..=count)
-        .map(|id| ShardConfig {
-            shard: test_shard(id),
-            signer: Some(test_signer(id)),
-        })
+        .map(|id| ShardConfig::new(test_shard(id), Some(test_signer(id))))
         .collect()
 }
 
@@ -210,7 +207,7 @@ impl Cluster {
                 return Ok(leader);
             }
             if Instant::now() > deadline {
-                return Err(SequencerError::Timeout("no leader elected"));
+                return Err(SequencerError::Timeout("no leader elected".into()));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -339,7 +336,7 @@ impl Cluster {
                 return Ok(c.size);
             }
             if Instant::now() > deadline {
-                return Err(SequencerError::Timeout("checkpoint not published"));
+                return Err(SequencerError::Timeout("checkpoint not published".into()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

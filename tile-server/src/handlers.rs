@@ -194,7 +194,9 @@ async fn shards_json(State(s): State<AppState>, headers: HeaderMap) -> Response 
 async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.inner.metrics.render(&s.inner.status()),
+        s.inner
+            .metrics
+            .render(&s.inner.status(), &s.inner.config.extra_metrics),
     )
         .into_response()
 }

@@ -76,6 +76,8 @@ pub struct Config {
     pub kinds: BTreeMap<ShardId, ShardKind>,
     /// Discovery documents served as they are (`/trusted_root.json`, ...).
     pub documents: Vec<Document>,
+    /// Metrics of other parts of the process (such as witness collection), appended to `/metrics`.
+    pub extra_metrics: Vec<prometheus::Registry>,
 }
 
 /// A document the read path serves at a fixed path.
@@ -103,6 +105,7 @@ impl Config {
             status: None,
             kinds: BTreeMap::new(),
             documents: Vec::new(),
+            extra_metrics: Vec::new(),
         }
     }
 }

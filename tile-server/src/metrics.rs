@@ -101,7 +101,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the sequencer's view of its shards.
-    pub(crate) fn render(&self, status: &[ShardStatus]) -> String {
+    pub(crate) fn render(&self, status: &[ShardStatus], extra: &[Registry]) -> String {
         {
             let _guard = self.sync.lock().unwrap_or_else(|p| p.into_inner());
             let (hits, misses, errors) = self.cache.stats().snapshot();
@@ -124,6 +124,9 @@ impl Metrics {
         }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        for r in extra {
+            let _ = TextEncoder::new().encode(&r.gather(), &mut buf);
+        }
         String::from_utf8(buf).unwrap_or_default()
     }
 }

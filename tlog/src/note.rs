@@ -91,7 +91,8 @@ impl Signature {
         format!("{SIG_PREFIX}{} {}\n", self.name, STANDARD.encode(raw))
     }
 
-    fn parse_line(line: &str) -> Result<Self, NoteError> {
+    /// Parses one signature line (without its trailing newline).
+    pub fn parse_line(line: &str) -> Result<Self, NoteError> {
         let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
             "signature line must start with an em dash and a space",
         ))?;
@@ -465,9 +466,21 @@ impl fmt::Debug for Cosigner {
 impl Cosigner {
     /// A cosigner named `name` from a 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, NoteError> {
-        let inner = Signer::from_seed(name, seed)?;
-        let key_id = key_id(name, TYPE_COSIGNATURE, inner.key.verifying_key().as_bytes());
-        Ok(Self { inner, key_id })
+        Ok(Self::from_signer(Signer::from_seed(name, seed)?))
+    }
+
+    /// A cosigner with the same name and Ed25519 key as `signer` (so a witness key can be stored in the
+    /// signed-note private key form `PRIVATE+KEY+...`). Its key id differs: it is computed with type 0x04.
+    pub fn from_signer(signer: Signer) -> Self {
+        let key_id = key_id(
+            &signer.name,
+            TYPE_COSIGNATURE,
+            signer.key.verifying_key().as_bytes(),
+        );
+        Self {
+            inner: signer,
+            key_id,
+        }
     }
 
     /// The cosigner's verifier key (type 0x04).

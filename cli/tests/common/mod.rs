@@ -26,6 +26,8 @@ pub struct Server {
     pub grpc: String,
     pub http: String,
     pub vkeys: Vec<String>,
+    /// With the witness role: its verifier key (type 0x04) and submission prefix URL.
+    pub witness: Option<(String, String)>,
 }
 
 impl Server {
@@ -56,6 +58,7 @@ impl Server {
             grpc: String::new(),
             http: String::new(),
             vkeys: Vec::new(),
+            witness: None,
         };
         loop {
             let line = rx
@@ -65,6 +68,11 @@ impl Server {
                 && let Some(v) = line.split("vkey=").nth(1)
             {
                 server.vkeys.push(v.to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("witness vkey=")
+                && let Some((vkey, url)) = rest.split_once(" url=")
+            {
+                server.witness = Some((vkey.to_owned(), url.to_owned()));
             }
             // The last startup line.
             if let Some(rest) = line.strip_prefix("cairn serving: ") {
@@ -270,4 +278,40 @@ pub fn ok(what: &str, out: &std::process::Output) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// Where a kind of outside tool comes from: the variable that makes a missing one an error (set by
+/// `scripts/test`, so CI cannot pass by skipping) and the script that installs it.
+pub struct Tools {
+    pub require: &'static str,
+    pub installer: &'static str,
+}
+
+/// The Sigstore clients.
+pub const SIGSTORE: Tools = Tools {
+    require: "CAIRN_REQUIRE_SIGSTORE",
+    installer: "scripts/sigstore-clients.sh",
+};
+
+/// The witness-protocol peers.
+pub const WITNESS_PEERS: Tools = Tools {
+    require: "CAIRN_REQUIRE_WITNESS_PEERS",
+    installer: "scripts/witness-peers.sh",
+};
+
+/// The installed tool `var` names. Missing: an error when `tools.require` is set, else a printed skip.
+pub fn required(var: &str, tools: Tools) -> anyhow::Result<Option<PathBuf>> {
+    let found = std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists());
+    if found.is_none() {
+        anyhow::ensure!(
+            std::env::var_os(tools.require).is_none(),
+            "{var} does not name an installed tool (run: eval \"$({} --print-env)\", or scripts/test)",
+            tools.installer
+        );
+        eprintln!(
+            "skipped: {var} is not set; {} --print-env installs it",
+            tools.installer
+        );
+    }
+    Ok(found)
 }
