@@ -19,8 +19,27 @@ use clap::{Parser, Subcommand};
     about = "Cairn: a sharded, tile-based transparency log"
 )]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log collectors.
+    /// Levels come from `CAIRN_LOG` (e.g. `info,openraft=warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CAIRN_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -42,9 +61,16 @@ enum Command {
         /// Raft address.
         #[arg(long)]
         raft_addr: Option<SocketAddr>,
-        /// Roles to run (comma-separated): sequencer, log, tiles, tsa.
+        /// Roles to run (comma-separated): sequencer, log, tiles, tsa, witness.
         #[arg(long, value_delimiter = ',')]
         roles: Option<Vec<Role>>,
+        /// This node's id, overriding the config's `node_id`.
+        #[arg(long, env = "CAIRN_NODE_ID")]
+        node_id: Option<u64>,
+        /// Take the node id from the host name's trailing ordinal plus one (`cairn-sequencer-0` is
+        /// node 1), as a Kubernetes StatefulSet names its pods.
+        #[arg(long, conflicts_with = "node_id")]
+        node_id_from_hostname: bool,
     },
     /// Log entries: each FILE is one entry; with --lines each input line is one.
     Submit(commands::SubmitArgs),
@@ -122,14 +148,44 @@ enum ShardCommand {
     },
 }
 
-fn init_tracing() {
+/// The host name: `$HOSTNAME`, else `/etc/hostname`.
+fn hostname() -> anyhow::Result<String> {
+    if let Ok(h) = std::env::var("HOSTNAME")
+        && !h.is_empty()
+    {
+        return Ok(h);
+    }
+    Ok(std::fs::read_to_string("/etc/hostname")
+        .map_err(|e| anyhow::anyhow!("--node-id-from-hostname: no HOSTNAME and /etc/hostname: {e}"))?
+        .trim()
+        .to_owned())
+}
+
+/// Node id from a StatefulSet pod name: its trailing `-<ordinal>`, plus one.
+fn node_id_from(hostname: &str) -> anyhow::Result<u64> {
+    hostname
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .map(|n| n + 1)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--node-id-from-hostname: host name {hostname:?} does not end in -<ordinal> (as cairn-sequencer-0)"
+            )
+        })
+}
+
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -162,6 +218,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             http_addr,
             raft_addr,
             roles,
+            node_id,
+            node_id_from_hostname,
         } => {
             let mut c = match config {
                 Some(path) => ServeConfig::load(&path)?,
@@ -181,6 +239,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(r) = roles {
                 c.roles = r;
+            }
+            if let Some(id) = node_id {
+                c.node_id = id;
+            }
+            if node_id_from_hostname {
+                c.node_id = node_id_from(&hostname()?)?;
             }
             cairn_cli::run(c, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -204,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -218,5 +282,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_id_from;
+
+    #[test]
+    fn node_id_from_statefulset_names() {
+        assert_eq!(node_id_from("cairn-sequencer-0").ok(), Some(1));
+        assert_eq!(node_id_from("cairn-sequencer-12").ok(), Some(13));
+        assert!(node_id_from("cairn-sequencer").is_err());
+        assert!(node_id_from("sequencer-x").is_err());
     }
 }

@@ -33,16 +33,30 @@ pub struct Server {
 impl Server {
     /// Starts `cairn serve ARGS` and waits for its startup lines.
     pub fn start(dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        cmd.env(
+            "CAIRN_LOG",
+            std::env::var("CAIRN_TEST_SERVER_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+        )
+        .stderr(Stdio::inherit());
+        Self::start_with(cmd, dir, args)
+    }
+
+    /// Starts `cairn serve ARGS` with its log (filter `filter`, JSON lines) written to `log`.
+    pub fn start_logging_to(dir: &Path, args: &[&str], filter: &str, log: &Path) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(BIN);
+        cmd.env("CAIRN_LOG", filter)
+            .env("CAIRN_LOG_FORMAT", "json")
+            .stderr(std::fs::File::create(log)?);
+        Self::start_with(cmd, dir, args)
+    }
+
+    fn start_with(mut cmd: Command, dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = cmd
             .arg("serve")
             .args(args)
             .current_dir(dir)
-            .env(
-                "CAIRN_LOG",
-                std::env::var("CAIRN_TEST_SERVER_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
-            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let (tx, rx) = mpsc::channel();
