@@ -400,6 +400,9 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         tc.documents = crate::trust::documents(&config, &shards, tsa.as_deref(), &public_url)?;
         tc.extra_metrics.push(collect_metrics.registry().clone());
         if let Some(node) = &node {
+            tc.extra_metrics.push(node.registry().clone());
+        }
+        if let Some(node) = &node {
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.live_state = Some(Arc::new(move |id| {
                 let node = weak.upgrade()?;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::bucket::Bucket;
+use crate::metrics;
 // The configuration types were defined here first; `node::NodeConfig` and friends stay valid paths.
 pub use crate::config::{BatchConfig, NodeConfig, RaftTiming, ShardConfig};
 use crate::error::SequencerError;
@@ -49,6 +50,7 @@ pub struct Node {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    registry: prometheus::Registry,
 }
 
 fn to_retryable(e: impl std::fmt::Display) -> SequencerError {
@@ -86,6 +88,7 @@ impl Node {
         let (stop, _) = watch::channel(false);
         let mut shards = HashMap::new();
         let mut queues = Vec::new();
+        let recorders = metrics::recorders();
         for sc in &config.shards {
             let sm =
                 ShardSm::open(db.clone(), sc.shard.id).map_err(|e| SequencerError::Fatal(e.to_string()))?;
@@ -108,7 +111,14 @@ impl Node {
             let bucket = config.bucket.child(&sc.shard.prefix());
             shards.insert(
                 sc.shard.id,
-                Arc::new(HostedShard::new(sc.clone(), raft, sm, bucket, tx)),
+                Arc::new(HostedShard::new(
+                    sc.clone(),
+                    raft,
+                    sm,
+                    bucket,
+                    tx,
+                    recorders.clone(),
+                )),
             );
             queues.push((sc.shard.id, rx));
         }
@@ -119,6 +129,7 @@ impl Node {
             shards,
             partitions,
         });
+        let registry = metrics::registry(config.id, &inner.shards, &recorders);
         let mut tasks = Vec::new();
         for (id, rx) in queues {
             let shard = inner.shards[&id].clone();
@@ -158,7 +169,15 @@ impl Node {
             addr,
             stop,
             tasks,
+            registry,
         })
+    }
+
+    /// The node's Prometheus metrics: per shard Raft term, leadership, log and applied indexes,
+    /// sequenced / published / unpublished entries, seconds since the leader last published, queue
+    /// depth, pushbacks, and proposal and publishing-round latency histograms.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
     }
 
     /// This node's id.
@@ -291,6 +310,10 @@ impl Node {
             return Err(SequencerError::Frozen(shard));
         }
         if state.size.saturating_sub(published.size) >= self.inner.config.max_unpublished {
+            s.recorders
+                .pushbacks
+                .with_label_values(&[s.label().as_str()])
+                .inc();
             return Err(SequencerError::Pushback {
                 retry_after: Duration::from_millis(500),
             });
@@ -299,9 +322,15 @@ impl Node {
         s.queue
             .try_send(PendingAppend { entries, reply: tx })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SequencerError::Pushback {
-                    retry_after: Duration::from_millis(50),
-                },
+                mpsc::error::TrySendError::Full(_) => {
+                    s.recorders
+                        .pushbacks
+                        .with_label_values(&[s.label().as_str()])
+                        .inc();
+                    SequencerError::Pushback {
+                        retry_after: Duration::from_millis(50),
+                    }
+                }
                 // The node is shutting down: another node takes the write.
                 mpsc::error::TrySendError::Closed(_) => {
                     SequencerError::Retryable("the node is shutting down".into())

@@ -69,12 +69,18 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
         last_index = tracing::field::Empty,
         raft_index = tracing::field::Empty,
     );
+    let started = std::time::Instant::now();
     let result = shard
         .raft
         .client_write(Command::Append(all))
         .instrument(span.clone())
         .await;
     drop(permit);
+    shard
+        .recorders
+        .proposal_seconds
+        .with_label_values(&[shard.label().as_str()])
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(resp) => {
             span.record("raft_index", resp.log_id.index);

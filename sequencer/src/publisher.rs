@@ -122,8 +122,19 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
             confirmed = None;
             continue;
         }
+        let started = std::time::Instant::now();
+        let before = shard.sm.published().size;
         match publish_once(&cfg, &shard, &mut confirmed).await {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                if shard.sm.published().size > before {
+                    shard
+                        .recorders
+                        .publish_seconds
+                        .with_label_values(&[shard.label().as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                }
+            }
             Err(RoundError::Retry(e)) => {
                 failures += 1;
                 tracing::warn!(shard = shard.id(), error = %e, failures, "publishing round failed");
@@ -385,10 +396,12 @@ async fn put_checkpoint(
         .map_err(|_| SequencerError::Timeout("checkpoint upload outlived the leader lease".into()))
         .and_then(|r| r)
         .map_err(RoundError::Retry)?;
-    shard.uploaded.send_if_modified(|u| {
+    if shard.uploaded.send_if_modified(|u| {
         let grew = stored.min(size) > *u;
         *u = (*u).max(stored.min(size));
         grew
-    });
+    }) {
+        shard.mark_uploaded();
+    }
     Ok(())
 }

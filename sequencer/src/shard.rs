@@ -3,12 +3,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::error::{ForwardToLeader, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bucket::Bucket;
+use crate::metrics::Recorders;
 use cairn_store::{TileCache, TileReader};
 
 /// Bytes of tiles cached per shard for the consistency proofs sent to witnesses.
@@ -42,6 +44,10 @@ pub(crate) struct HostedShard {
     held: Mutex<Option<String>>,
     /// Reads the shard's uploaded tiles for consistency proofs sent to witnesses.
     pub(crate) tiles: Option<TileReader<Bucket>>,
+    /// When this node last wrote a newer checkpoint to object storage.
+    uploaded_at: Mutex<Option<Instant>>,
+    /// The node's latency histograms and counters.
+    pub(crate) recorders: Recorders,
 }
 
 impl HostedShard {
@@ -51,6 +57,7 @@ impl HostedShard {
         sm: Arc<ShardSm>,
         bucket: Bucket,
         queue: mpsc::Sender<PendingAppend>,
+        recorders: Recorders,
     ) -> Self {
         // The key only verifies checkpoints, which proofs for witnesses do not read (they are made
         // before the checkpoint is stored); a shard whose vkey does not parse fails at start anyway.
@@ -70,7 +77,27 @@ impl HostedShard {
             stopped: watch::channel(None).0,
             publisher_stops: AtomicU64::new(0),
             held: Mutex::new(None),
+            uploaded_at: Mutex::new(None),
+            recorders,
         }
+    }
+
+    /// Records that this node wrote a newer checkpoint to object storage now.
+    pub(crate) fn mark_uploaded(&self) {
+        *self.uploaded_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long ago this node last wrote a newer checkpoint (`None` if it never did).
+    pub(crate) fn since_upload(&self) -> Option<std::time::Duration> {
+        self.uploaded_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// The shard id as a metric label.
+    pub(crate) fn label(&self) -> String {
+        self.id().to_string()
     }
 
     /// Records what publication waits for (`None` once it no longer waits).
