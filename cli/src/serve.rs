@@ -327,6 +327,13 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         None
     };
 
+    // Metrics of every part of the process: on the read path's `/metrics` with the tiles role, else on
+    // a `/metrics` of their own on the HTTP listener.
+    let mut registries: Vec<prometheus::Registry> = Vec::new();
+    if let Some(node) = &node {
+        registries.push(node.registry().clone());
+        registries.push(collect_metrics.registry().clone());
+    }
     let witness = if config.has(Role::Witness) {
         let w = witness(&config)?;
         http_routes = http_routes.nest("/witness", cairn_witness::router(w.clone()));
@@ -377,6 +384,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             },
         )?;
         http_routes = http_routes.merge(cairn_log_server::rekor::router(server.clone())?);
+        registries.push(server.metrics().registry().clone());
         let routes = cairn_log_server::grpc_routes(server).await?;
         let listener = tokio::net::TcpListener::bind(config.grpc_addr)
             .await
@@ -398,10 +406,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         tc.cache = cache.clone();
         tc.kinds = kinds.clone();
         tc.documents = crate::trust::documents(&config, &shards, tsa.as_deref(), &public_url)?;
-        tc.extra_metrics.push(collect_metrics.registry().clone());
-        if let Some(node) = &node {
-            tc.extra_metrics.push(node.registry().clone());
-        }
+        tc.extra_metrics = registries.clone();
         if let Some(node) = &node {
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.live_state = Some(Arc::new(move |id| {
@@ -430,6 +435,28 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         }
         let state = cairn_tile_server::AppState::new(tc)?;
         http_routes = cairn_tile_server::router(state).merge(http_routes);
+    }
+    if !config.has(Role::Tiles) {
+        let registries = registries.clone();
+        http_routes = http_routes
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let registries = registries.clone();
+                    async move {
+                        let mut out = Vec::new();
+                        for r in &registries {
+                            let _ = prometheus::Encoder::encode(
+                                &prometheus::TextEncoder::new(),
+                                &r.gather(),
+                                &mut out,
+                            );
+                        }
+                        ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], out)
+                    }
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
     }
     if let Some(listener) = http_listener {
         http_addr = Some(listener.local_addr()?);

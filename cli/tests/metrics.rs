@@ -91,6 +91,21 @@ async fn sequencer_series_exist_and_move() -> anyhow::Result<()> {
         "right after a SEQUENCED write and with a 1.5 s publishing interval, something should be unpublished"
     );
     anyhow::ensure!(observations(&loaded, "cairn_raft_proposal_seconds").unwrap_or(0.0) >= 1.0);
+    // The write API counted the call, by method and gRPC status.
+    let calls = loaded
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "cairn_api_requests_total"
+                && x.labels.get("api") == Some("grpc")
+                && x.labels.get("method") == Some("cairn.v1.Log/AddEntries")
+                && x.labels.get("code") == Some("0")
+        })
+        .map(|x| match x.value {
+            Value::Counter(v) | Value::Untyped(v) => v,
+            _ => 0.0,
+        });
+    anyhow::ensure!(calls.unwrap_or(0.0) >= 1.0, "AddEntries calls: {calls:?}");
 
     // Then it falls to zero as the publisher catches up, and the publishing histogram counts rounds.
     let deadline = Instant::now() + Duration::from_secs(15);

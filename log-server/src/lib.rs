@@ -16,6 +16,7 @@
 mod auth;
 mod error;
 mod forward;
+pub mod metrics;
 mod read;
 pub mod rekor;
 mod service;
@@ -31,6 +32,7 @@ use cairn_store::{Bucket, Shard, ShardKind, TileCache};
 pub use auth::{AuthConfig, Caller, Tenant};
 pub use cairn_proto::metadata::{FORWARDED_SHARD, LEADER, RETRY_AFTER_MS};
 pub use error::LogError;
+pub use metrics::ApiMetrics;
 pub use service::{LogServer, grpc_routes, serve};
 
 /// Request size limits.

@@ -71,12 +71,14 @@ impl Rekor {
 /// The Rekor v2 write routes, for the HTTP listener of a process running the log role. Fails if a
 /// Sigstore shard's verifier key does not parse.
 pub fn router(server: LogServer) -> Result<Router, LogError> {
+    let metrics = server.metrics().layer("http");
     let state = Rekor::new(server)?;
     Ok(Router::new()
         .route("/api/v2/log/entries", post(create_entry))
         .route("/logs/{shard}/api/v2/log/entries", post(create_entry))
         // Read the whole body ourselves, so that the limit's answer says what to fix.
         .layer(DefaultBodyLimit::disable())
+        .layer(metrics)
         .with_state(state))
 }
 

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::auth::Auth;
 use crate::error::LogError;
+use crate::metrics::ApiMetrics;
 use crate::{Backend, LogServerConfig};
 
 /// Largest message a forwarded reply or a client may need to decode: a `PUBLISHED` reply carries a
@@ -36,6 +37,7 @@ pub struct LogServer {
 }
 
 pub(crate) struct Inner {
+    pub(crate) metrics: ApiMetrics,
     pub(crate) config: LogServerConfig,
     pub(crate) node: Option<Arc<Node>>,
     /// Each shard's published log, verified against its key.
@@ -72,8 +74,14 @@ impl LogServer {
                 clients: Mutex::default(),
                 leaders: Mutex::default(),
                 frozen: Mutex::default(),
+                metrics: ApiMetrics::default(),
             }),
         })
+    }
+
+    /// Request counters and latency histograms of both write APIs.
+    pub fn metrics(&self) -> &ApiMetrics {
+        &self.inner.metrics
     }
 
     /// The shards with their current state.
@@ -298,11 +306,14 @@ pub async fn grpc_routes(server: LogServer) -> Result<tonic::service::Routes, Lo
         .max_decoding_message_size(limits.max_bytes.saturating_mul(4).max(64 << 20))
         .max_encoding_message_size(MAX_REPLY);
     let rekor = crate::rekor::grpc_service(server.clone())?;
-    Ok(tonic::service::Routes::new(health)
+    let routes = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(rekor)
-        .add_service(log))
+        .add_service(log);
+    Ok(tonic::service::Routes::from(
+        routes.into_axum_router().layer(server.metrics().layer("grpc")),
+    ))
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves.
