@@ -70,6 +70,8 @@ struct Live {
     unpublished: IntGaugeVec,
     since_publication: GaugeVec,
     queue: IntGaugeVec,
+    /// Serializes scrapes: each resets the shared gauges before setting them.
+    scrape: std::sync::Mutex<()>,
 }
 
 impl Live {
@@ -95,6 +97,7 @@ impl Collector for Live {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         for g in self.gauges() {
             g.reset();
         }
@@ -182,6 +185,7 @@ pub(crate) fn registry<'a>(
             "cairn_shard_queue_depth",
             "Append requests waiting for the proposer on this node",
         ),
+        scrape: std::sync::Mutex::new(()),
     };
     let registry = Registry::new();
     defined(registry.register(Box::new(live)));

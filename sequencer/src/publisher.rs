@@ -120,6 +120,8 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
         if !leader {
             // When leadership comes back, the store may be behind the newest committed checkpoint.
             confirmed = None;
+            // What held publication here is the new leader's to say now.
+            shard.hold(None);
             continue;
         }
         let started = std::time::Instant::now();

@@ -25,6 +25,20 @@ use crate::protocol::{ADD_CHECKPOINT, AddCheckpoint, SIZE_CONTENT_TYPE, parse_si
 /// A future of a consistency proof from an old size to the checkpoint's size.
 pub type ProofFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Hash>, String>> + Send + 'a>>;
 
+/// The largest witness answer read (a few cosignature lines are a few hundred bytes).
+const MAX_ANSWER: usize = 64 << 10;
+
+/// A witness's error text as it may appear in logs and in errors shown to writers: printable, short.
+fn printable(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(256)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
 /// What a witness answered to one `add-checkpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -54,17 +68,23 @@ pub async fn add_checkpoint(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with(SIZE_CONTENT_TYPE));
+    if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+        return Ok(Answer::Refused(status, "answer too large".into()));
+    }
     let body = resp
         .bytes()
         .await
         .map_err(|e| format!("reading the answer: {e}"))?;
+    if body.len() > MAX_ANSWER {
+        return Ok(Answer::Refused(status, "answer too large".into()));
+    }
     Ok(match status {
         200 => Answer::Cosigned(body.to_vec()),
         409 if size_type => match parse_size(&body) {
             Some(size) => Answer::Conflict(size),
-            None => Answer::Refused(status, String::from_utf8_lossy(&body).into_owned()),
+            None => Answer::Refused(status, printable(&body)),
         },
-        _ => Answer::Refused(status, String::from_utf8_lossy(&body).trim_end().to_owned()),
+        _ => Answer::Refused(status, printable(&body)),
     })
 }
 
@@ -184,6 +204,13 @@ impl Collector {
             .filter(|(_, w)| w.url.is_some())
             .map(|(i, _)| i)
             .collect();
+        if reachable.len() + 1 > cairn_tlog::note::MAX_SIGNATURES {
+            return Err(format!(
+                "the policy asks {} witnesses; a checkpoint note carries at most {} signatures with the log's",
+                reachable.len(),
+                cairn_tlog::note::MAX_SIGNATURES
+            ));
+        }
         if !config.policy.satisfied_by(&reachable) {
             return Err(format!(
                 "the quorum ({}) cannot be met by the witnesses that have a URL in the policy",

@@ -123,7 +123,7 @@ impl Policy {
             if keyword.starts_with('#') {
                 continue;
             }
-            if logs.len() + witnesses.len() + groups.len() >= MAX_ITEMS {
+            if keyword != "quorum" && logs.len() + witnesses.len() + groups.len() >= MAX_ITEMS {
                 return Err(err(
                     n,
                     format!("more than {MAX_ITEMS} logs, witnesses and groups"),
@@ -334,26 +334,37 @@ impl Policy {
         let origin = Checkpoint::parse(&parsed.text)
             .map_err(|e| QuorumError::Checkpoint(e.to_string()))?
             .origin;
-        let key = match log {
-            Some(k) => k,
-            None => {
-                &self
-                    .logs
-                    .iter()
-                    .find(|l| l.key.name == origin)
-                    .ok_or_else(|| QuorumError::Checkpoint(format!("log {origin} is not in the policy")))?
-                    .key
-            }
+        // The given key, else every key the policy lists for this origin (a log may have rotated).
+        let keys: Vec<&VerifierKey> = match log {
+            Some(k) => vec![k],
+            None => self
+                .logs
+                .iter()
+                .filter(|l| l.key.name == origin)
+                .map(|l| &l.key)
+                .collect(),
         };
+        if keys.is_empty() {
+            return Err(QuorumError::Checkpoint(format!(
+                "log {origin} is not in the policy"
+            )));
+        }
         let witness_keys: Vec<VerifierKey> = self.witnesses.iter().map(|w| w.key.clone()).collect();
-        let (checkpoint, note) = Checkpoint::open(note, key, &witness_keys).map_err(|e| {
-            QuorumError::Checkpoint(match e {
-                cairn_tlog::checkpoint::CheckpointError::Note(NoteError::Unverified) => {
-                    format!("not signed by the log key {}", key.name)
+        let mut failed = String::new();
+        let mut opened = None;
+        for key in keys {
+            match Checkpoint::open(note, key, &witness_keys) {
+                Ok(ok) => {
+                    opened = Some(ok);
+                    break;
                 }
-                other => other.to_string(),
-            })
-        })?;
+                Err(cairn_tlog::checkpoint::CheckpointError::Note(NoteError::Unverified)) => {
+                    failed = format!("not signed by the log key {}", key.name);
+                }
+                Err(other) => failed = other.to_string(),
+            }
+        }
+        let (checkpoint, note) = opened.ok_or(QuorumError::Checkpoint(failed))?;
         let cosigned = self.cosigners(&note);
         let names = cosigned.iter().map(|&i| self.witnesses[i].name.clone()).collect();
         if !self.satisfied_by(&cosigned) {
@@ -477,6 +488,27 @@ mod tests {
             p.verify(&foreign.to_bytes(), Some(&other.verifier())).is_ok(),
             "log given by the caller"
         );
+    }
+
+    #[test]
+    fn any_listed_key_of_a_log_signs() {
+        let old = Signer::from_seed("log.example/a", [1; 32]).expect("key");
+        let new = log();
+        let p = Policy::parse(&format!(
+            "log {}\nlog {}\nquorum none\n",
+            old.verifier(),
+            new.verifier()
+        ))
+        .expect("parses");
+        let cp = Checkpoint::new("log.example/a", 9, leaf_hash(b"y"));
+        for signer in [&old, &new] {
+            assert!(p.verify(&cp.sign(signer).to_bytes(), None).is_ok(), "{signer:?}");
+        }
+        let stranger = Signer::from_seed("log.example/a", [2; 32]).expect("key");
+        assert!(matches!(
+            p.verify(&cp.sign(&stranger).to_bytes(), None),
+            Err(QuorumError::Checkpoint(m)) if m.contains("not signed")
+        ));
     }
 
     #[test]

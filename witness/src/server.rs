@@ -14,7 +14,7 @@
 //! | 409 | old size is not the latest cosigned size (body: that size, `text/x.tlog.size`), or same size with a different root |
 //! | 413 | body over the limit |
 //! | 422 | the consistency proof does not verify |
-//! | 429 | the log's request rate is over its limit |
+//! | 429 | the log's request rate is over its limit (counted after the signature check) |
 //! | 500 | the witness could not persist its state (nothing was cosigned) |
 
 use std::collections::HashMap;
@@ -81,13 +81,18 @@ pub struct MemoryState(Mutex<HashMap<String, Vec<u8>>>);
 
 impl WitnessState for MemoryState {
     fn get(&self, origin: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().expect("state lock").get(origin).cloned())
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .cloned())
     }
 
     fn put(&self, origin: &str, note: &[u8]) -> Result<(), String> {
         self.0
             .lock()
-            .expect("state lock")
+            .unwrap_or_else(|p| p.into_inner())
             .insert(origin.to_owned(), note.to_vec());
         Ok(())
     }
@@ -311,11 +316,6 @@ impl Witness {
             .logs
             .get(&origin)
             .ok_or_else(|| WitnessError::UnknownLog(origin.clone()))?;
-        if let Some(limiter) = &self.limiter
-            && limiter.check_key(&origin).is_err()
-        {
-            return Err(WitnessError::RateLimited(origin));
-        }
         let signed: Vec<cairn_tlog::note::Signature> = match note.verify(keys) {
             Ok(sigs) => sigs.into_iter().cloned().collect(),
             Err(NoteError::InvalidSignature(name)) => {
@@ -329,6 +329,12 @@ impl Witness {
                 )));
             }
         };
+        // Only requests the log itself signed count against its rate: anyone can name a public origin.
+        if let Some(limiter) = &self.limiter
+            && limiter.check_key(&origin).is_err()
+        {
+            return Err(WitnessError::RateLimited(origin));
+        }
         if req.old > checkpoint.size {
             return Err(WitnessError::BadRequest(format!(
                 "old size {} is above the checkpoint's size {}",
@@ -341,7 +347,8 @@ impl Witness {
             ));
         }
 
-        let _guard = self.locks[&origin].lock().expect("origin lock");
+        // A panic under the lock leaves nothing half-done: the state is re-read from the store below.
+        let _guard = self.locks[&origin].lock().unwrap_or_else(|p| p.into_inner());
         let latest = match self.state.get(&origin).map_err(WitnessError::Internal)? {
             Some(stored) => {
                 let c = Checkpoint::parse_note_unverified(&stored)

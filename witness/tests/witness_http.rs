@@ -284,6 +284,15 @@ async fn rate_limit_per_log() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let mut log = test_log("honest");
     log.grow_to(3);
+    // Anyone can name the log's origin: requests it did not sign do not use up its quota.
+    let mut impostor = TestLog::new(Signer::from_seed(ORIGIN, [8; 32])?, "honest");
+    impostor.grow_to(3);
+    for _ in 0..5 {
+        let a = add_checkpoint(&http, &url, &impostor.request(0))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        assert!(matches!(a, Answer::Refused(403, _)), "{a:?}");
+    }
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(
