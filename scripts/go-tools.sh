@@ -55,3 +55,22 @@ finish_install() {
     for kv in "$@"; do printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"; done
   fi
 }
+
+# Builds PKG@VERSION into a scratch GOBIN and moves the binary BUILT (its name as go install writes it)
+# to DEST, so a failed build never leaves a half-pinned binary; then checks that DEST records VERSION as
+# its main module's version. Build output goes to $LOG_DIR/LOG.log. GOTOOLCHAIN from the environment.
+go_install_pinned() {
+  local pkg=$1 version=$2 built=$3 dest=$4 log=$5
+  local tmp; tmp=$(mktemp -d "$CACHE_ROOT/tmp.$log.XXXXXX")
+  if ! (cd "$tmp" && run_logged "go install $pkg@$version" "$LOG_DIR/$log.log" \
+        env GOBIN="$tmp" GOTOOLCHAIN="$GOTOOLCHAIN" go install "$pkg@$version"); then
+    rm -rf "$tmp"; return 1
+  fi
+  mv -f "$tmp/$built" "$dest" || { rm -rf "$tmp"; return 1; }
+  rm -rf "$tmp"
+  local got; got=$(go_main_version "$dest")
+  if [ "$got" != "$version" ]; then
+    say "FAILED: built $dest but it records module version '$got', expected $version"
+    return 1
+  fi
+}

@@ -104,19 +104,8 @@ install_sigstore_go() {
   need_go || return 1
   say "building sigstore-go conformance CLI $SIGSTORE_GO_VERSION with $(go version | awk '{print $3}')"
   local start=$SECONDS
-  local tmp; tmp=$(mktemp -d "$CACHE_ROOT/tmp.sigstore-go.XXXXXX")
-  if ! (cd "$tmp" && run_logged "go install $SIGSTORE_GO_PKG@$SIGSTORE_GO_VERSION" \
-        "$LOG_DIR/sigstore-go-conformance.log" \
-        env GOBIN="$tmp" go install "$SIGSTORE_GO_PKG@$SIGSTORE_GO_VERSION"); then
-    rm -rf "$tmp"; return 1
-  fi
-  mv -f "$tmp/conformance" "$SIGSTORE_GO_BIN" || { rm -rf "$tmp"; return 1; }
-  rm -rf "$tmp"
-  local got; got=$(go_main_version "$SIGSTORE_GO_BIN")
-  if [ "$got" != "$SIGSTORE_GO_VERSION" ]; then
-    say "FAILED: built $SIGSTORE_GO_BIN but it records module version '$got', expected $SIGSTORE_GO_VERSION"
-    return 1
-  fi
+  go_install_pinned "$SIGSTORE_GO_PKG" "$SIGSTORE_GO_VERSION" conformance "$SIGSTORE_GO_BIN" \
+    sigstore-go-conformance || return 1
   echo "$want" >"$SIGSTORE_GO_STAMP"
   say "sigstore-go-conformance $SIGSTORE_GO_VERSION built in $((SECONDS - start))s"
 }

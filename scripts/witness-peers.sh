@@ -79,20 +79,8 @@ install_litewitness() {
   need_go || return 1
   say "building litewitness $TORCHWOOD_VERSION with GOTOOLCHAIN=$LITEWITNESS_GOTOOLCHAIN (about two minutes)"
   local start=$SECONDS
-  # Build into a scratch GOBIN, then move: a failed build never leaves a half-pinned binary.
-  local tmp; tmp=$(mktemp -d "$CACHE_ROOT/tmp.litewitness.XXXXXX")
-  if ! (cd "$tmp" && GOTOOLCHAIN="$LITEWITNESS_GOTOOLCHAIN" run_logged \
-        "go install $LITEWITNESS_PKG@$TORCHWOOD_VERSION" "$LOG_DIR/litewitness.log" \
-        env GOBIN="$tmp" GOTOOLCHAIN="$LITEWITNESS_GOTOOLCHAIN" go install "$LITEWITNESS_PKG@$TORCHWOOD_VERSION"); then
-    rm -rf "$tmp"; return 1
-  fi
-  mv -f "$tmp/litewitness" "$LITEWITNESS_BIN" || { rm -rf "$tmp"; return 1; }
-  rm -rf "$tmp"
-  local got; got=$(go_main_version "$LITEWITNESS_BIN")
-  if [ "$got" != "$TORCHWOOD_VERSION" ]; then
-    say "FAILED: built $LITEWITNESS_BIN but it records module version '$got', expected $TORCHWOOD_VERSION"
-    return 1
-  fi
+  GOTOOLCHAIN="$LITEWITNESS_GOTOOLCHAIN" go_install_pinned "$LITEWITNESS_PKG" "$TORCHWOOD_VERSION" \
+    litewitness "$LITEWITNESS_BIN" litewitness || return 1
   echo "$want" >"$LITEWITNESS_STAMP"
   say "litewitness $TORCHWOOD_VERSION built in $((SECONDS - start))s"
 }
