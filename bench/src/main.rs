@@ -3,6 +3,7 @@
 //! - `write`: gRPC submission load (concurrency, batch, entry size, rate, ack level, repeated entries),
 //!   with latency histograms, throughput over time and a JSON result as the last stdout line;
 //! - `read`: HTTP read-path load (hot tile, every tile, bundles, inclusion proofs);
+//! - `consumer`: monitor catch-up, search indexing and search latency over a local read path;
 //! - `ceiling`: the same write load against a trivial in-process tonic server that answers without
 //!   logging anything: what the RPC stack alone carries on this machine.
 //!
@@ -10,6 +11,7 @@
 //! to this one, or `--cairn-bin`).
 
 mod ceiling;
+mod consumer;
 mod read;
 mod spawn;
 mod write;
@@ -81,6 +83,21 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
+    /// Monitor catch-up and search (indexing rate, latency at a rate) over a local read path.
+    Consumer {
+        /// Entries in the log read.
+        #[arg(long, default_value_t = 200_000)]
+        entries: u64,
+        /// Search queries per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Seconds of search load.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Print the JSON result as the last line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read load over HTTP.
     Read {
         /// Base URL of the read path.
@@ -140,6 +157,14 @@ fn main() -> anyhow::Result<()> {
                 let _ = stop.send(());
                 r?.print(load.json)
             }
+            Command::Consumer {
+                entries,
+                rate,
+                duration,
+                json,
+            } => consumer::run(entries, rate, Duration::from_secs(duration))
+                .await?
+                .print(json),
             Command::Read {
                 http,
                 kind,

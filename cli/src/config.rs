@@ -65,6 +65,29 @@ pub struct ServeConfig {
     /// The witness role: the logs this process witnesses and its key.
     #[serde(default)]
     pub witness: Option<WitnessFile>,
+    /// The search role: which log it indexes.
+    #[serde(default)]
+    pub search: SearchFile,
+}
+
+/// The `[search]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchFile {
+    /// The read path indexed (every shard of its `shards.json`). Default: this process's own HTTP
+    /// listener, which then needs the tiles role.
+    pub log_url: Option<String>,
+    /// Milliseconds between rounds of following the log.
+    pub interval_ms: u64,
+}
+
+impl Default for SearchFile {
+    fn default() -> Self {
+        Self {
+            log_url: None,
+            interval_ms: 1000,
+        }
+    }
 }
 
 /// The `[witnessing]` table: how checkpoints collect cosignatures (c2sp.org/tlog-witness).
@@ -173,6 +196,9 @@ pub enum Role {
     /// A c2sp.org/tlog-witness witness of the logs in `[witness]` (`/witness/add-checkpoint` on the
     /// HTTP listener).
     Witness,
+    /// The search index of a log's read path (`[search]`), answering `GET /api/v1/search` on the HTTP
+    /// listener with inclusion proofs.
+    Search,
 }
 
 /// A sequencer node.
@@ -334,6 +360,7 @@ impl ServeConfig {
             sigstore: SigstoreFile::default(),
             witnessing: WitnessingFile::default(),
             witness: None,
+            search: SearchFile::default(),
         }
     }
 
@@ -346,8 +373,12 @@ impl ServeConfig {
     /// Parses a configuration.
     pub fn load_str(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text)?;
-        if config.shards.is_empty() {
-            bail!("at least one [[shards]] is required");
+        let serves_shards = config
+            .roles
+            .iter()
+            .any(|r| matches!(r, Role::Sequencer | Role::Log | Role::Tiles));
+        if config.shards.is_empty() && serves_shards {
+            bail!("at least one [[shards]] is required (the sequencer, log and tiles roles serve them)");
         }
         let mut ids: Vec<u32> = config.shards.iter().map(|s| s.id).collect();
         ids.sort_unstable();

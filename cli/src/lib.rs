@@ -2,12 +2,14 @@
 //!
 //! - [`run`] runs the roles of one process (`cairn serve`) until a shutdown future resolves;
 //! - [`config`]: the configuration file and the embedded default;
-//! - [`commands`]: the client subcommands (`submit`, `verify`, `keygen`, `shard …`).
+//! - [`commands`]: the client subcommands (`submit`, `verify`, `keygen`, `shard …`);
+//! - [`consumer`]: `verify-bundle`.
 //!
 //! `main.rs` only parses arguments, installs tracing and calls these.
 
 pub mod commands;
 pub mod config;
+pub mod consumer;
 pub mod serve;
 pub mod trust;
 

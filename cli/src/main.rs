@@ -89,6 +89,16 @@ enum Command {
         /// The entry's exact bytes.
         entry: PathBuf,
     },
+    /// Verify a Sigstore bundle for an artifact, offline: who signed it (identity and OIDC issuer, or
+    /// a key), when (RFC 3161 timestamps), and that the log holds it (inclusion in a signed
+    /// checkpoint). Exit status: 0 valid, 1 invalid, 2 usage or I/O error.
+    VerifyBundle(cairn_cli::consumer::VerifyBundleArgs),
+    /// Follow logs: trust each checkpoint only if it is consistent with the last, read every entry,
+    /// alert on entries matching a watch list (rekor-monitor's format) and on any misbehaviour.
+    Monitor(cairn_cli::consumer::MonitorArgs),
+    /// Search a log (a search-role server) by artifact digest, signer identity or fingerprint; every
+    /// result is checked against its checkpoint before it is printed.
+    Search(cairn_cli::consumer::SearchArgs),
     /// Generate a checkpoint signing key: writes the signer key file (mode 0600), prints the verifier key.
     Keygen {
         /// Checkpoint origin (and key name), e.g. log.example.org/2026h2-a.
@@ -256,6 +266,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             proof,
             entry,
         } => commands::verify(vkey.as_deref(), policy.as_deref(), &proof, &entry),
+        Command::VerifyBundle(args) => Ok(cairn_cli::consumer::verify_bundle(args).await),
+        Command::Monitor(args) => cairn_cli::consumer::monitor(args).await,
+        Command::Search(args) => cairn_cli::consumer::search(args).await,
         Command::Keygen { origin, out } => commands::keygen(&origin, &out),
         Command::Trust { url, out } => commands::trust(&url, &out).await,
         Command::Shard { command } => match command {

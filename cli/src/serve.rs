@@ -226,7 +226,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     // Bound first: default URLs in the trust documents name its port.
-    let http_listener = if [Role::Tiles, Role::Log, Role::Tsa, Role::Witness]
+    let http_listener = if [Role::Tiles, Role::Log, Role::Tsa, Role::Witness, Role::Search]
         .iter()
         .any(|r| config.has(*r))
     {
@@ -342,6 +342,19 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         None
     };
 
+    if config.has(Role::Search) {
+        let log_url = match &config.search.log_url {
+            Some(u) => u.clone(),
+            None if config.has(Role::Tiles) => format!("http://{http_bound}"),
+            None => bail!("the search role needs [search] log_url when this process has no tiles role"),
+        };
+        let indexer = cairn_search::Indexer::open(&log_url, &config.data_dir.join("search"))
+            .map_err(|e| anyhow::anyhow!("search index: {e}"))?;
+        http_routes = http_routes.merge(cairn_search::router(indexer.searcher()));
+        let done = stopped(&stop);
+        let interval = Duration::from_millis(config.search.interval_ms.max(10));
+        tasks.push(tokio::spawn(indexer.run(interval, done)));
+    }
     if config.has(Role::Log) {
         let anonymous = config.tenants.is_empty();
         if anonymous && !config.grpc_addr.ip().is_loopback() {

@@ -14,79 +14,22 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use common::{LOOPBACK, Server, check_bundle_in_log, free_port, ok};
-
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("CAIRN_SIGSTORE_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/cairn-sigstore-py/bin/python")),
-    }
-    .filter(|p| p.exists())
-}
-
-fn script(python: &Path, args: &[&str]) -> anyhow::Result<Output> {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/sigstore-python/sign_and_verify.py");
-    Ok(Command::new(python).arg(script).args(args).output()?)
-}
+use common::{SigstoreLog, check_bundle_in_log, ok, sigstore_python, sigstore_script, start_sigstore_log};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstore_python_signs_keyless_to_cairn_and_verifies_with_identity() -> anyhow::Result<()> {
-    let Some(python) = python() else {
-        anyhow::ensure!(
-            std::env::var_os("CAIRN_REQUIRE_SIGSTORE").is_none(),
-            "sigstore-python missing (run scripts/sigstore-clients.sh, or scripts/test)"
-        );
-        eprintln!("skipped: no sigstore-python venv; scripts/test installs it");
+    let Some(python) = sigstore_python()? else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let dir_arg = d.display().to_string();
-    let fulcio_port = free_port()?.to_string();
-
-    // The test CA and CT log, as an operator adds the Fulcio instance its clients use.
-    ok(
-        "sign_and_verify.py prepare",
-        &script(
-            &python,
-            &["prepare", "--dir", &dir_arg, "--fulcio-port", &fulcio_port],
-        )?,
-    )?;
-    let config = d.join("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{dir}"
-roles = ["sequencer", "log", "tiles", "tsa"]
-
-[[shards]]
-id = 1
-origin = "localhost/cairn/1"
-
-[[shards]]
-id = 2
-origin = "localhost"
-kind = "sigstore"
-
-[sigstore]
-extra_trusted_root = "{dir}/extra_root.json"
-ca_urls = ["http://127.0.0.1:{fulcio_port}"]
-"#,
-            dir = d.display()
-        ),
-    )?;
-    let config = config.display().to_string();
-    let mut args = vec!["--config", config.as_str()];
-    args.extend(LOOPBACK);
-    let server = Server::start(d, &args)?;
+    let SigstoreLog { server, fulcio_port } = start_sigstore_log(d, &python)?;
 
     std::fs::write(d.join("artifact"), b"release 1.0 of something people depend on\n")?;
-    let run = script(
+    let run = sigstore_script(
         &python,
+        "sign_and_verify.py",
         &[
             "run",
             "--dir",

@@ -49,6 +49,16 @@ impl Source for HttpShard {
     }
 }
 
+impl HttpShard {
+    /// The files of the log whose read path is `base` (no trailing slash needed), over `http`.
+    pub fn new(base: &str, http: reqwest::Client) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+}
+
 fn verify_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Verify(e.to_string())
 }
@@ -73,6 +83,11 @@ impl HttpLog {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The HTTP client (connections are pooled: share it).
+    pub fn client(&self) -> reqwest::Client {
+        self.http.clone()
     }
 
     /// `GET base + path`: the body, or `None` on 404.

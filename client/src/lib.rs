@@ -6,12 +6,16 @@
 //!   layout): shard list, checkpoints, tiles and bundles; full verification of a shard from its tiles;
 //!   proofs built locally; following a log with consistency checks.
 //! - [`verify_tlog_proof`]: offline verification of a c2sp tlog-proof.
+//! - [`monitor`]: a monitor that follows logs (consistency of every checkpoint, every entry read)
+//!   and checks entries against a [`watch`] list in rekor-monitor's format.
 //!
 //! Formats and proof math are `cairn-tlog`'s; this crate adds transport.
 
 mod error;
 mod grpc;
 mod http;
+pub mod monitor;
+pub mod watch;
 
 pub use cairn_proto::v1::Wait;
 pub use cairn_store::{Lifecycle, ShardListing};

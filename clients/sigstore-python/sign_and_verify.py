@@ -233,9 +233,11 @@ class Fulcio:
         sct_list = struct.pack("!H", len(sct) + 2) + struct.pack("!H", len(sct)) + sct
         return der(0x04, sct_list)
 
-    def issue(self, public_key, email, issuer):
+    def issue(self, public_key, email, issuer, not_before=None, lifetime=LEAF_LIFETIME):
+        """[leaf, intermediate, root], the leaf valid from `not_before` (default: a minute ago) for `lifetime`."""
         inter = self.chain[0]
-        not_before = now() - datetime.timedelta(minutes=1)
+        if not_before is None:
+            not_before = now() - datetime.timedelta(minutes=1)
         serial = x509.random_serial_number()
 
         def builder():
@@ -246,7 +248,7 @@ class Fulcio:
                 .public_key(public_key)
                 .serial_number(serial)
                 .not_valid_before(not_before)
-                .not_valid_after(not_before + LEAF_LIFETIME)
+                .not_valid_after(not_before + lifetime)
                 .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
                                              key_encipherment=False, data_encipherment=False,
                                              key_agreement=False, key_cert_sign=False, crl_sign=False,
@@ -322,6 +324,22 @@ def unsigned_jwt(claims):
     return f"{enc({'alg': 'none', 'typ': 'JWT'})}.{enc(claims)}."
 
 
+def identity_token(email, issuer):
+    """An unsigned OIDC token for `email` from `issuer`, valid for ten minutes."""
+    t = int(now().timestamp())
+    return IdentityToken(unsigned_jwt({
+        "iss": issuer, "sub": email, "email": email, "email_verified": True,
+        "aud": "sigstore", "iat": t, "nbf": t, "exp": t + 600,
+    }))
+
+
+def served_trust_config(log):
+    """The ClientTrustConfig JSON text Cairn serves at `log`."""
+    resp = requests.get(f"{log}/client_trust_config.json", timeout=30)
+    resp.raise_for_status()
+    return resp.text
+
+
 def refused(verifier, data, bundle, policy):
     """The VerificationError's message if the bundle is refused, else None."""
     try:
@@ -333,19 +351,13 @@ def refused(verifier, data, bundle, policy):
 
 def run(args):
     d = args.dir
-    resp = requests.get(f"{args.log}/client_trust_config.json", timeout=30)
-    resp.raise_for_status()
-    trust_json = resp.text
+    trust_json = served_trust_config(args.log)
     trust = ClientTrustConfig.from_json(trust_json)
 
     fulcio = Fulcio(d)
     server = serve_fulcio(fulcio, args.fulcio_port)
     try:
-        t = int(now().timestamp())
-        token = IdentityToken(unsigned_jwt({
-            "iss": ISSUER, "sub": IDENTITY, "email": IDENTITY, "email_verified": True,
-            "aud": "sigstore", "iat": t, "nbf": t, "exp": t + 600,
-        }))
+        token = identity_token(IDENTITY, ISSUER)
         artifact = os.path.join(d, "artifact")
         with open(artifact, "rb") as f:
             data = f.read()

@@ -308,3 +308,49 @@ pub fn check_body(body: &[u8], policy: &Policy) -> Result<(), EntryError> {
     }
     Ok(())
 }
+
+/// What a logged `hashedrekord` 0.0.2 body records: read by monitors, indexers and bundle verifiers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    /// The artifact's digest (SHA-256 for every key type Cairn accepts but P-384 and P-521).
+    pub digest: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
+    /// The signer: a DER certificate or a DER public key.
+    pub signer: Signer,
+}
+
+/// Who a logged entry names as its signer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// A DER X.509 certificate.
+    Certificate(Vec<u8>),
+    /// A DER SubjectPublicKeyInfo.
+    PublicKey(Vec<u8>),
+}
+
+/// Reads a logged body (no signature is checked: the log did that when it took the entry).
+pub fn parse_logged(body: &[u8]) -> Result<Logged, String> {
+    let entry: Entry =
+        serde_json::from_slice(body).map_err(|e| format!("not a hashedrekord entry body: {e}"))?;
+    if entry.kind != KIND || entry.api_version != API_VERSION {
+        return Err(format!(
+            "the entry is {} {}, not {KIND} {API_VERSION}",
+            entry.kind, entry.api_version
+        ));
+    }
+    let Some(spec::Spec::HashedRekordV002(logged)) = entry.spec.and_then(|s| s.spec) else {
+        return Err("the entry has no hashedRekordV002 spec".into());
+    };
+    let signature = logged.signature.ok_or("the entry has no signature")?;
+    let signer = match signature.verifier.and_then(|v| v.verifier) {
+        Some(verifier::Verifier::X509Certificate(c)) => Signer::Certificate(c.raw_bytes),
+        Some(verifier::Verifier::PublicKey(k)) => Signer::PublicKey(k.raw_bytes),
+        None => return Err("the entry names no signer".into()),
+    };
+    Ok(Logged {
+        digest: logged.data.map(|d| d.digest).unwrap_or_default(),
+        signature: signature.content,
+        signer,
+    })
+}

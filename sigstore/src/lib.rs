@@ -6,10 +6,14 @@
 //!   is the canonical body: JCS ([`jcs`]) of the protojson `Entry`, byte for byte what rekor-tiles
 //!   stores, since verifiers rebuild it from a bundle.
 //! - [`entry`]: the `TransparencyLogEntry` a submission answers with, and its protojson form.
+//! - [`bundle`]: offline verification of a Sigstore bundle (who signed, when, and that the log
+//!   holds it), with [`certificate`] judging Fulcio certificates.
 //! - [`trust`]: `trusted_root.json`, `signing_config.json` and the client trust config.
 //!
 //! Nothing here does I/O.
 
+pub mod bundle;
+pub mod certificate;
 pub mod entry;
 pub mod hashedrekord;
 pub mod jcs;

@@ -236,3 +236,41 @@ impl digest::FixedOutput for Prehashed {
         out.copy_from_slice(&self.0);
     }
 }
+
+const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+const ECDSA_SHA512: &str = "1.2.840.10045.4.3.4";
+const RSA_SHA256: &str = "1.2.840.113549.1.1.11";
+const RSA_SHA384: &str = "1.2.840.113549.1.1.12";
+const RSA_SHA512: &str = "1.2.840.113549.1.1.13";
+
+impl PublicKey {
+    /// Verifies `signature` over the whole `message` with the X.509 signature algorithm `algorithm`
+    /// (an OID: ECDSA or RSA PKCS#1 v1.5 with SHA-2, or Ed25519), as certificates are signed.
+    pub fn verify_message(&self, algorithm: &str, message: &[u8], signature: &[u8]) -> Result<(), String> {
+        let (alg, key): (&'static dyn lc::VerificationAlgorithm, &[u8]) = match (algorithm, &self.key_type) {
+            (ECDSA_SHA256, KeyType::P256) => (&lc::ECDSA_P256_SHA256_ASN1, &self.spki),
+            (ECDSA_SHA384, KeyType::P256) => (&lc::ECDSA_P256_SHA384_ASN1, &self.spki),
+            (ECDSA_SHA256, KeyType::P384) => (&lc::ECDSA_P384_SHA256_ASN1, &self.spki),
+            (ECDSA_SHA384, KeyType::P384) => (&lc::ECDSA_P384_SHA384_ASN1, &self.spki),
+            (ECDSA_SHA512, KeyType::P521) => (&lc::ECDSA_P521_SHA512_ASN1, &self.spki),
+            (RSA_SHA256, KeyType::Rsa(_)) => (&lc::RSA_PKCS1_2048_8192_SHA256, &self.spki),
+            (RSA_SHA384, KeyType::Rsa(_)) => (&lc::RSA_PKCS1_2048_8192_SHA384, &self.spki),
+            (RSA_SHA512, KeyType::Rsa(_)) => (&lc::RSA_PKCS1_2048_8192_SHA512, &self.spki),
+            (ED25519, KeyType::Ed25519) => (&lc::ED25519, &self.raw),
+            (alg, key) => {
+                return Err(format!(
+                    "signature algorithm {alg} with {key} keys is not supported"
+                ));
+            }
+        };
+        UnparsedPublicKey::new(alg, key)
+            .verify(message, signature)
+            .map_err(|_| "the signature does not verify".to_owned())
+    }
+
+    /// The DER SubjectPublicKeyInfo.
+    pub fn spki(&self) -> &[u8] {
+        &self.spki
+    }
+}

@@ -31,6 +31,7 @@ mod key;
 mod rejection;
 mod request;
 mod token;
+mod verify;
 
 pub use authority::{Authority, CHAIN_FILE, DEFAULT_POLICY, DEFAULT_VALIDITY, KEY_FILE};
 pub use error::{FailureInfo, Rejection, TsaError};
@@ -40,3 +41,4 @@ pub use http::{
 };
 pub use key::{Curve, TsaKey};
 pub use request::MAX_NONCE_BYTES;
+pub use verify::{TrustedAuthority, VerifiedTimestamp, verify_timestamp};

@@ -329,3 +329,194 @@ pub fn required(var: &str, tools: Tools) -> anyhow::Result<Option<PathBuf>> {
     }
     Ok(found)
 }
+
+/// The interpreter of sigstore-python's venv (`CAIRN_SIGSTORE_PYTHON`, default
+/// `~/.cache/cairn-sigstore-py/bin/python`); missing: an error under `CAIRN_REQUIRE_SIGSTORE`, else a
+/// printed skip.
+pub fn sigstore_python() -> anyhow::Result<Option<PathBuf>> {
+    let found = match std::env::var_os("CAIRN_SIGSTORE_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cairn-sigstore-py/bin/python"))
+        }
+    }
+    .filter(|p| p.exists());
+    if found.is_none() {
+        anyhow::ensure!(
+            std::env::var_os(SIGSTORE.require).is_none(),
+            "sigstore-python missing (run {}, or scripts/test)",
+            SIGSTORE.installer
+        );
+        eprintln!(
+            "skipped: no sigstore-python venv; {} installs it",
+            SIGSTORE.installer
+        );
+    }
+    Ok(found)
+}
+
+/// Runs `clients/sigstore-python/<script>` with `python`.
+pub fn sigstore_script(python: &Path, script: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../clients/sigstore-python")
+        .join(script);
+    Ok(Command::new(python).arg(script).args(args).output()?)
+}
+
+/// A Cairn with a Sigstore shard (2, origin `localhost`) beside a plain one (1), the TSA role, and a
+/// test CA + CT log (`sign_and_verify.py prepare` in `dir`) whose fake Fulcio listens on
+/// `fulcio_port` while a script signs.
+pub struct SigstoreLog {
+    pub server: Server,
+    pub fulcio_port: String,
+}
+
+/// Starts a [`SigstoreLog`] in `dir`.
+pub fn start_sigstore_log(dir: &Path, python: &Path) -> anyhow::Result<SigstoreLog> {
+    start_sigstore_log_with(dir, python, &[])
+}
+
+/// Starts a [`SigstoreLog`] in `dir` running `extra_roles` too (e.g. `search`).
+pub fn start_sigstore_log_with(
+    dir: &Path,
+    python: &Path,
+    extra_roles: &[&str],
+) -> anyhow::Result<SigstoreLog> {
+    let roles = ["sequencer", "log", "tiles", "tsa"]
+        .iter()
+        .chain(extra_roles)
+        .map(|r| format!("{r:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fulcio_port = free_port()?.to_string();
+    let dir_arg = dir.display().to_string();
+    ok(
+        "sign_and_verify.py prepare",
+        &sigstore_script(
+            python,
+            "sign_and_verify.py",
+            &["prepare", "--dir", &dir_arg, "--fulcio-port", &fulcio_port],
+        )?,
+    )?;
+    let config = dir.join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{dir}"
+roles = [{roles}]
+
+[[shards]]
+id = 1
+origin = "localhost/cairn/1"
+
+[[shards]]
+id = 2
+origin = "localhost"
+kind = "sigstore"
+
+[sigstore]
+extra_trusted_root = "{dir}/extra_root.json"
+ca_urls = ["http://127.0.0.1:{fulcio_port}"]
+
+[search]
+interval_ms = 200
+"#,
+            dir = dir.display()
+        ),
+    )?;
+    let config = config.display().to_string();
+    let mut args = vec!["--config", config.as_str()];
+    args.extend(LOOPBACK);
+    Ok(SigstoreLog {
+        server: Server::start(dir, &args)?,
+        fulcio_port,
+    })
+}
+
+/// A forked copy of a Sigstore shard served over HTTP by the test itself.
+pub struct Fork {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fork {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves, under `server`'s own `shards.json`, a fork of shard 2 signed with its real key (read from
+/// `dir/keys/shard-2.key`): the entries `shared`, then others up to `size` entries.
+pub async fn fork_server(
+    dir: &Path,
+    server: &Server,
+    shared: &[Vec<u8>],
+    size: usize,
+) -> anyhow::Result<Fork> {
+    let signer = cairn_tlog::Signer::parse(std::fs::read_to_string(dir.join("keys/shard-2.key"))?.trim())?;
+    let mut entries = shared.to_vec();
+    let mut i = 0;
+    while entries.len() < size {
+        entries.push(format!("an entry only the fork has: {i}").into_bytes());
+        i += 1;
+    }
+    let root = dir.join("fork");
+    std::fs::create_dir_all(&root)?;
+    let bucket = cairn_store::open_bucket(&format!("file://{}", root.display()), &[])?;
+    cairn_store::testing::write_log(&bucket.child("logs/2"), &signer, &entries, &[shared.len()]).await?;
+    let shards = reqwest::get(format!("{}/shards.json", server.http))
+        .await?
+        .bytes()
+        .await?;
+    let app = axum::Router::new()
+        .route(
+            "/shards.json",
+            axum::routing::get(move || async move { shards.clone() }),
+        )
+        .route(
+            "/logs/2/{*rest}",
+            axum::routing::get(move |axum::extract::Path(rest): axum::extract::Path<String>| {
+                let path = root.join("logs/2").join(&rest);
+                async move {
+                    match std::fs::read(&path) {
+                        Ok(b) if !rest.contains("..") => Ok(b),
+                        _ => Err(axum::http::StatusCode::NOT_FOUND),
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Fork { url, task })
+}
+
+/// The Sigstore shard of the log at `http` once its served checkpoint covers `size` entries (the read
+/// path may serve a checkpoint a moment old), and its entries, verified from the tiles.
+pub async fn sigstore_entries(
+    http: &str,
+    size: usize,
+) -> anyhow::Result<(cairn_store::ShardListing, Vec<Vec<u8>>)> {
+    let site = cairn_client::HttpLog::new(http);
+    let shard = site
+        .shards()
+        .await?
+        .into_iter()
+        .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
+        .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let entries = site.verify_shard(&shard).await?.entries;
+        if entries.len() >= size {
+            return Ok((shard, entries));
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the served checkpoint covers {} entries, not {size}, after 30 s",
+            entries.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

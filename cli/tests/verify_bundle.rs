@@ -1,0 +1,204 @@
+//! `cairn verify-bundle` agrees with sigstore-python (4.5.1, unmodified) on every case, valid and
+//! each way to be invalid.
+//!
+//! `clients/sigstore-python/bundle_cases.py make` signs artifacts keyless through the real binary
+//! (a Sigstore shard, the TSA, a test CA and CT log, a fake Fulcio) with three identities from two
+//! issuers, and builds the bad cases from real bundles: a tampered artifact, a wrong identity, a
+//! wrong issuer, a certificate expired before its timestamp, a timestamp from a TSA the trusted root
+//! does not know, a proof carrying a different checkpoint, and an entry whose body is another
+//! signature's. For each, sigstore-python's `Verifier` and `cairn verify-bundle --json` must give
+//! the same verdict, and Cairn must name the check the case was built to break, each with its own
+//! message. Then the trusted root is fetched from the log once, pinned, and used again with the log
+//! stopped: verification needs no network.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{SigstoreLog, cairn, ok, sigstore_python, sigstore_script, start_sigstore_log};
+
+/// The check each bad case must fail (its directory name → `check` in the JSON output).
+const BAD: [(&str, &str); 7] = [
+    ("tampered-artifact", "artifact"),
+    ("wrong-identity", "identity"),
+    ("wrong-issuer", "issuer"),
+    ("expired-at-timestamp", "certificate"),
+    ("unknown-tsa", "timestamp"),
+    ("other-checkpoint", "checkpoint"),
+    ("body-mismatch", "body"),
+];
+
+fn cairn_verdict(
+    dir: &Path,
+    case: &Path,
+    root: &Path,
+    meta: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let artifact = case.join("artifact").display().to_string();
+    let bundle = case.join("bundle.json").display().to_string();
+    let root = root.display().to_string();
+    let args = [
+        "verify-bundle",
+        &artifact,
+        "--bundle",
+        &bundle,
+        "--trusted-root",
+        &root,
+        "--certificate-identity",
+        meta["identity"].as_str().unwrap_or_default(),
+        "--certificate-oidc-issuer",
+        meta["issuer"].as_str().unwrap_or_default(),
+        "--json",
+    ];
+    let (_, stdout, stderr) = cairn(dir, &args, None)?;
+    serde_json::from_str(stdout.trim())
+        .map_err(|e| anyhow::anyhow!("verify-bundle printed {stdout:?} ({e}); stderr {stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
+    let Some(python) = sigstore_python()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let dir_arg = d.display().to_string();
+    let SigstoreLog { server, fulcio_port } = start_sigstore_log(d, &python)?;
+    ok(
+        "bundle_cases.py make",
+        &sigstore_script(
+            &python,
+            "bundle_cases.py",
+            &[
+                "make",
+                "--dir",
+                &dir_arg,
+                "--log",
+                &server.http,
+                "--fulcio-port",
+                &fulcio_port,
+                "--count",
+                "6",
+            ],
+        )?,
+    )?;
+
+    let mut seen = BTreeMap::new();
+    let mut messages = BTreeMap::new();
+    for case in std::fs::read_dir(d.join("cases"))? {
+        let case = case?.path();
+        let name = case
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(case.join("case.json"))?)?;
+        let root = if case.join("trusted_root.json").exists() {
+            case.join("trusted_root.json")
+        } else {
+            d.join("trusted_root.json")
+        };
+        let theirs = sigstore_script(
+            &python,
+            "bundle_cases.py",
+            &[
+                "verify",
+                "--trusted-root",
+                &root.display().to_string(),
+                "--artifact",
+                &case.join("artifact").display().to_string(),
+                "--bundle",
+                &case.join("bundle.json").display().to_string(),
+                "--identity",
+                meta["identity"].as_str().unwrap_or_default(),
+                "--issuer",
+                meta["issuer"].as_str().unwrap_or_default(),
+            ],
+        )?;
+        ok(&format!("bundle_cases.py verify {name}"), &theirs)?;
+        let theirs: serde_json::Value = serde_json::from_slice(&theirs.stdout)?;
+        let ours = cairn_verdict(d, &case, &root, &meta)?;
+        let expect_valid = meta["expect"] == "valid";
+        anyhow::ensure!(
+            theirs["valid"] == expect_valid,
+            "{name}: sigstore-python says {theirs}, the case expects {}",
+            meta["expect"]
+        );
+        anyhow::ensure!(
+            ours["valid"] == theirs["valid"],
+            "{name}: cairn says {ours}, sigstore-python says {theirs}"
+        );
+        if let Some((_, check)) = BAD.iter().find(|(n, _)| *n == name) {
+            anyhow::ensure!(
+                ours["check"] == *check,
+                "{name}: expected the {check} check to fail: {ours}"
+            );
+            let message = ours["error"].as_str().unwrap_or_default().to_owned();
+            anyhow::ensure!(!message.is_empty(), "{name}: no message");
+            if let Some(other) = messages.insert(message.clone(), name.clone()) {
+                anyhow::bail!("{name} and {other} fail with the same message: {message}");
+            }
+        } else {
+            anyhow::ensure!(name.starts_with("good-"), "unknown case {name}");
+            anyhow::ensure!(ours["identities"][0] == meta["identity"], "{name}: {ours}");
+        }
+        seen.insert(name, ours);
+    }
+    for (name, _) in BAD {
+        anyhow::ensure!(seen.contains_key(name), "case {name} was not made");
+    }
+    anyhow::ensure!(
+        seen.keys().filter(|n| n.starts_with("good-")).count() == 6,
+        "{:?}",
+        seen.keys()
+    );
+
+    // Trust on first use: fetched from the log and pinned, then used offline.
+    let good = d.join("cases/good-1");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(good.join("case.json"))?)?;
+    let args = |url: &str| -> Vec<String> {
+        vec![
+            "verify-bundle".into(),
+            good.join("artifact").display().to_string(),
+            "--bundle".into(),
+            good.join("bundle.json").display().to_string(),
+            "--log-url".into(),
+            url.into(),
+            "--trust-dir".into(),
+            d.join("pinned").display().to_string(),
+            "--certificate-identity".into(),
+            meta["identity"].as_str().unwrap_or_default().into(),
+            "--certificate-oidc-issuer".into(),
+            meta["issuer"].as_str().unwrap_or_default().into(),
+        ]
+    };
+    let url = server.http.clone();
+    let first = args(&url);
+    let (valid, stdout, stderr) = cairn(d, &first.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    anyhow::ensure!(valid && stdout.starts_with("OK: "), "{stdout} {stderr}");
+    anyhow::ensure!(stderr.contains("pinned the trusted root"), "{stderr}");
+    anyhow::ensure!(server.stop()?.success(), "unclean exit");
+    let (valid, stdout, stderr) = cairn(d, &first.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    anyhow::ensure!(
+        valid && stdout.starts_with("OK: "),
+        "offline with the pinned root: {stdout} {stderr}"
+    );
+
+    // Usage errors exit 2, not 1: nothing was judged.
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "verify-bundle",
+            "missing-artifact",
+            "--bundle",
+            "missing.json",
+            "--trusted-root",
+            "none.json",
+        ])
+        .arg("--certificate-identity=a")
+        .arg("--certificate-oidc-issuer=b")
+        .current_dir(d)
+        .output()?;
+    anyhow::ensure!(out.status.code() == Some(2), "{out:?}");
+    Ok(())
+}
