@@ -40,7 +40,10 @@ pub struct VerifyBundleArgs {
     #[arg(long)]
     pub certificate_oidc_issuer_regexp: Option<String>,
     /// A PEM public key: the bundle must be signed by it (keyed signing, no certificate policy).
-    #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
+    #[arg(long, conflicts_with_all = [
+        "certificate_identity", "certificate_identity_regexp",
+        "certificate_oidc_issuer", "certificate_oidc_issuer_regexp",
+    ])]
     pub key: Option<PathBuf>,
     /// The Sigstore trusted root (`trusted_root.json`, or a client trust config).
     #[arg(long)]
@@ -310,7 +313,8 @@ pub struct MonitorArgs {
     /// Where the monitor keeps what it trusts and how far it has read.
     #[arg(long, default_value = "cairn-monitor.state.json")]
     pub state: PathBuf,
-    /// One round, then exit: 0 if every log behaved, 1 if one did not (a consistency alert).
+    /// One round, then exit: 0 if every log was read and behaved, 1 if one did not behave (a
+    /// consistency alert), 2 if one could not be read.
     #[arg(long)]
     pub once: bool,
     /// Seconds between rounds.
@@ -392,6 +396,7 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         bar.set_position(read);
     };
     let mut failed = false;
+    let mut unreadable = false;
     loop {
         let mut pending = Vec::new();
         let mut on_alert = |a: &Alert| {
@@ -417,7 +422,12 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
             }
         }
         match result {
-            Ok(_) => {}
+            Ok(round) => {
+                for (log, why) in &round.failed {
+                    eprintln!("monitor: {log} could not be read this round: {why}");
+                    unreadable = true;
+                }
+            }
             Err(e) if args.once => return Err(e.into()),
             Err(e) => eprintln!("monitor: this round failed, retrying: {e}"),
         }
@@ -431,6 +441,8 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
             }
             return Ok(if failed {
                 ExitCode::from(EXIT_INVALID)
+            } else if unreadable {
+                ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::SUCCESS
             });
@@ -445,7 +457,8 @@ pub struct SearchArgs {
     /// A search server (`cairn serve` with the search role).
     #[arg(long, default_value = "http://127.0.0.1:7480")]
     pub url: String,
-    /// The read path whose `shards.json` gives the keys results must be signed by (default: --url).
+    /// The read path whose `shards.json` gives the keys results must be signed by (default: --url,
+    /// with a warning; not needed with --trusted-root).
     #[arg(long)]
     pub log_url: Option<String>,
     /// Entries signing this digest: `sha256:<hex>`.
@@ -463,6 +476,11 @@ pub struct SearchArgs {
     /// Entries signed by this certificate or key (hex SHA-256 of its DER).
     #[arg(long)]
     pub fingerprint: Option<String>,
+    /// A Sigstore trusted root: its logs' keys sign the checkpoints results are proven against, and
+    /// results whose certificate does not chain to its CAs (anyone can log a self-made certificate
+    /// naming anyone) are marked (`certificateTrusted: false`).
+    #[arg(long)]
+    pub trusted_root: Option<PathBuf>,
     /// Stop after this many results.
     #[arg(long, default_value_t = 10_000)]
     pub max: usize,
@@ -525,14 +543,47 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("give one of --digest, --artifact, --identity, --fingerprint");
     };
 
-    let log = cairn_client::HttpLog::new(args.log_url.as_deref().unwrap_or(&args.url));
-    let keys: Vec<VerifierKey> = log
-        .shards()
-        .await
-        .context("reading the log's shards.json for its keys")?
-        .iter()
-        .filter_map(|s| VerifierKey::parse(&s.vkey).ok())
-        .collect();
+    let trust = args
+        .trusted_root
+        .as_ref()
+        .map(|p| -> anyhow::Result<Trust> {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Trust::from_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .transpose()?;
+    // Whose signature a result's checkpoint must carry: a log of the trusted root, else a key the
+    // log's own read path lists.
+    let keys: Vec<VerifierKey> = match (&trust, &args.log_url) {
+        (Some(_), None) => Vec::new(),
+        (_, log_url) => {
+            if log_url.is_none() {
+                eprintln!(
+                    "warning: the log's keys come from the search server itself ({}): results are checked for \
+                     consistency, not against an independent key; give --trusted-root, or --log-url of the log",
+                    args.url
+                );
+            }
+            cairn_client::HttpLog::new(log_url.as_deref().unwrap_or(&args.url))
+                .shards()
+                .await
+                .context("reading the log's shards.json for its keys")?
+                .iter()
+                .filter_map(|s| VerifierKey::parse(&s.vkey).ok())
+                .collect()
+        }
+    };
+    let known = |text: &str| -> Option<VerifierKey> {
+        let key = VerifierKey::parse(text).ok()?;
+        if keys.contains(&key) {
+            return Some(key);
+        }
+        let trusted = trust
+            .as_ref()?
+            .tlogs
+            .iter()
+            .any(|l| l.key == key.public_key() && l.log_id.as_slice() == key.key_hash().as_slice());
+        trusted.then_some(key)
+    };
     let http = reqwest::Client::new();
     let base = args.url.trim_end_matches('/');
     let mut token: Option<String> = None;
@@ -552,12 +603,10 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(status.is_success(), "{url}: {status}: {}", body["error"]);
         for r in body["results"].as_array().into_iter().flatten() {
             let check = || -> Result<Claims, String> {
-                let key = keys
-                    .iter()
-                    .find(|k| k.to_string() == r["logKey"].as_str().unwrap_or_default())
-                    .ok_or("signed by a key the log does not list")?;
+                let key = known(r["logKey"].as_str().unwrap_or_default())
+                    .ok_or("signed by a key that is neither in the trusted root nor listed by the log")?;
                 let note = r["checkpoint"].as_str().unwrap_or_default().as_bytes();
-                let (cp, _) = Checkpoint::open(note, key, &[]).map_err(|e| format!("checkpoint: {e}"))?;
+                let (cp, _) = Checkpoint::open(note, &key, &[]).map_err(|e| format!("checkpoint: {e}"))?;
                 let entry = STANDARD
                     .decode(r["entry"].as_str().unwrap_or_default())
                     .map_err(|_| "entry is not base64")?;
@@ -583,6 +632,16 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
             let (log_name, index) = (r["log"].as_str().unwrap_or_default(), &r["logIndex"]);
             match check() {
                 Ok(claims) => {
+                    // None: not judged (no --trusted-root, or a keyed entry).
+                    let trusted = trust.as_ref().zip(claims.certificate.as_ref()).map(|(t, cert)| {
+                        cairn_sigstore::certificate::verify_fulcio(
+                            cert,
+                            &[cert.not_before()],
+                            &t.cas,
+                            &t.ctlogs,
+                        )
+                        .is_ok()
+                    });
                     let signer = claims
                         .certificate
                         .as_ref()
@@ -598,10 +657,19 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
                         println!(
                             "{}",
                             json!({"log": log_name, "logIndex": index, "verified": true, "signer": signer,
-                                   "digest": hex(&claims.digest), "fingerprint": claims.fingerprint})
+                                   "digest": hex(&claims.digest), "fingerprint": claims.fingerprint,
+                                   "certificateTrusted": trusted})
                         );
                     } else {
-                        println!("{log_name} #{index}: {signer}, digest {}", hex(&claims.digest));
+                        let mark = if trusted == Some(false) {
+                            " [certificate not from a trusted CA]"
+                        } else {
+                            ""
+                        };
+                        println!(
+                            "{log_name} #{index}: {signer}, digest {}{mark}",
+                            hex(&claims.digest)
+                        );
                     }
                 }
                 Err(e) => {

@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{SigstoreLog, cairn, ok, sigstore_python, sigstore_script, start_sigstore_log};
+use common::{SigstoreLog, cairn, sigstore_python, start_sigstore_log};
 
 const WATCH: &str = r#"# rekor-monitor's configuration format
 monitoredValues:
@@ -93,29 +93,8 @@ async fn monitor_alerts_once_per_match_and_on_a_fork() -> anyhow::Result<()> {
     let d = dir.path();
     let dir_arg = d.display().to_string();
     let SigstoreLog { server, .. } = start_sigstore_log(d, &python)?;
-    let load = |count: &str, seed: &str, out: &str| -> anyhow::Result<serde_json::Value> {
-        let out_path = d.join(out).display().to_string();
-        ok(
-            "load_entries.py",
-            &sigstore_script(
-                &python,
-                "load_entries.py",
-                &[
-                    "--dir",
-                    &dir_arg,
-                    "--log",
-                    &server.http,
-                    "--count",
-                    count,
-                    "--seed",
-                    seed,
-                    "--out",
-                    &out_path,
-                ],
-            )?,
-        )?;
-        Ok(serde_json::from_slice(&std::fs::read(d.join(out))?)?)
-    };
+    let load =
+        |count: &str, seed: &str, out: &str| common::load_entries(&python, d, &server.http, count, seed, out);
     let first = load("2000", "1", "load-1.json")?;
     let key_fingerprint = first["signers"]["key-1"]["fingerprint"]
         .as_str()

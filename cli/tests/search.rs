@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::watch::Claims;
 use cairn_sigstore::certificate::hex;
-use common::{LOOPBACK, Server, SigstoreLog, ok, sigstore_python, sigstore_script, start_sigstore_log_with};
+use common::{LOOPBACK, Server, SigstoreLog, sigstore_python, start_sigstore_log_with};
 use sha2::Digest;
 
 /// Query (as `cairn search` flags) → the indexes a brute-force scan finds.
@@ -106,29 +106,9 @@ async fn search_finds_every_match_with_proofs() -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    let dir_arg = d.display().to_string();
     let SigstoreLog { server, .. } = start_sigstore_log_with(d, &python, &["search"])?;
-    let load = |count: &str, seed: &str, out: &str| -> anyhow::Result<()> {
-        let out_path = d.join(out).display().to_string();
-        ok(
-            "load_entries.py",
-            &sigstore_script(
-                &python,
-                "load_entries.py",
-                &[
-                    "--dir",
-                    &dir_arg,
-                    "--log",
-                    &server.http,
-                    "--count",
-                    count,
-                    "--seed",
-                    seed,
-                    "--out",
-                    &out_path,
-                ],
-            )?,
-        )
+    let load = |count: &str, seed: &str, out: &str| {
+        common::load_entries(&python, d, &server.http, count, seed, out).map(|_| ())
     };
     // A separate indexer of the same log, started before the entries arrive and SIGKILLed while
     // they do (it has indexed part of the log), then restarted once they are all in.
@@ -209,6 +189,43 @@ async fn search_finds_every_match_with_proofs() -> anyhow::Result<()> {
             );
         }
     }
+
+    // With the trusted root, results whose certificate is self-made (the load's spoofed signer,
+    // which claims alice's identity) are marked, and only those.
+    let (fetched, _, stderr) = common::cairn(
+        d,
+        &["trust", "--url", &server.http, "--out", &d.display().to_string()],
+        None,
+    )?;
+    anyhow::ensure!(fetched, "cairn trust: {stderr}");
+    let out = std::process::Command::new(common::BIN)
+        .args(["search", "--url", &server.http, "--json", "--trusted-root"])
+        .arg(d.join("trusted_root.json"))
+        .args(&probe_query)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("load-1.json"))?)?;
+    let spoofed: BTreeSet<u64> = truth["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["trusted"] == false)
+        .filter_map(|e| e["index"].as_u64())
+        .collect();
+    let mut untrusted = BTreeSet::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let r: serde_json::Value = serde_json::from_str(line)?;
+        anyhow::ensure!(r["certificateTrusted"].is_boolean(), "{r}");
+        if r["certificateTrusted"] == false {
+            untrusted.insert(r["logIndex"].as_u64().unwrap_or(u64::MAX));
+        }
+    }
+    anyhow::ensure!(
+        !untrusted.is_empty() && untrusted == spoofed,
+        "marked {} results untrusted, the load spoofed {}",
+        untrusted.len(),
+        spoofed.len()
+    );
 
     // Paging stays stable while the log grows: pages taken before, during and after more entries
     // are logged give every earlier match once, in order.

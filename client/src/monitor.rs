@@ -119,6 +119,10 @@ pub type Visit<'a> = dyn FnMut(&Followed, u64, &[u8]) -> Result<(), String> + Se
 struct StateFile {
     /// By log key (its verifier key text).
     logs: BTreeMap<String, LogState>,
+    /// The key first seen at each shard path of the site (`shards.json` mode): a log does not get to
+    /// change it.
+    #[serde(default)]
+    pins: BTreeMap<String, String>,
 }
 
 /// Metrics of a monitor.
@@ -194,6 +198,8 @@ pub struct Monitor {
     metrics: MonitorMetrics,
     /// Checkpoints already alerted on (not to repeat an alert every round).
     alerted: std::collections::HashSet<Vec<u8>>,
+    /// Called before the state is written (to make what the visitor wrote durable first).
+    before_save: Option<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
 }
 
 /// The outcome of one round.
@@ -203,6 +209,8 @@ pub struct Round {
     pub entries: u64,
     /// Alerts raised.
     pub alerts: Vec<Alert>,
+    /// Logs that could not be read this round (unreachable, a file missing): (log, why).
+    pub failed: Vec<(String, String)>,
 }
 
 impl Monitor {
@@ -234,7 +242,14 @@ impl Monitor {
             http: HttpLog::new(&base),
             metrics: MonitorMetrics::new(),
             alerted: Default::default(),
+            before_save: None,
         })
+    }
+
+    /// Runs `f` before every write of the state: whatever the entry visitor stored must be durable
+    /// before the state says those entries were read.
+    pub fn before_save(&mut self, f: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
+        self.before_save = Some(Box::new(f));
     }
 
     /// The metrics.
@@ -243,21 +258,61 @@ impl Monitor {
     }
 
     /// The logs to follow now.
-    async fn followed(&self) -> Result<Vec<Followed>, ClientError> {
-        match &self.logs {
-            Logs::Cairn(base) => Ok(self
-                .http
-                .shards()
-                .await?
-                .into_iter()
-                .filter_map(|s| {
-                    Some(Followed {
-                        url: format!("{}{}", base.trim_end_matches('/'), s.http_prefix),
-                        key: VerifierKey::parse(&s.vkey).ok()?,
+    async fn followed(
+        &mut self,
+        round: &mut Round,
+        alert: &mut (dyn FnMut(&Alert) + Send),
+    ) -> Result<Vec<Followed>, ClientError> {
+        let logs = self.logs.clone();
+        match &logs {
+            Logs::Cairn(base) => {
+                let base = base.trim_end_matches('/').to_owned();
+                let listed = self.http.shards().await?;
+                let mut out = Vec::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for s in listed {
+                    // Pinned by the shard's path on the site, so that the same state serves a mirror.
+                    let pin = s.http_prefix.clone();
+                    let url = format!("{base}{pin}");
+                    seen.insert(pin.clone());
+                    let Ok(key) = VerifierKey::parse(&s.vkey) else {
+                        let why = format!("shards.json lists an unreadable key for {url}: {:?}", s.vkey);
+                        self.consistency(&url, s.vkey.as_bytes(), why, round, alert);
+                        continue;
+                    };
+                    match self.state.pins.get(&pin) {
+                        Some(pinned) if *pinned != s.vkey => {
+                            let why = format!(
+                                "shards.json now names another key for {url} ({}) than the one first seen ({pinned}); the new key is not followed",
+                                s.vkey
+                            );
+                            self.consistency(&key.name, s.vkey.as_bytes(), why, round, alert);
+                            continue;
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.state.pins.insert(pin, s.vkey.clone());
+                        }
+                    }
+                    out.push(Followed {
+                        url,
+                        key,
                         sigstore: s.kind == ShardKind::Sigstore,
-                    })
-                })
-                .collect()),
+                    });
+                }
+                let vanished: Vec<(String, String)> = self
+                    .state
+                    .pins
+                    .iter()
+                    .filter(|(pin, _)| !seen.contains(*pin))
+                    .map(|(p, k)| (p.clone(), k.clone()))
+                    .collect();
+                for (pin, key) in vanished {
+                    let why = format!("{base}{pin} (key {key}) is no longer in shards.json");
+                    self.consistency(&pin, key.as_bytes(), why, round, alert);
+                }
+                Ok(out)
+            }
             Logs::TrustedRoot(trust) => {
                 let mut out = Vec::new();
                 for log in &trust.tlogs {
@@ -306,9 +361,14 @@ impl Monitor {
         visit: &mut Visit<'_>,
     ) -> Result<Round, ClientError> {
         let mut round = Round::default();
-        for log in self.followed().await? {
-            self.follow(&log, &mut round, alert, progress, visit).await?;
+        let logs = self.followed(&mut round, alert).await?;
+        for log in logs {
+            // One log that cannot be read now does not stop the others.
+            if let Err(e) = self.follow(&log, &mut round, alert, progress, visit).await {
+                round.failed.push((log.key.name.clone(), e.to_string()));
+            }
         }
+        self.save()?;
         Ok(round)
     }
 
@@ -406,7 +466,11 @@ impl Monitor {
                 return Ok(());
             }
             if latest.size > state.size {
-                let proof = reader.consistency_proof(state.size, latest.size).await;
+                let proof = match reader.consistency_proof(state.size, latest.size).await {
+                    // Not reachable now: try again next round rather than accuse the log.
+                    Err(e @ cairn_store::ReadError::Unavailable(_)) => return Err(e.into()),
+                    other => other,
+                };
                 let ok = proof.as_ref().map_err(|e| e.to_string()).and_then(|p| {
                     verify_consistency(state.size, latest.size, p, &root, &latest.root)
                         .map_err(|e| e.to_string())
@@ -420,6 +484,11 @@ impl Monitor {
                     return Ok(());
                 }
             }
+        }
+        if latest.size < state.read {
+            // A consistent checkpoint older than what this monitor has read (a lagging mirror):
+            // nothing new to read until the log is served past it again.
+            return Ok(());
         }
         if latest.size == state.read && state.size == latest.size {
             self.metrics
@@ -552,6 +621,9 @@ impl Monitor {
     }
 
     fn save(&self) -> Result<(), ClientError> {
+        if let Some(f) = &self.before_save {
+            f().map_err(ClientError::Invalid)?;
+        }
         let bytes =
             serde_json::to_vec_pretty(&self.state).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let tmp = self.state_path.with_extension("tmp");

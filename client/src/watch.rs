@@ -189,7 +189,8 @@ impl WatchList {
         let list = Self {
             cert_identities,
             subjects,
-            fingerprints: v.fingerprints,
+            // rekor-monitor compares lower-case hex exactly; an upper-case value would never match.
+            fingerprints: v.fingerprints.iter().map(|f| f.to_ascii_lowercase()).collect(),
             oids,
         };
         if list.is_empty() {
@@ -240,8 +241,17 @@ impl WatchList {
                 }
             }
         }
-        if self.fingerprints.contains(&claims.fingerprint) {
-            found.push(json!({"type": "fingerprint", "fingerprint": claims.fingerprint}));
+        let key_fingerprint = claims
+            .certificate
+            .as_ref()
+            .map(|c| hex(&Sha256::digest(c.key.spki())));
+        for fp in [Some(&claims.fingerprint), key_fingerprint.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if self.fingerprints.contains(fp) {
+                found.push(json!({"type": "fingerprint", "fingerprint": fp}));
+            }
         }
         found
     }
@@ -276,5 +286,102 @@ impl Claims {
                 digest: logged.digest,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+startIndex: 10            # rekor-monitor's other keys are accepted and ignored
+monitoredValues:
+  certIdentities:
+    - certSubject: '^user@example\.com$'
+    - certSubject: 'workflows/release\.yml@'
+      issuers: ['^https://token\.actions\.githubusercontent\.com$']
+  subjects: ['@example\.org$']
+  fingerprints: ['aa11']
+  oidMatchers:
+    oidExtensions:
+      - objectIdentifier: [1, 3, 6, 1, 4, 1, 57264, 1, 9]
+        extensionValues: ['https://example.org/builder']
+    customExtensions:
+      - objectIdentifier: '1.3.6.1.4.1.99999.1'
+        extensionValues: ['x']
+    fulcioExtensions:
+      issuer: ['https://accounts.example.org']
+      source-repository-uri: ['https://github.com/example/app']
+outputIdentities: found.txt
+"#;
+
+    #[test]
+    fn reads_rekor_monitor_configuration() {
+        let w = WatchList::parse(FULL).expect("parses");
+        assert_eq!(w.cert_identities.len(), 2);
+        assert_eq!(w.cert_identities[1].issuers.len(), 1);
+        assert_eq!(w.subjects.len(), 1);
+        let oids: Vec<&str> = w.oids.keys().map(String::as_str).collect();
+        assert_eq!(
+            oids,
+            [
+                "1.3.6.1.4.1.57264.1.1",
+                "1.3.6.1.4.1.57264.1.12",
+                "1.3.6.1.4.1.57264.1.8",
+                "1.3.6.1.4.1.57264.1.9",
+                "1.3.6.1.4.1.99999.1"
+            ]
+        );
+        // JSON is YAML too.
+        let json = r#"{"monitoredValues": {"fingerprints": ["aa11"]}}"#;
+        assert_eq!(WatchList::parse(json).expect("parses").fingerprints, ["aa11"]);
+    }
+
+    #[test]
+    fn refuses_what_rekor_monitor_refuses() {
+        for (text, says) in [
+            ("monitoredValues: {}", "names nothing"),
+            ("startIndex: 3", "names nothing"),
+            (
+                "monitoredValues:\n  certIdentities:\n    - certSubject: ''",
+                "empty certSubject",
+            ),
+            ("monitoredValues:\n  subjects: ['(']", "not a regular expression"),
+            ("monitoredValues:\n  fingerprints: ['']", "empty fingerprint"),
+            (
+                "monitoredValues:\n  oidMatchers:\n    fulcioExtensions: {no-such-thing: ['x']}",
+                "unknown fulcioExtensions name",
+            ),
+            (
+                "monitoredValues:\n  oidMatchers:\n    customExtensions: [{objectIdentifier: '1.x', extensionValues: ['v']}]",
+                "is not an OID",
+            ),
+            (
+                "monitoredValues:\n  oidMatchers:\n    customExtensions: [{objectIdentifier: '1.2', extensionValues: []}]",
+                "non-empty extensionValues",
+            ),
+            ("monitoredValues: [", "not a watch list"),
+        ] {
+            let err = WatchList::parse(text).err().unwrap_or_default();
+            assert!(err.contains(says), "{text:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn keyed_entries_match_by_fingerprint_only() {
+        let w = WatchList::parse("monitoredValues:\n  subjects: ['.']\n  fingerprints: ['aa11']")
+            .expect("parses");
+        let claims = |fingerprint: &str| Claims {
+            certificate: None,
+            fingerprint: fingerprint.into(),
+            digest: vec![0; 32],
+        };
+        let found = w.matches(&claims("aa11"));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["type"], "fingerprint");
+        assert!(
+            w.matches(&claims("AA11")).is_empty(),
+            "fingerprints are lower-case hex, compared exactly"
+        );
     }
 }

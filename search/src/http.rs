@@ -170,6 +170,7 @@ async fn search(State(s): State<Searcher>, QueryParams(p): QueryParams<Params>) 
     };
     let found = match s.index.search(&query, after, limit) {
         Ok(f) => f,
+        Err(e @ crate::index::IndexError::Query(_)) => return bad(e.to_string()),
         Err(e) => {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,

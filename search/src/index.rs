@@ -131,6 +131,12 @@ impl Index {
         Ok(n)
     }
 
+    /// Makes every posting written so far durable (the WAL, synced): called before the follower
+    /// records entries as read, so that a crash cannot leave read entries unindexed.
+    pub fn sync(&self) -> Result<(), IndexError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
     /// The verifier key of log number `n`.
     pub fn log_key(&self, n: u32) -> Option<String> {
         let logs = self

@@ -371,7 +371,7 @@ pub fn verify(
             check: Check::Format,
             message: "the inclusion proof has no checkpoint".into(),
         })?;
-    let signed = signed_content(&bundle)?;
+    let mut signed = signed_content(&bundle)?;
 
     // 1. When: the timestamps over the signature.
     let stamps = material
@@ -554,10 +554,17 @@ pub fn verify(
         Some((_, payload)) => in_toto_subject(payload, artifact)?,
     }
     let key_hash = key_hash(&key);
-    let signed_digest = match &signed.dsse {
-        None => signed.digest.clone(),
-        Some((pae, _)) => digest_of(key_hash, pae),
-    };
+    if signed.dsse.is_some() && *key.key_type() == KeyType::Ed25519 {
+        return fail(
+            Check::Signature,
+            "DSSE envelopes signed with Ed25519 (pure, over the PAE) are not verified here",
+        );
+    }
+    if let Some((pae, _)) = &signed.dsse {
+        // The log records the PAE's digest with the key's hash (SHA-384 for P-384, ...).
+        signed.digest = digest_of(key_hash, pae);
+    }
+    let signed_digest = signed.digest.clone();
     key.verify_digest(key_hash, &signed_digest, &signed.signature)
         .map_err(|e| Failure {
             check: Check::Signature,
@@ -681,7 +688,7 @@ fn open_checkpoint(note: &[u8], log: &TrustedLog) -> Result<(Checkpoint, Note), 
         message: m,
     };
     let parsed = Note::parse(note).map_err(|e| bad(format!("the checkpoint is not a signed note: {e}")))?;
-    let mut signed = false;
+    let mut signed_by = None;
     for sig in &parsed.signatures {
         let Ok(key) = VerifierKey::new(&sig.name, 0x01, log.key) else {
             continue;
@@ -695,16 +702,22 @@ fn open_checkpoint(note: &[u8], log: &TrustedLog) -> Result<(Checkpoint, Note), 
                 sig.name
             )));
         }
-        signed = true;
+        signed_by = Some(sig.name.clone());
     }
-    if !signed {
+    let Some(signer) = signed_by else {
         return Err(bad(format!(
             "the checkpoint is not signed by the entry's log ({})",
             log.base_url
         )));
-    }
+    };
     let tree =
         Checkpoint::parse(&parsed.text).map_err(|e| bad(format!("the checkpoint does not parse: {e}")))?;
+    if tree.origin != signer {
+        return Err(bad(format!(
+            "the checkpoint's origin {:?} is not the name of the key that signed it ({signer:?})",
+            tree.origin
+        )));
+    }
     Ok((tree, parsed))
 }
 

@@ -520,3 +520,29 @@ pub async fn sigstore_entries(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Logs `count` hashedrekord entries into the Sigstore shard at `http` with
+/// `clients/sigstore-python/load_entries.py` (signers kept in `dir`), writing its ground truth to
+/// `dir/out`, and returns that ground truth.
+pub fn load_entries(
+    python: &Path,
+    dir: &Path,
+    http: &str,
+    count: &str,
+    seed: &str,
+    out: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let out_path = dir.join(out);
+    let (dir_arg, out_arg) = (dir.display().to_string(), out_path.display().to_string());
+    ok(
+        "load_entries.py",
+        &sigstore_script(
+            python,
+            "load_entries.py",
+            &[
+                "--dir", &dir_arg, "--log", http, "--count", count, "--seed", seed, "--out", &out_arg,
+            ],
+        )?,
+    )?;
+    Ok(serde_json::from_slice(&std::fs::read(out_path)?)?)
+}
