@@ -32,6 +32,9 @@ echo "{\"embedded_half_published\":$(json "$bin/cairn-bench" write --start embed
 say "3-node cluster, max rate (30 s)"
 echo "{\"cluster3_max\":$(json "$bin/cairn-bench" write --start cluster3 --duration 30)}"
 
+say "consumers: monitor catch-up, search index, search latency (100,000 entries)"
+echo "{\"consumer\":$(json "$bin/cairn-bench" consumer --entries 100000 --rate 200 --duration 10)}"
+
 say "growth to $growth_entries entries"
 mkdir -p "$work/growth"
 (cd "$work/growth" && CAIRN_LOG=warn exec "$bin/cairn" serve --data-dir "$work/growth/data" \

@@ -190,7 +190,7 @@ impl MonitorMetrics {
 /// The monitor.
 pub struct Monitor {
     logs: Logs,
-    watch: Option<WatchList>,
+    watch: Option<Arc<WatchList>>,
     trust: Option<Trust>,
     state_path: PathBuf,
     state: StateFile,
@@ -235,7 +235,7 @@ impl Monitor {
         };
         Ok(Self {
             logs,
-            watch,
+            watch: watch.map(Arc::new),
             trust,
             state_path: state_path.to_path_buf(),
             state,
@@ -514,13 +514,17 @@ impl Monitor {
         let last_bundle = latest.size.div_ceil(width);
         let reader = Arc::new(reader);
         let size = latest.size;
+        // Matching the watch list (parsing every body and certificate) runs beside the fetches, on
+        // every core; the few candidates are judged in order below.
+        let watch = self.watch.clone().filter(|_| log.sigstore);
         let mut bundles = futures::stream::iter(first_bundle..last_bundle)
             .map(|b| {
                 let reader = reader.clone();
+                let watch = watch.clone();
                 async move {
                     let object = reader.bundle_at(b, size).await?;
                     let body = object.body.clone();
-                    let entries = tokio::task::spawn_blocking(move || decode_bundle(&body))
+                    let entries = tokio::task::spawn_blocking(move || decode_bundle(&body, watch.as_deref()))
                         .await
                         .map_err(|e| ClientError::Invalid(e.to_string()))??;
                     Ok::<_, ClientError>((b, entries))
@@ -530,7 +534,7 @@ impl Monitor {
         let mut since_save = 0u64;
         while let Some((b, entries)) = bundles.try_next().await? {
             let before = state.read;
-            for (i, (leaf, body)) in entries.into_iter().enumerate() {
+            for (i, (leaf, body, candidate)) in entries.into_iter().enumerate() {
                 let index = b * width + i as u64;
                 if index < state.read {
                     continue;
@@ -540,9 +544,7 @@ impl Monitor {
                 }
                 visit(log, index, &body).map_err(ClientError::Invalid)?;
                 edge.append(leaf);
-                if log.sigstore
-                    && let Some(watch) = &self.watch
-                {
+                if candidate && let Some(watch) = &self.watch {
                     for m in self.check_entry(watch, &name, &body) {
                         let mut m = m;
                         m["log"] = json!(name);
@@ -640,9 +642,17 @@ impl Monitor {
     }
 }
 
-/// A bundle's entries with their leaf hashes.
-fn decode_bundle(body: &[u8]) -> Result<Vec<(Hash, Vec<u8>)>, ClientError> {
+/// A bundle's entries with their leaf hashes, and whether each matches `watch` (before the
+/// certificate is judged).
+fn decode_bundle(body: &[u8], watch: Option<&WatchList>) -> Result<Vec<(Hash, Vec<u8>, bool)>, ClientError> {
     let entries = cairn_tlog::bundle::decode(body, None)
         .map_err(|e| ClientError::Verify(format!("entry bundle: {e}")))?;
-    Ok(entries.into_iter().map(|e| (leaf_hash(e), e.to_vec())).collect())
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            let candidate =
+                watch.is_some_and(|w| Claims::of_body(e).is_ok_and(|c| !w.matches(&c).is_empty()));
+            (leaf_hash(e), e.to_vec(), candidate)
+        })
+        .collect())
 }
