@@ -489,6 +489,9 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// Whether an entry's claims answer the query.
+type Matches = Box<dyn Fn(&cairn_client::watch::Claims) -> bool>;
+
 /// `cairn search`: every result is checked here (checkpoint signature, inclusion proof, and that the
 /// entry really matches the query) before it is printed. Exit 0, or 1 if a result does not verify.
 pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
@@ -497,7 +500,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
     use cairn_tlog::{Hash, leaf_hash, verify_inclusion};
     use sha2::Digest;
 
-    let (param, want): (String, Box<dyn Fn(&Claims) -> bool>) = if let Some(path) = &args.artifact {
+    let (param, want): (String, Matches) = if let Some(path) = &args.artifact {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let digest = sha2::Sha256::digest(&bytes).to_vec();
         (

@@ -3,7 +3,7 @@
 //! - [`run`] runs the roles of one process (`cairn serve`) until a shutdown future resolves;
 //! - [`config`]: the configuration file and the embedded default;
 //! - [`commands`]: the client subcommands (`submit`, `verify`, `keygen`, `shard …`);
-//! - [`consumer`]: `verify-bundle`.
+//! - [`consumer`]: `verify-bundle`, `monitor`, `search`.
 //!
 //! `main.rs` only parses arguments, installs tracing and calls these.
 

@@ -40,7 +40,7 @@ fn brute_force(entries: &[Vec<u8>]) -> anyhow::Result<BTreeMap<Vec<String>, BTre
                 }
             }
         }
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             add(vec!["--digest", &format!("sha256:{}", hex(&c.digest))]);
         }
     }
