@@ -3,7 +3,8 @@
 //! an untrusted CA that claims a watched identity), alerts exactly once for each entry the watch list
 //! (rekor-monitor's format) matches and for no other, survives a restart without alerting again,
 //! alerts only for new entries after more are logged, and raises a consistency alert (exit 1 in
-//! `--once` mode) when a forked copy of the log (same key, another history) is served to it.
+//! `--once` mode) when a forked copy of the log (same key, another history) is served to it. Alerts
+//! also reach a webhook, the same ones as on stdout.
 //!
 //! The entries come from `clients/sigstore-python/load_entries.py`, whose ground truth (signer of
 //! every index) the alerts are checked against; the log itself is also scanned by brute force to
@@ -84,6 +85,35 @@ fn matches(alerts: &[serde_json::Value]) -> anyhow::Result<BTreeSet<(u64, String
     Ok(seen)
 }
 
+type Received = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A webhook receiver on loopback: its URL and what it was sent, in order.
+async fn webhook() -> anyhow::Result<(String, Received)> {
+    let received = Received::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    store
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(v);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/alerts", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, received))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_alerts_once_per_match_and_on_a_fork() -> anyhow::Result<()> {
     let Some(python) = sigstore_python()? else {
@@ -143,8 +173,22 @@ async fn monitor_alerts_once_per_match_and_on_a_fork() -> anyhow::Result<()> {
         "state.json",
     ];
 
-    // Catch up: exactly the expected alerts, each once; the spoofed certificate raises none.
-    let (code, alerts) = monitor_once(d, &args)?;
+    // Catch up: exactly the expected alerts, each once; the spoofed certificate raises none. The
+    // same alerts reach a webhook.
+    let (hook_url, received) = webhook().await?;
+    let mut with_hook: Vec<&str> = args.to_vec();
+    with_hook.extend(["--webhook", hook_url.as_str()]);
+    let (code, alerts) = monitor_once(d, &with_hook)?;
+    let posted = received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    anyhow::ensure!(
+        posted == alerts,
+        "the webhook got {} alerts, stdout {}",
+        posted.len(),
+        alerts.len()
+    );
     anyhow::ensure!(code == Some(0), "exit {code:?} after {} alerts", alerts.len());
     let want = expected(&first, &key_fingerprint);
     anyhow::ensure!(
