@@ -32,6 +32,7 @@ COPY store store
 COPY proto proto
 COPY sigstore sigstore
 COPY witness witness
+COPY search search
 COPY sequencer sequencer
 COPY log-server log-server
 COPY tile-server tile-server
