@@ -240,6 +240,12 @@ async fn prepare(args: &VerifyBundleArgs) -> anyhow::Result<Setup> {
     })
 }
 
+/// A Sigstore trusted root file (or a client trust config holding one).
+fn read_trust(path: &Path) -> anyhow::Result<Trust> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Trust::from_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// A PEM (`PUBLIC KEY`) or DER SubjectPublicKeyInfo file.
 fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -333,14 +339,7 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
     use cairn_client::monitor::{Alert, Logs, Monitor};
     use cairn_client::watch::WatchList;
 
-    let trust = args
-        .trusted_root
-        .as_ref()
-        .map(|p| -> anyhow::Result<Trust> {
-            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Trust::from_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        })
-        .transpose()?;
+    let trust = args.trusted_root.as_ref().map(|p| read_trust(p)).transpose()?;
     let watch = args
         .watch
         .as_ref()
@@ -546,14 +545,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("give one of --digest, --artifact, --identity, --fingerprint");
     };
 
-    let trust = args
-        .trusted_root
-        .as_ref()
-        .map(|p| -> anyhow::Result<Trust> {
-            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Trust::from_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        })
-        .transpose()?;
+    let trust = args.trusted_root.as_ref().map(|p| read_trust(p)).transpose()?;
     // Whose signature a result's checkpoint must carry: a log of the trusted root, else a key the
     // log's own read path lists.
     let keys: Vec<VerifierKey> = match (&trust, &args.log_url) {
