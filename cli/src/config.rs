@@ -324,7 +324,7 @@ impl ServeConfig {
         Self {
             node_id: 1,
             data_dir: default_data_dir(),
-            roles: vec![Role::Sequencer, Role::Log, Role::Tiles, Role::Tsa],
+            roles: vec![Role::Sequencer, Role::Log, Role::Tiles, Role::Tsa, Role::Search],
             grpc_addr: default_grpc(),
             http_addr: default_http(),
             raft_addr: default_raft(),

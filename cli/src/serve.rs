@@ -418,6 +418,13 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         );
         tc.cache = cache.clone();
         tc.kinds = kinds.clone();
+        tc.valid_from = shards
+            .iter()
+            .filter_map(|s| {
+                let secs = s.valid_from.duration_since(UNIX_EPOCH).ok()?.as_secs();
+                (secs > 0).then_some((s.config.shard.id, secs))
+            })
+            .collect();
         tc.documents = crate::trust::documents(&config, &shards, tsa.as_deref(), &public_url)?;
         tc.extra_metrics = registries.clone();
         if let Some(node) = &node {

@@ -62,6 +62,7 @@ impl TryFrom<v1::Shard> for ShardListing {
             kind,
             state,
             http_prefix: s.prefix,
+            valid_from: None,
         })
     }
 }

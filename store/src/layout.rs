@@ -110,6 +110,9 @@ pub struct ShardListing {
     /// Path under which the read path serves its files (`prefix` in the document).
     #[serde(rename = "prefix")]
     pub http_prefix: String,
+    /// Start of the shard's validity window, in Unix seconds, when the operator published one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<u64>,
 }
 
 impl ShardListing {
@@ -121,6 +124,7 @@ impl ShardListing {
             kind,
             state,
             http_prefix,
+            valid_from: None,
         }
     }
 }

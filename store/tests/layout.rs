@@ -70,6 +70,7 @@ fn hand_written_shards_json_parses() {
             kind: cairn_store::ShardKind::Opaque,
             state: Lifecycle::Frozen,
             http_prefix: "/logs/1".into(),
+            valid_from: None,
         }]
     );
     assert_eq!(doc.shards[0].state, Lifecycle::Frozen);

@@ -94,11 +94,13 @@ impl Inner {
                     .as_ref()
                     .and_then(|f| f(s.id))
                     .unwrap_or(config.default_state);
-                ShardListing::new(
+                let mut listing = ShardListing::new(
                     s.clone(),
                     config.kinds.get(&s.id).copied().unwrap_or_default(),
                     state,
-                )
+                );
+                listing.valid_from = config.valid_from.get(&s.id).copied();
+                listing
             })
             .collect();
         Bytes::from(ShardsJson { shards }.to_bytes())
@@ -129,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::explorer::routes())
         .fallback(host_file)
         .layer(TraceLayer::new_for_http())
         .layer(CompressionLayer::new().gzip(true).compress_when(
@@ -144,7 +147,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A 200 (or 304 when `If-None-Match` matches) with the given caching headers.
-fn respond(
+pub(crate) fn respond(
     req: &HeaderMap,
     body: Bytes,
     etag: &str,

@@ -14,11 +14,13 @@
 //! | `<p>/proof/inclusion/<size>/<index>` | base64 hashes, leaf to root | immutable |
 //! | `<p>/proof/consistency/<size1>/<size2>` | base64 hashes | immutable |
 //! | `<p>/proof/<index>` | c2sp tlog-proof against the current checkpoint | a few seconds |
+//! | `/`, `/explorer/*` | the web explorer (see [`explorer`]) | revalidated |
 //! | `/metrics`, `/healthz`, `/readyz` | Prometheus text, liveness, readiness (503 with the reason when a shard's publisher in this process stopped, or storage is unreachable) | none |
 //!
 //! Paths are parsed strictly with `cairn-tlog`: anything else is a 400 or 404 with a short text body.
 
 mod error;
+pub mod explorer;
 mod handlers;
 mod metrics;
 
@@ -74,6 +76,8 @@ pub struct Config {
     pub status: Option<StatusSource>,
     /// What each shard logs, for `shards.json` (a shard not listed is opaque).
     pub kinds: BTreeMap<ShardId, ShardKind>,
+    /// Start of each shard's validity window (Unix seconds), for `shards.json`.
+    pub valid_from: BTreeMap<ShardId, u64>,
     /// Discovery documents served as they are (`/trusted_root.json`, ...).
     pub documents: Vec<Document>,
     /// Metrics of other parts of the process (such as witness collection), appended to `/metrics`.
@@ -104,6 +108,7 @@ impl Config {
             live_state: None,
             status: None,
             kinds: BTreeMap::new(),
+            valid_from: BTreeMap::new(),
             documents: Vec::new(),
             extra_metrics: Vec::new(),
         }
