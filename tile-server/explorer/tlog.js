@@ -42,11 +42,11 @@ export function base64(bytes) {
 
 /** Decodes standard base64; throws VerifyError naming `what` when it is not base64. */
 export function unbase64(text, what = "value") {
-  try {
-    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-  } catch {
+  // Strict standard base64 (padded, no whitespace), as the specifications write it.
+  if (text.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) {
     throw new VerifyError(`${what} is not base64`);
   }
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }
 
 const utf8 = new TextEncoder();
@@ -123,6 +123,7 @@ export function parseCheckpoint(text) {
   const lines = text.slice(0, -1).split("\n");
   if (lines.length < 3) throw new VerifyError("a checkpoint has an origin, a size and a root hash");
   const [origin, sizeText, rootText] = lines;
+  if (!origin) throw new VerifyError("the checkpoint's origin line is empty");
   if (!/^(0|[1-9][0-9]{0,15})$/.test(sizeText)) throw new VerifyError(`bad tree size "${sizeText}"`);
   const size = Number(sizeText);
   if (!Number.isSafeInteger(size)) throw new VerifyError(`tree size ${sizeText} is too large for this page`);
@@ -210,7 +211,7 @@ export class TileTree {
     if (!this.tiles.has(path)) {
       this.tiles.set(
         path,
-        this.fetchBytes(path).then((bytes) => {
+        Promise.resolve(path).then(this.fetchBytes).then((bytes) => {
           this.fetched.push(path);
           if (level === "entries") return bytes;
           if (bytes.length !== width * HASH_SIZE) {
