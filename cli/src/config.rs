@@ -319,7 +319,8 @@ pub const DEFAULT_ORIGIN: &str = "localhost/cairn/1";
 pub const DEFAULT_SIGSTORE_ORIGIN: &str = "localhost";
 
 impl ServeConfig {
-    /// The embedded default: one node, one shard, everything under `./cairn-data`, loopback only.
+    /// The embedded default: one node; shard 1 opaque, shard 2 Sigstore; the TSA, search and the
+    /// explorer; everything under `./cairn-data`, loopback only.
     pub fn embedded() -> Self {
         Self {
             node_id: 1,

@@ -1,6 +1,7 @@
 //! `cairn`: one binary for every role of a Cairn log, and its command-line client.
 //!
-//! - `cairn serve` runs a log (with no flags, the embedded default: one node, one shard, `./cairn-data`);
+//! - `cairn serve` runs a log (with no flags, the embedded default: one node, an opaque and a Sigstore
+//!   shard, the TSA, search and the explorer, `./cairn-data`);
 //! - `cairn submit` logs entries, `cairn verify` checks a tlog-proof offline;
 //! - `cairn keygen` makes a checkpoint signing key, `cairn shard` lists and freezes shards.
 
@@ -44,7 +45,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a log. With no flags: the embedded default (one node, one shard, ./cairn-data, loopback).
+    /// Run a log. With no flags: the embedded default (one node, an opaque and a Sigstore shard, the
+    /// TSA, search, the explorer at /; ./cairn-data, loopback).
     Serve {
         /// TOML configuration (clusters, tokens, object store); flags below override it.
         #[arg(long)]

@@ -1,6 +1,6 @@
 // Unit tests of the explorer's transparency-log module (../tlog.js) on Node's built-in test runner:
 //
-//   cd tile-server/explorer/test && node --test
+//   cd tile-server/explorer/test && node --test unit.test.mjs
 //
 // The vectors come from an independent implementation, in $CAIRN_TESTVECTORS or else in
 // ../../../../shared/testvectors (the repository is checked out next to a `shared` directory).
@@ -70,15 +70,8 @@ const fromB64 = (b) => Uint8Array.from(Buffer.from(b, "base64"));
 const toB64 = (u) => Buffer.from(u).toString("base64");
 const toHex = (u) => Buffer.from(u).toString("hex");
 
-function cat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+// Node's own Buffer.concat, so the tests do not lean on tlog.js's helper.
+const cat = (...parts) => new Uint8Array(Buffer.concat(parts.map((p) => Buffer.from(p))));
 
 async function digest(bytes) {
   return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes));
