@@ -18,6 +18,7 @@ pub mod entry;
 pub mod hashedrekord;
 pub mod jcs;
 pub mod trust;
+pub mod trusted;
 pub mod verify;
 
 pub use entry::{LogEntry, log_id};
