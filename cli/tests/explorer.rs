@@ -301,9 +301,23 @@ async fn explorer_in_chromium_searches_shows_and_verifies_entries() -> anyhow::R
 
     let entry = &report["entry"];
     anyhow::ensure!(
-        report["entryHash"] == format!("#/shard/2/entry/{index}"),
+        report["entryHash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with(&format!("#/shard/2/entry/{index}?leaf="))),
         "deep link {}",
         report["entryHash"]
+    );
+    // Opened from the search results: the page checked it is the entry the result showed.
+    anyhow::ensure!(
+        entry["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["ok"] == true
+                && s["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Same entry as the search result"))),
+        "no check against the search result: {entry}"
     );
     anyhow::ensure!(entry["verification"] == "verified", "entry: {entry}");
     anyhow::ensure!(
@@ -354,6 +368,29 @@ async fn explorer_in_chromium_searches_shows_and_verifies_entries() -> anyhow::R
         report["phone"]["scrollWidth"].as_u64() <= report["phone"]["viewportWidth"].as_u64(),
         "the phone view scrolls sideways: {}",
         report["phone"]
+    );
+
+    // A lying shards.json after the first visit: a look-alike origin with another key is refused at
+    // the pinned-key step; a shard relabelled as Sigstore is flagged and still shown as opaque.
+    let look_alike = &report["lookAlike"];
+    anyhow::ensure!(
+        look_alike["verification"] == "failed"
+            && look_alike["steps"][0]["ok"] == false
+            && look_alike["steps"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Pinned key")),
+        "look-alike origin: {look_alike}"
+    );
+    let relabelled = &report["relabelled"];
+    anyhow::ensure!(
+        relabelled["alert"]
+            .as_str()
+            .is_some_and(|a| a.contains("pinned as opaque"))
+            && relabelled["identity"].is_null()
+            && relabelled["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("second opaque line")),
+        "relabelled shard: {relabelled}"
     );
 
     let t = &report["tampered"];

@@ -14,13 +14,18 @@ export class FetchError extends Error {
 
 const base = new URL(".", document.baseURI);
 
+/** `path` under this page's base; anything that would leave this origin is refused. */
 function url(path) {
-  return new URL(path.replace(/^\//, ""), base);
+  const u = new URL(path.replace(/^\//, ""), base);
+  if (u.origin !== base.origin) throw new FetchError(path, 0, `refusing to read ${path}: not on this server`);
+  return u;
 }
 
 async function get(path) {
   const u = url(path);
-  const r = await fetch(u, { cache: "no-cache" });
+  // Full tiles and bundles never change (c2sp.org/tlog-tiles): the HTTP cache may keep them.
+  const immutable = /\/tile\/[^?]*$/.test(u.pathname) && !u.pathname.includes(".p/");
+  const r = await fetch(u, { cache: immutable ? "default" : "no-cache" });
   if (!r.ok) {
     let message = "";
     try {
@@ -49,7 +54,7 @@ export function shardFiles(shard) {
 
 const TRUST_KEY = "cairn-explorer-trust";
 
-/** Pinned keys by origin: {vkey, source, since}. */
+/** Pinned keys by key name (= the log's origin): {vkey, kind, source, since}. */
 export function pinned() {
   try {
     return JSON.parse(localStorage.getItem(TRUST_KEY) || "{}");
@@ -64,11 +69,14 @@ function savePins(pins) {
   } catch {}
 }
 
-/** Pins `vkey` for its origin (entered by the user); throws on a malformed or mislabelled key. */
-export async function pin(vkey) {
+/**
+ * Pins `vkey` under its name (entered by the user; `kind` is "sigstore" or "opaque"); throws on a
+ * malformed or mislabelled key. Once any key is entered, no other key is trusted on first use.
+ */
+export async function pin(vkey, kind) {
   const key = await parseVerifierKey(vkey);
   const pins = pinned();
-  pins[key.name] = { vkey: key.text, source: "entered", since: new Date().toISOString() };
+  pins[key.name] = { vkey: key.text, kind, source: "entered", since: new Date().toISOString() };
   savePins(pins);
   return key;
 }
@@ -79,19 +87,41 @@ export function unpin(origin) {
   savePins(pins);
 }
 
+/** Whether the user entered keys: then nothing is trusted on first use any more. */
+export function strict(pins = pinned()) {
+  return Object.values(pins).some((p) => p.source === "entered");
+}
+
 /**
- * The key pinned for `shard`; a shard seen for the first time is pinned from shards.json (trust on
- * first use, and the trust view says so). `changed` is set when the server now names another key.
+ * The trust this browser has in `shard`, looked up by the name in its key (which must equal its
+ * origin). A log seen for the first time is pinned from shards.json, key and kind (trust on first
+ * use; the verdicts say so), unless keys were entered. `problem` says why the shard's word is not
+ * taken: its key is named for another origin, it differs from the pinned key or kind, or it is not
+ * pinned at all.
  */
 function keyFor(shard) {
+  const name = String(shard.vkey).split("+")[0];
+  if (name !== shard.origin) {
+    return { vkey: null, problem: `shards.json names the key ${shard.vkey} for ${shard.origin}: a key for another log` };
+  }
   const pins = pinned();
-  let p = pins[shard.origin];
+  let p = Object.hasOwn(pins, name) ? pins[name] : null;
+  if (!p && strict(pins)) {
+    return { vkey: null, problem: `no key is pinned for ${name}: pin its key on the Trust page` };
+  }
   if (!p) {
-    p = { vkey: shard.vkey, source: "first use", since: new Date().toISOString() };
-    pins[shard.origin] = p;
+    p = { vkey: shard.vkey, kind: shard.kind, source: "first use", since: new Date().toISOString() };
+    pins[name] = p;
     savePins(pins);
   }
-  return { ...p, changed: p.vkey !== shard.vkey };
+  const problems = [];
+  if (p.vkey !== shard.vkey) {
+    problems.push(`the server now names the key ${shard.vkey} for ${name}, but this browser pinned ${p.vkey}`);
+  }
+  if (p.kind && p.kind !== shard.kind) {
+    problems.push(`the server now says ${name} holds ${shard.kind} entries, pinned as ${p.kind}`);
+  }
+  return { ...p, kind: p.kind || shard.kind, problem: problems.join("; ") || null };
 }
 
 // ---- shards ----------------------------------------------------------------------------------
@@ -121,6 +151,7 @@ export async function shard(id) {
 /** A shard's latest checkpoint, verified against its pinned key: {checkpoint} or {error}. */
 export async function latestCheckpoint(s) {
   try {
+    if (!s.pin.vkey) throw new Error(s.pin.problem);
     const key = await parseVerifierKey(s.pin.vkey);
     const note = await shardFiles(s).fetchText("checkpoint");
     return { checkpoint: await verifyCheckpoint(note, key), note };
@@ -138,18 +169,20 @@ export async function search(params) {
 
 function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
+  if (!hash.startsWith("/")) return null; // an in-page anchor (the skip link), not a view
   const [path, query = ""] = hash.split("?");
   const params = new URLSearchParams(query);
   const parts = path.split("/").filter(Boolean);
   if (parts.length === 0) return views.home();
   if (parts[0] === "shard" && parts.length === 2) return views.shardView(parts[1], params);
-  if (parts[0] === "shard" && parts[2] === "entry" && parts.length === 4) return views.entryView(parts[1], parts[3]);
+  if (parts[0] === "shard" && parts[2] === "entry" && parts.length === 4) return views.entryView(parts[1], parts[3], params);
   if (parts[0] === "search") return views.searchView(params);
   if (parts[0] === "trust") return views.trustView();
   return views.notFound(hash);
 }
 
 let generation = 0;
+let rendered = false;
 
 async function render() {
   const mine = ++generation;
@@ -162,7 +195,17 @@ async function render() {
     node = views.failure(e);
   }
   if (mine !== generation) return; // a later navigation won
+  if (node === null && rendered) {
+    main.setAttribute("aria-busy", "false");
+    main.focus();
+    return;
+  }
+  if (node === null) node = await views.home().catch(views.failure);
+  if (mine !== generation) return;
+  rendered = true;
   main.replaceChildren(node);
+  const verdict = main.querySelector("#verification h2");
+  document.getElementById("status").textContent = verdict ? verdict.textContent : "";
   main.setAttribute("aria-busy", "false");
   const heading = main.querySelector("h1");
   if (heading) document.title = `${heading.textContent} · Cairn explorer`;

@@ -29,7 +29,7 @@ async function hashedRekord(bytes) {
   const data = spec.data || {};
   const signature = spec.signature || {};
   const verifier = signature.verifier || {};
-  const algorithm = DIGEST_NAMES[data.algorithm] || data.algorithm || "sha256";
+  const algorithm = Object.hasOwn(DIGEST_NAMES, data.algorithm) ? DIGEST_NAMES[data.algorithm] : String(data.algorithm || "sha256");
   const out = {
     type: "hashedrekord",
     kind: body.kind,
@@ -47,7 +47,8 @@ async function hashedRekord(bytes) {
     out.signer = "certificate";
     out.certificate = parseCertificate(der);
     out.keyFingerprint = hex(await sha256(out.certificate.key.der));
-    const san = out.certificate.sans[0];
+    // The identity Sigstore policies match: the first email or URI name (Fulcio issues one).
+    const san = out.certificate.sans.find((n) => n.type === "email" || n.type === "URI") || out.certificate.sans[0];
     out.identity = san ? san.value : null;
     out.issuer = out.certificate.oidcIssuer;
   } else {
@@ -60,7 +61,7 @@ async function hashedRekord(bytes) {
   return out;
 }
 
-/** The bytes as text when they are UTF-8 without control characters (other than tab and newline). */
+/** The bytes as text when they are UTF-8 without control or invisible characters (tab, newline allowed). */
 export function printable(bytes) {
   let s;
   try {
@@ -68,7 +69,8 @@ export function printable(bytes) {
   } catch {
     return null;
   }
-  return /[\u0000-\u0008\u000b-\u001f\u007f]/.test(s) ? null : s;
+  // Control characters, bidirectional overrides and invisible characters make it binary here.
+  return /[\u0000-\u0008\u000b-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/.test(s) ? null : s;
 }
 
 /** A classic hex dump of at most `limit` bytes. */

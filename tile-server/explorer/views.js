@@ -1,11 +1,16 @@
 // The explorer's views. DOM is built with textContent only (entries are untrusted input; nothing
 // from the log is ever parsed as HTML).
 
-import { latestCheckpoint, pin, pinned, search, shard, shardFiles, shards, unpin } from "./app.js";
+import { latestCheckpoint, pin, pinned, search, shard, shardFiles, shards, strict, unpin } from "./app.js";
 import { describeEntry, hexDump } from "./entry.js";
-import { TileTree, base64, verifyEntry } from "./tlog.js";
+import { TileTree, base64, leafHash, verifyEntry } from "./tlog.js";
 
 const PAGE = 25;
+
+// Bidirectional overrides and invisible characters in what a log says are shown as escapes, so
+// text cannot be made to read as something else on screen.
+const HIDDEN = /[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+const visible = (s) => s.replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16)}}`);
 
 /** Builds an element: h("a", {href: "#/"}, "text", child, ...). */
 function h(tag, attrs = {}, ...kids) {
@@ -13,13 +18,13 @@ function h(tag, attrs = {}, ...kids) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") el.className = v;
-    else if (k === "text") el.textContent = v;
+    else if (k === "text") el.textContent = visible(String(v));
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
   for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
-    el.append(kid instanceof Node ? kid : String(kid));
+    el.append(kid instanceof Node ? kid : visible(String(kid)));
   }
   return el;
 }
@@ -117,13 +122,17 @@ function checkpointBlock(s, latest) {
 }
 
 function keyWarning(s) {
-  if (!s.pin.changed) return null;
+  if (!s.pin.problem) return null;
   return h(
     "p",
     { class: "bad", role: "alert" },
-    `The server now names the key ${s.vkey} for ${s.origin}, but this browser pinned ${s.pin.vkey}. ` +
-      "Checks use the pinned key; if the operator rotated it, pin the new key on the Trust page.",
+    `Not trusted as served: ${s.pin.problem}. Checks use what this browser pinned; if the operator ` +
+      "changed it, pin the new key on the Trust page.",
   );
+}
+
+function pinSource(p) {
+  return p.source === "entered" ? `entered by you ${p.since}` : `trusted on first use ${p.since}, from this server`;
 }
 
 // ---- home ------------------------------------------------------------------------------------
@@ -144,11 +153,12 @@ export async function home() {
         keyWarning(s),
         facts([
           ["Kind", s.kind === "sigstore" ? "Sigstore (Rekor v2 hashedrekord)" : "opaque entries"],
-          ["State", h("span", { class: `state ${s.state}` }, s.state)],
+          ["State", h("span", { class: s.state === "active" || s.state === "frozen" ? `state ${s.state}` : "state" }, s.state)],
           ["Valid from", s.valid_from ? when(s.valid_from) : null],
           ["Valid until", s.valid_until ? when(s.valid_until) : null],
           ["Verifier key", code(s.vkey)],
         ]),
+        s.pin.vkey ? h("p", { class: "muted" }, `Pinned key: ${pinSource(s.pin)}.`) : null,
         checkpointBlock(s, latest[i]),
         latest[i].checkpoint && latest[i].checkpoint.size > 0
           ? h("p", {}, h("a", { href: `#/shard/${s.id}` }, "Latest entries →"))
@@ -175,13 +185,13 @@ export async function shardView(id, params) {
   const latest = await latestCheckpoint(s);
   const size = latest.checkpoint ? latest.checkpoint.size : 0;
   let end = Number(params.get("before") || size);
-  if (!Number.isSafeInteger(end) || end < 0 || end > size) end = size;
+  if (!Number.isSafeInteger(end) || end < 1 || end > size) end = size;
   const start = Math.max(0, end - PAGE);
   const tree = new TileTree(shardFiles(s).fetchBytes, size);
   const rows = [];
   for (let i = end - 1; i >= start; i--) {
     const bytes = await tree.entry(i);
-    const d = await describeEntry(bytes, s.kind);
+    const d = await describeEntry(bytes, s.pin.kind);
     rows.push(h("tr", { class: "entry-row", "data-index": i }, h("td", {}, entryLink(s.id, i)), h("td", {}, summary(d))));
   }
   const goto = h(
@@ -288,14 +298,29 @@ function keyBlock(d) {
   );
 }
 
-export async function entryView(id, indexText) {
+export async function entryView(id, indexText, params) {
   const s = await shard(id);
   const index = Number(indexText);
   if (!/^\d+$/.test(indexText) || !Number.isSafeInteger(index)) throw new Error(`"${indexText}" is not an entry index`);
-  const result = await verifyEntry(shardFiles(s), s.pin.vkey, index);
+  const result = s.pin.vkey
+    ? await verifyEntry(shardFiles(s), s.pin.vkey, index)
+    : { ok: false, steps: [{ name: "Pinned key", ok: false, detail: s.pin.problem }], tiles: [], entry: null, checkpoint: null };
+  if (s.pin.vkey && result.steps[0].ok) result.steps[0].detail += ` (${pinSource(s.pin)})`;
+  // Opened from a search result: the entry must be the one the result showed.
+  const expected = params && params.get("leaf");
+  if (expected && result.entry) {
+    const leaf = base64(await leafHash(result.entry));
+    const same = leaf === expected;
+    result.steps.push({
+      name: "Same entry as the search result",
+      ok: same,
+      detail: same ? "the search answer showed this entry" : `the search answer showed another entry (leaf hash ${expected}) for this index`,
+    });
+    result.ok = result.ok && same;
+  }
   const parts = [h("h1", {}, `Entry ${index} of shard ${s.id}`), h("p", { class: "lead" }, s.origin), keyWarning(s), verificationBlock(result)];
   if (result.entry) {
-    const d = await describeEntry(result.entry, s.kind);
+    const d = await describeEntry(result.entry, s.pin.kind);
     if (d.type === "hashedrekord") {
       parts.push(d.signer === "certificate" ? certificateBlock(d) : keyBlock(d));
       parts.push(
@@ -336,7 +361,8 @@ export function wireSearchForm(form) {
     let q = form.elements.q.value.trim();
     if (!q) return;
     const params = new URLSearchParams();
-    if (kind.value === "digest" && /^[0-9a-fA-F]+$/.test(q)) q = `sha256:${q.toLowerCase()}`;
+    const algorithms = { 64: "sha256", 96: "sha384", 128: "sha512" };
+    if (kind.value === "digest" && /^[0-9a-fA-F]+$/.test(q) && algorithms[q.length]) q = `${algorithms[q.length]}:${q.toLowerCase()}`;
     params.set(kind.value, q);
     const iss = form.elements.issuer.value.trim();
     if (kind.value === "identity" && iss) params.set("issuer", iss);
@@ -359,19 +385,23 @@ export async function searchView(params) {
   const list = await shards();
   const rows = [];
   for (const r of answer.results) {
-    const s = list.find((x) => x.vkey === r.logKey);
+    const s = list.find((x) => x.pin.vkey && x.pin.vkey === r.logKey);
     let d;
+    let leaf = "";
     try {
-      d = await describeEntry(Uint8Array.from(atob(r.entry), (c) => c.charCodeAt(0)), "sigstore");
+      const bytes = Uint8Array.from(atob(r.entry), (c) => c.charCodeAt(0));
+      leaf = base64(await leafHash(bytes));
+      d = await describeEntry(bytes, "sigstore");
     } catch (e) {
       d = { type: "unreadable", error: e.message };
     }
+    const link = s ? h("a", { href: `#/shard/${s.id}/entry/${r.logIndex}?${new URLSearchParams({ leaf })}` }, String(r.logIndex)) : String(r.logIndex);
     rows.push(
       h(
         "tr",
         { class: "result-row", "data-index": r.logIndex, "data-shard": s ? s.id : "" },
         h("td", {}, s ? `${s.id}` : r.log),
-        h("td", {}, s ? entryLink(s.id, r.logIndex) : String(r.logIndex)),
+        h("td", {}, link),
         h("td", {}, summary(d)),
       ),
     );
@@ -382,7 +412,7 @@ export async function searchView(params) {
     "section",
     {},
     title,
-    h("p", { class: "lead" }, `Entries matching `, code(what), ". Open an entry to verify it in this browser; a search proves presence, never absence."),
+    h("p", { class: "lead" }, `Entries matching `, code(what), ", as the search server states them. Open an entry to verify it in this browser (and that it is the entry listed here); a search proves presence, never absence."),
     rows.length
       ? h("div", { class: "scroll" }, h("table", { class: "results" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Shard"), h("th", { scope: "col" }, "Index"), h("th", { scope: "col" }, "Entry"))), h("tbody", {}, rows)))
       : h("p", { id: "no-results" }, "No entries found."),
@@ -393,10 +423,11 @@ export async function searchView(params) {
 
 // ---- trust -----------------------------------------------------------------------------------
 
-export function trustView() {
+export async function trustView() {
   const pins = pinned();
+  const served = await shards().catch(() => []);
   const message = h("p", { role: "status" });
-  const area = h("textarea", { id: "pin-keys", rows: 3, spellcheck: "false", placeholder: "origin+1234abcd+AQ..." });
+  const area = h("textarea", { id: "pin-keys", rows: 3, spellcheck: "false", placeholder: "origin+1234abcd+AQ... sigstore" });
   const form = h(
     "form",
     {
@@ -404,7 +435,15 @@ export function trustView() {
         e.preventDefault();
         const done = [];
         try {
-          for (const line of area.value.split("\n").map((l) => l.trim()).filter(Boolean)) done.push((await pin(line)).name);
+          for (const line of area.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
+            const [vkey, kindWord, ...rest] = line.split(/\s+/);
+            if (rest.length || (kindWord && kindWord !== "sigstore" && kindWord !== "opaque")) {
+              throw new Error(`"${line}": write a verifier key, then optionally sigstore or opaque`);
+            }
+            const listed = served.find((x) => x.origin === vkey.split("+")[0]);
+            const kind = kindWord || (listed ? listed.kind : "opaque");
+            done.push(`${(await pin(vkey, kind)).name} (${kind})`);
+          }
           message.textContent = `Pinned: ${done.join(", ")}. Reloading…`;
           location.reload();
         } catch (err) {
@@ -412,19 +451,20 @@ export function trustView() {
         }
       },
     },
-    h("label", { for: "pin-keys" }, "Pin verifier keys you got from the operator (one per line)"),
+    h("label", { for: "pin-keys" }, "Pin verifier keys you got from the operator, one per line, each optionally followed by sigstore or opaque (default: what shards.json lists)"),
     area,
     h("button", { type: "submit" }, "Pin"),
     message,
   );
-  const rows = Object.entries(pins).map(([origin, p]) =>
+  const rows = Object.entries(pins).map(([name, p]) =>
     h(
       "tr",
       {},
-      h("td", {}, origin),
+      h("td", {}, name),
       h("td", {}, code(p.vkey)),
-      h("td", {}, p.source === "entered" ? `entered ${p.since}` : `trusted on first use, ${p.since}`),
-      h("td", {}, h("button", { type: "button", onclick: () => { unpin(origin); location.reload(); } }, "Forget")),
+      h("td", {}, p.kind || "—"),
+      h("td", {}, pinSource(p)),
+      h("td", {}, h("button", { type: "button", onclick: () => { unpin(name); location.reload(); } }, "Forget")),
     ),
   );
   return h(
@@ -434,9 +474,11 @@ export function trustView() {
     h(
       "p",
       { class: "lead" },
-      "Checkpoints are checked against these keys, kept in this browser. A shard seen for the first time is pinned from the server's shards.json (trust on first use); pin keys from a source you trust to remove that first-use step.",
+      strict(pins)
+        ? "Checkpoints are checked against these keys, kept in this browser. Because you entered keys, a log whose key is not listed here is not trusted at all."
+        : "Checkpoints are checked against these keys, kept in this browser. A log seen for the first time is pinned from the server's shards.json (trust on first use). Once you enter a key from a source you trust, that first-use step stops: only keys listed here are used.",
     ),
-    h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Origin", "Key", "Source", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))),
+    h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Log (key name)", "Key", "Entries", "Source", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))),
     form,
   );
 }

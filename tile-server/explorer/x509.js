@@ -40,20 +40,31 @@ function expect(tlv, tag, what) {
 
 function oid(bytes, tlv) {
   expect(tlv, 0x06, "object identifier");
+  if (tlv.end === tlv.start) throw new DerError("empty object identifier");
   const arcs = [];
   let v = 0;
+  let fresh = true;
   for (let i = tlv.start; i < tlv.end; i++) {
+    if (fresh && bytes[i] === 0x80) throw new DerError("object identifier arc with a leading zero byte");
     v = v * 128 + (bytes[i] & 0x7f);
-    if (!(bytes[i] & 0x80)) {
+    if (v > Number.MAX_SAFE_INTEGER) throw new DerError("object identifier arc too large");
+    fresh = !(bytes[i] & 0x80);
+    if (fresh) {
       if (arcs.length === 0) arcs.push(v < 80 ? Math.floor(v / 40) : 2, v < 80 ? v % 40 : v - 80);
       else arcs.push(v);
       v = 0;
     }
   }
+  if (!fresh) throw new DerError("object identifier ends inside an arc");
   return arcs.join(".");
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: false });
+
+/** `table[key]` for own keys only (an OID or name is never read from Object.prototype). */
+function lookup(table, key) {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
 
 function text(bytes, tlv) {
   return decoder.decode(bytes.subarray(tlv.start, tlv.end));
@@ -65,7 +76,15 @@ function time(bytes, tlv) {
   if (!m) throw new DerError(`unreadable time "${s}"`);
   let year = Number(m[1]);
   if (tlv.tag === 0x17) year += year < 50 ? 2000 : 1900;
-  return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+  const [month, day, hour, minute, second] = m.slice(2).map(Number);
+  const d = new Date(0);
+  d.setUTCFullYear(year, month - 1, day);
+  d.setUTCHours(hour, minute, second);
+  // Date rolls over (month 13, day 32, hour 24); a valid time reads back the same.
+  if (d.getUTCFullYear() !== year || d.getUTCMonth() !== month - 1 || d.getUTCDate() !== day || d.getUTCHours() !== hour || d.getUTCMinutes() !== minute || d.getUTCSeconds() !== second) {
+    throw new DerError(`impossible time "${s}"`);
+  }
+  return d;
 }
 
 const NAME_ATTRIBUTES = {
@@ -84,7 +103,7 @@ function name(bytes, tlv) {
     for (const atv of children(bytes, rdn)) {
       const [type, value] = children(bytes, atv);
       const t = oid(bytes, type);
-      parts.push(`${NAME_ATTRIBUTES[t] || t}=${text(bytes, value)}`);
+      parts.push(`${lookup(NAME_ATTRIBUTES, t) || t}=${text(bytes, value)}`);
     }
   }
   return parts.join(", ");
@@ -102,10 +121,10 @@ export function publicKeyInfo(bytes, tlv = read(bytes, 0)) {
   const [alg, key] = children(bytes, expect(tlv, 0x30, "public key"));
   const [algOid, params] = children(bytes, expect(alg, 0x30, "key algorithm"));
   const a = oid(bytes, algOid);
-  let algorithm = KEY_ALGORITHMS[a] || a;
+  let algorithm = lookup(KEY_ALGORITHMS, a) || a;
   if (a === "1.2.840.10045.2.1" && params && params.tag === 0x06) {
     const c = oid(bytes, params);
-    algorithm += " " + (CURVES[c] || c);
+    algorithm += " " + (lookup(CURVES, c) || c);
   }
   if (a === "1.2.840.113549.1.1.1") {
     const rsa = read(bytes, key.start + 1, key.end);
@@ -222,12 +241,12 @@ export function parseCertificate(bytes) {
       else if (id === "2.5.29.37") {
         for (const u of children(bytes, read(bytes, value.start, value.end))) {
           const o = oid(bytes, u);
-          out.extendedKeyUsage.push(EKU[o] || o);
+          out.extendedKeyUsage.push(lookup(EKU, o) || o);
         }
       } else if (id === "2.5.29.19") {
         const bc = children(bytes, read(bytes, value.start, value.end));
         out.isCA = bc.length > 0 && bc[0].tag === 0x01 && bytes[bc[0].start] !== 0;
-      } else if (FULCIO[id]) {
+      } else if (lookup(FULCIO, id)) {
         const [label, encoding] = FULCIO[id];
         const v = encoding === "der" ? text(bytes, read(bytes, value.start, value.end)) : text(bytes, value);
         out.fulcio.push({ oid: id, label, value: v });

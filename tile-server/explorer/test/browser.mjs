@@ -146,7 +146,7 @@ try {
     // Open an entry from the results, by clicking its link.
     await goto(page, args.url, `#/search?${new URLSearchParams({ digest: cases.digest })}`);
     await page.click(`.result-row[data-index="${cases.entry.index}"] a`);
-    await page.waitForFunction((i) => location.hash.endsWith(`/entry/${i}`), cases.entry.index);
+    await page.waitForFunction((i) => new RegExp(`/entry/${i}(\\?|$)`).test(location.hash), cases.entry.index);
     await settled(page);
     report.entry = await entryFacts(page);
     report.entryHash = await page.evaluate(() => location.hash);
@@ -177,6 +177,35 @@ try {
       viewportWidth: window.innerWidth,
     }));
     await shot(page, "entry-phone");
+    await context.close();
+  }
+
+  // A shards.json that lies after the first visit pinned the real keys (intercepted in the browser):
+  // another log's key for shard 1 under a look-alike origin, then shard 1 relabelled as Sigstore.
+  {
+    const { context, page } = await open(args.url);
+    await goto(page, args.url, "");
+    const real = await (await page.request.get(`${args.url}/shards.json`)).json();
+    const one = real.shards.find((s) => s.id === cases.opaque.shard);
+    const other = real.shards.find((s) => s.id !== cases.opaque.shard);
+    const lie = async (change) => {
+      await page.unroute("**/shards.json");
+      await page.route("**/shards.json", (route) =>
+        route.fulfill({
+          contentType: "application/json",
+          body: JSON.stringify({ shards: real.shards.map((s) => (s.id === one.id ? { ...s, ...change } : s)) }),
+        }),
+      );
+      await page.goto(`${args.url}/#/shard/${one.id}/entry/${cases.opaque.index}`);
+      await page.reload();
+      await settled(page);
+      return {
+        ...(await entryFacts(page)),
+        alert: await page.evaluate(() => document.querySelector("main [role=alert]")?.textContent ?? null),
+      };
+    };
+    report.lookAlike = await lie({ origin: `${one.origin}\u200b`, vkey: other.vkey.replace(/^[^+]+/, one.origin) });
+    report.relabelled = await lie({ kind: "sigstore" });
     await context.close();
   }
 
