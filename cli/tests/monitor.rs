@@ -4,7 +4,8 @@
 //! (rekor-monitor's format) matches and for no other, survives a restart without alerting again,
 //! alerts only for new entries after more are logged, and raises a consistency alert (exit 1 in
 //! `--once` mode) when a forked copy of the log (same key, another history) is served to it. Alerts
-//! also reach a webhook, the same ones as on stdout.
+//! also reach a webhook, the same ones as on stdout. Following the logs a trusted root names (no
+//! `--log-url`) raises the same alerts; running continuously, `/metrics` counts entries and alerts.
 //!
 //! The entries come from `clients/sigstore-python/load_entries.py`, whose ground truth (signer of
 //! every index) the alerts are checked against; the log itself is also scanned by brute force to
@@ -248,6 +249,81 @@ async fn monitor_alerts_once_per_match_and_on_a_fork() -> anyhow::Result<()> {
         code == Some(0) && alerts.is_empty(),
         "after the fork: exit {code:?}, {alerts:?}"
     );
+
+    // The trusted root alone names the logs to follow (its tlogs' base URLs): the same alerts for the
+    // whole log, from a fresh state.
+    let all: BTreeSet<(u64, String)> = expected(&first, &key_fingerprint)
+        .union(&expected(&second, &key_fingerprint))
+        .cloned()
+        .collect();
+    let root_only = [
+        "--trusted-root",
+        &root,
+        "--watch",
+        "watch.yaml",
+        "--state",
+        "state-root.json",
+    ];
+    let (code, alerts) = monitor_once(d, &root_only)?;
+    anyhow::ensure!(code == Some(0), "trusted-root mode: exit {code:?}");
+    anyhow::ensure!(
+        matches(&alerts)? == all,
+        "trusted-root mode: {} alerts",
+        alerts.len()
+    );
+
+    // Running continuously, the monitor's /metrics count what it read and raised.
+    let port = common::free_port()?;
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut live = std::process::Command::new(common::BIN)
+        .args([
+            "monitor",
+            "--log-url",
+            &server.http,
+            "--trusted-root",
+            &root,
+            "--watch",
+            "watch.yaml",
+        ])
+        .args([
+            "--state",
+            "state-live.json",
+            "--interval",
+            "1",
+            "--metrics-addr",
+            &metrics_addr,
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let sum = |text: &str, prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (entries_read, match_alerts) = loop {
+        let text = match reqwest::get(format!("http://{metrics_addr}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let read = sum(&text, "cairn_monitor_entries_total{");
+        let raised = sum(&text, "cairn_monitor_alerts_total{");
+        if read >= 2300 && raised >= all.len() as u64 || std::time::Instant::now() > deadline {
+            break (read, raised);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let _ = live.kill();
+    let _ = live.wait();
+    anyhow::ensure!(
+        entries_read == 2300 && match_alerts == all.len() as u64,
+        "metrics: {entries_read} entries read, {match_alerts} alerts; want 2300 and {}",
+        all.len()
+    );
+
     anyhow::ensure!(server.stop()?.success(), "unclean exit");
     Ok(())
 }
