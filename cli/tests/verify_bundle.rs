@@ -154,9 +154,69 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
         seen.keys()
     );
 
-    // Trust on first use: fetched from the log and pinned, then used offline.
+    // A witness policy on the checkpoint: one that only names the log holds; one that needs a
+    // witness the log never had is a checkpoint failure (exit 1), said as such.
     let good = d.join("cases/good-1");
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(good.join("case.json"))?)?;
+    let log_vkey = server
+        .vkeys
+        .iter()
+        .find(|v| v.starts_with("localhost+"))
+        .ok_or_else(|| anyhow::anyhow!("no vkey of the Sigstore shard: {:?}", server.vkeys))?
+        .clone();
+    let witness_vkey = cairn_tlog::Cosigner::from_seed("witness.example/w1", [7; 32])?
+        .verifier()
+        .to_string();
+    for (name, policy, want_valid) in [
+        ("log-only", format!("log {log_vkey}\nquorum none\n"), true),
+        (
+            "needs-witness",
+            format!("witness w1 {witness_vkey}\nquorum w1\n"),
+            false,
+        ),
+    ] {
+        let path = d.join(format!("{name}.policy"));
+        std::fs::write(&path, policy)?;
+        let out = std::process::Command::new(common::BIN)
+            .arg("verify-bundle")
+            .arg(good.join("artifact"))
+            .arg("--bundle")
+            .arg(good.join("bundle.json"))
+            .arg("--trusted-root")
+            .arg(d.join("trusted_root.json"))
+            .args([
+                "--certificate-identity",
+                meta["identity"].as_str().unwrap_or_default(),
+            ])
+            .args([
+                "--certificate-oidc-issuer",
+                meta["issuer"].as_str().unwrap_or_default(),
+            ])
+            .arg("--policy")
+            .arg(&path)
+            .arg("--json")
+            .current_dir(d)
+            .output()?;
+        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        if want_valid {
+            anyhow::ensure!(
+                out.status.code() == Some(0) && verdict["valid"] == true,
+                "{name}: {verdict}"
+            );
+        } else {
+            anyhow::ensure!(
+                out.status.code() == Some(1)
+                    && verdict["check"] == "checkpoint"
+                    && verdict["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("witness policy")),
+                "{name}: exit {:?}, {verdict}",
+                out.status.code()
+            );
+        }
+    }
+
+    // Trust on first use: fetched from the log and pinned, then used offline.
     let args = |url: &str| -> Vec<String> {
         vec![
             "verify-bundle".into(),
