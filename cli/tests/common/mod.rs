@@ -271,7 +271,20 @@ pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<u6
         .iter()
         .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
         .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
-    let verified = site.verify_shard(shard).await?;
+    // The read path may serve a checkpoint up to a second old: wait for one that covers the entry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let verified = loop {
+        let verified = site.verify_shard(shard).await?;
+        if verified.entries.len() as u64 > index {
+            break verified;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the read path's checkpoint covers {} entries, not entry {index}, after 30 s",
+            verified.entries.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let body = base64::engine::general_purpose::STANDARD
         .decode(entry["canonicalizedBody"].as_str().unwrap_or_default())?;
     anyhow::ensure!(
