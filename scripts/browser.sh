@@ -13,14 +13,9 @@
 #     CAIRN_NODE       path of node
 set -euo pipefail
 
-print_env=0
-case "${1:-}" in
-  "") ;;
-  --print-env) print_env=1 ;;
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "browser.sh: unknown argument '$1' (use --print-env or --help)" >&2; exit 2 ;;
-esac
-say() { echo "browser: $*" >&2; }
+# shellcheck source=scripts/installer-args.sh
+source "$(dirname "${BASH_SOURCE[0]}")/installer-args.sh"
+installer_args browser "$@"
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TESTS="$REPO_ROOT/tile-server/explorer/test"

@@ -41,16 +41,9 @@ PY_PINS=(
   "rfc3161-client==1.0.9"
 )
 
-print_env=0
-case "${1:-}" in
-  "") ;;
-  --print-env) print_env=1 ;;
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "sigstore-clients.sh: unknown argument '$1' (use --print-env or --help)" >&2; exit 2 ;;
-esac
-
-# Progress always goes to stderr so that --print-env's stdout can be eval'ed.
-say() { echo "sigstore-clients: $*" >&2; }
+# shellcheck source=scripts/installer-args.sh
+source "$(dirname "${BASH_SOURCE[0]}")/installer-args.sh"
+installer_args sigstore-clients "$@"
 
 NEED_GO_FOR="cosign and sigstore-go"
 # shellcheck source=scripts/go-tools.sh

@@ -42,16 +42,9 @@ TORCHWOOD_VERSION=v0.10.0
 LITEWITNESS_GOTOOLCHAIN="${CAIRN_WITNESS_GOTOOLCHAIN:-go1.27.3}"
 RUNTIME_TOOLS=(sqlite3 ssh-keygen ssh-agent ssh-add)
 
-print_env=0
-case "${1:-}" in
-  "") ;;
-  --print-env) print_env=1 ;;
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "witness-peers.sh: unknown argument '$1' (use --print-env or --help)" >&2; exit 2 ;;
-esac
-
-# Progress always goes to stderr so that --print-env's stdout can be eval'ed.
-say() { echo "witness-peers: $*" >&2; }
+# shellcheck source=scripts/installer-args.sh
+source "$(dirname "${BASH_SOURCE[0]}")/installer-args.sh"
+installer_args witness-peers "$@"
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLIENT_SRC="$REPO_ROOT/clients/go-witness"

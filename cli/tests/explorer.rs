@@ -82,48 +82,16 @@ async fn wait_for_index(http: &str, query: &[(&str, &str)], want: &BTreeSet<u64>
 
 /// A read path in front of `upstream` that serves everything unchanged except level-0 hash tiles of
 /// shard 2, in which the hash of leaf `sibling` (the proof's first hash for its neighbour) is altered.
-async fn tampering_proxy(
-    upstream: String,
-    sibling: u64,
-) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let client = reqwest::Client::new();
+async fn tampering_proxy(upstream: String, sibling: u64) -> anyhow::Result<common::Proxy> {
     let tile = format!("/logs/2/tile/0/{:03}", sibling / 256);
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let (client, upstream, tile) = (client.clone(), upstream.clone(), tile.clone());
-        async move {
-            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-            let r = client
-                .get(format!("{upstream}{path}"))
-                .send()
-                .await
-                .map_err(|e| (axum::http::StatusCode::BAD_GATEWAY, e.to_string()))?;
-            let status = r.status();
-            let mut headers = axum::http::HeaderMap::new();
-            for name in ["content-type", "content-security-policy", "cache-control"] {
-                if let Some(v) = r.headers().get(name) {
-                    headers.insert(name, v.clone());
-                }
+    common::rewriting_proxy(upstream, move |path, body| {
+        if path == tile || path.starts_with(&format!("{tile}.p/")) {
+            if let Some(b) = body.get_mut((sibling % 256) as usize * 32) {
+                *b ^= 0x01;
             }
-            let mut body = r
-                .bytes()
-                .await
-                .map_err(|e| (axum::http::StatusCode::BAD_GATEWAY, e.to_string()))?
-                .to_vec();
-            if uri.path() == tile || uri.path().starts_with(&format!("{tile}.p/")) {
-                let at = (sibling % 256) as usize * 32;
-                if let Some(b) = body.get_mut(at) {
-                    *b ^= 0x01;
-                }
-            }
-            Ok::<_, (axum::http::StatusCode, String)>((status, headers, body))
         }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((url, task))
+    })
+    .await
 }
 
 fn node() -> PathBuf {
@@ -213,7 +181,8 @@ async fn explorer_in_chromium_searches_shows_and_verifies_entries() -> anyhow::R
     wait_for_index(&server.http, &[("digest", &digest)], &by_digest).await?;
 
     // The tampered copy alters the hash of the entry's neighbour in its level-0 tile.
-    let (tampered, proxy) = tampering_proxy(server.http.clone(), index ^ 1).await?;
+    let proxy = tampering_proxy(server.http.clone(), index ^ 1).await?;
+    let tampered = proxy.url.clone();
 
     let cases = serde_json::json!({
         "digest": digest,
@@ -238,7 +207,7 @@ async fn explorer_in_chromium_searches_shows_and_verifies_entries() -> anyhow::R
         ])
         .current_dir(tests_dir())
         .output()?;
-    proxy.abort();
+    drop(proxy);
     let stdout = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
         out.status.success(),

@@ -3,7 +3,8 @@
 //! an untrusted CA that claims a watched identity), alerts exactly once for each entry the watch list
 //! (rekor-monitor's format) matches and for no other, survives a restart without alerting again,
 //! alerts only for new entries after more are logged, and raises a consistency alert (exit 1 in
-//! `--once` mode) when a forked copy of the log (same key, another history) is served to it. Alerts
+//! `--once` mode) when a forked copy of the log (same key, another history) is served to it, when the
+//! site's `shards.json` names another key for the shard, and when it drops the shard. Alerts
 //! also reach a webhook, the same ones as on stdout. Following the logs a trusted root names (no
 //! `--log-url`) raises the same alerts; running continuously, `/metrics` counts entries and alerts.
 //!
@@ -248,6 +249,67 @@ async fn monitor_alerts_once_per_match_and_on_a_fork() -> anyhow::Result<()> {
     anyhow::ensure!(
         code == Some(0) && alerts.is_empty(),
         "after the fork: exit {code:?}, {alerts:?}"
+    );
+
+    // The site's shards.json names another key for the Sigstore shard (same origin), then drops the
+    // shard: each is a consistency alert (exit 1), and the key first seen stays the one followed.
+    let other_key = cairn_tlog::Signer::from_seed("localhost", [9; 32])?
+        .verifier()
+        .to_string();
+    let real_key = server
+        .vkeys
+        .iter()
+        .find(|v| v.starts_with("localhost+"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no Sigstore shard key: {:?}", server.vkeys))?;
+    let swapped = common::rewriting_proxy(server.http.clone(), {
+        let (real_key, other_key) = (real_key.clone(), other_key.clone());
+        move |path, body| {
+            if path == "/shards.json" {
+                *body = String::from_utf8_lossy(body)
+                    .replace(&real_key, &other_key)
+                    .into_bytes();
+            }
+        }
+    })
+    .await?;
+    let dropped = common::rewriting_proxy(server.http.clone(), move |path, body| {
+        if path == "/shards.json" {
+            let mut doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            if let Some(shards) = doc["shards"].as_array_mut() {
+                shards.retain(|s| s["kind"] != "sigstore");
+            }
+            *body = serde_json::to_vec(&doc).unwrap_or_default();
+        }
+    })
+    .await?;
+    for (proxy, says) in [
+        (&swapped, "now names another key"),
+        (&dropped, "no longer in shards.json"),
+    ] {
+        let proxied: Vec<&str> = args
+            .iter()
+            .map(|a| {
+                if *a == server.http.as_str() {
+                    proxy.url.as_str()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let (code, alerts) = monitor_once(d, &proxied)?;
+        anyhow::ensure!(
+            code == Some(1)
+                && alerts
+                    .iter()
+                    .any(|a| a["type"] == "consistency" && a.to_string().contains(says)),
+            "{says}: exit {code:?}, {alerts:?}"
+        );
+    }
+    let (code, alerts) = monitor_once(d, &args)?;
+    anyhow::ensure!(
+        code == Some(0) && alerts.is_empty(),
+        "after the key change: exit {code:?}, {alerts:?}"
     );
 
     // The trusted root alone names the logs to follow (its tlogs' base URLs): the same alerts for the

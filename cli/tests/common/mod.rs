@@ -559,3 +559,52 @@ pub fn load_entries(
     )?;
     Ok(serde_json::from_slice(&std::fs::read(out_path)?)?)
 }
+
+/// A read path served by the test itself in front of another: every GET is forwarded, and the body
+/// passed through `rewrite(path, &mut body)` on its way back. Stops when dropped.
+pub struct Proxy {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a [`Proxy`] on loopback in front of `upstream`.
+pub async fn rewriting_proxy(
+    upstream: String,
+    rewrite: impl Fn(&str, &mut Vec<u8>) + Clone + Send + Sync + 'static,
+) -> anyhow::Result<Proxy> {
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (client, upstream, rewrite) = (client.clone(), upstream.clone(), rewrite.clone());
+        async move {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+            let bad_gateway = |e: reqwest::Error| (axum::http::StatusCode::BAD_GATEWAY, e.to_string());
+            let r = client
+                .get(format!("{upstream}{path}"))
+                .send()
+                .await
+                .map_err(bad_gateway)?;
+            let status = r.status();
+            let mut headers = axum::http::HeaderMap::new();
+            for name in ["content-type", "content-security-policy", "cache-control"] {
+                if let Some(v) = r.headers().get(name) {
+                    headers.insert(name, v.clone());
+                }
+            }
+            let mut body = r.bytes().await.map_err(bad_gateway)?.to_vec();
+            rewrite(uri.path(), &mut body);
+            Ok::<_, (axum::http::StatusCode, String)>((status, headers, body))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Proxy { url, task })
+}
