@@ -85,10 +85,10 @@ async fn wait_for_index(http: &str, query: &[(&str, &str)], want: &BTreeSet<u64>
 async fn tampering_proxy(upstream: String, sibling: u64) -> anyhow::Result<common::Proxy> {
     let tile = format!("/logs/2/tile/0/{:03}", sibling / 256);
     common::rewriting_proxy(upstream, move |path, body| {
-        if path == tile || path.starts_with(&format!("{tile}.p/")) {
-            if let Some(b) = body.get_mut((sibling % 256) as usize * 32) {
-                *b ^= 0x01;
-            }
+        if (path == tile || path.starts_with(&format!("{tile}.p/")))
+            && let Some(b) = body.get_mut((sibling % 256) as usize * 32)
+        {
+            *b ^= 0x01;
         }
     })
     .await
