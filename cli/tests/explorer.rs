@@ -7,8 +7,9 @@
 //! shows every shard with its checkpoint verified; a search by digest and one by identity and issuer,
 //! typed into the page's form, list exactly the entries the ground truth says (all pages); an entry
 //! opened from the results shows the decoded identity, issuer and digest of the ground truth and a
-//! "verified" result computed in the page; an opaque entry reached by deep link verifies; on a phone
-//! the entry view needs no horizontal scrolling. Served through a proxy that alters one hash in a
+//! "verified" result computed in the page, and that a CA of the trusted root issued its certificate,
+//! while a certificate claiming the same identity from a CA nobody trusts is flagged; an opaque entry
+//! reached by deep link verifies; on a phone the entry view needs no horizontal scrolling. Served through a proxy that alters one hash in a
 //! tile, the same entry shows "failed", at the inclusion-proof step. No request leaves the server's
 //! origin and no script error occurs. Screenshots of the main views are kept in
 //! `$CARGO_TARGET_TMPDIR/explorer` (README links copies of them).
@@ -153,6 +154,12 @@ async fn explorer_in_chromium_searches_shows_and_verifies_entries() -> anyhow::R
     let index = pick["index"].as_u64().unwrap_or(u64::MAX);
     let digest_hex = pick["digest"].as_str().unwrap_or_default();
     let digest = format!("sha256:{digest_hex}");
+    // An entry whose certificate claims alice but was made by a CA nobody trusts.
+    let spoof = entries
+        .iter()
+        .find(|e| e["signer"] == "spoof")
+        .and_then(|e| e["index"].as_u64())
+        .ok_or_else(|| anyhow::anyhow!("no spoofed entry in the ground truth"))?;
     let by_identity: BTreeSet<u64> = entries
         .iter()
         .filter(|e| e["identity"] == "alice@cairn.test" && e["issuer"] == "https://oidc.cairn.test")
@@ -190,6 +197,7 @@ async fn explorer_in_chromium_searches_shows_and_verifies_entries() -> anyhow::R
         "issuer": "https://oidc.cairn.test",
         "entry": {"shard": 2, "index": index},
         "opaque": {"shard": 1, "index": 1},
+        "spoof": {"shard": 2, "index": spoof},
         "tampered": {"shard": 2, "index": index},
     });
     let cases_path = d.join("cases.json");
@@ -304,6 +312,20 @@ async fn explorer_in_chromium_searches_shows_and_verifies_entries() -> anyhow::R
         entry["fingerprint"] == pick["fingerprint"],
         "fingerprint: {}",
         entry["fingerprint"]
+    );
+    anyhow::ensure!(
+        entry["chain"] == "verified",
+        "alice's certificate chain: {}",
+        entry["chain"]
+    );
+    // The spoofed certificate is in the log (its inclusion verifies) and claims the same identity,
+    // but the page says no trusted CA issued it.
+    let spoofed = &report["spoof"];
+    anyhow::ensure!(
+        spoofed["verification"] == "verified"
+            && spoofed["identity"] == "alice@cairn.test"
+            && spoofed["chain"] == "failed",
+        "spoofed certificate: {spoofed}"
     );
 
     let newest = entries.len() as u64 - 1;

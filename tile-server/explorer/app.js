@@ -160,6 +160,26 @@ export async function latestCheckpoint(s) {
   }
 }
 
+let casCache = null;
+
+/**
+ * The certificate chains (DER, issuer first) of the Fulcio CAs in this server's trusted_root.json,
+ * or null when it serves none.
+ */
+export function trustedCAs() {
+  if (!casCache) {
+    casCache = get("trusted_root.json")
+      .then((r) => r.json())
+      .then((root) =>
+        (root.certificateAuthorities || []).map((ca) =>
+          ((ca.certChain && ca.certChain.certificates) || []).map((c) => Uint8Array.from(atob(c.rawBytes || ""), (ch) => ch.charCodeAt(0))),
+        ),
+      )
+      .catch(() => null);
+  }
+  return casCache;
+}
+
 /** GET /api/v1/search with `params` (URLSearchParams). */
 export async function search(params) {
   return (await get(`api/v1/search?${params}`)).json();

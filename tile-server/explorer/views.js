@@ -1,8 +1,9 @@
 // The explorer's views. DOM is built with textContent only (entries are untrusted input; nothing
 // from the log is ever parsed as HTML).
 
-import { latestCheckpoint, pin, pinned, search, shard, shardFiles, shards, strict, unpin } from "./app.js";
+import { latestCheckpoint, pin, pinned, search, shard, shardFiles, shards, strict, trustedCAs, unpin } from "./app.js";
 import { describeEntry, hexDump } from "./entry.js";
+import { chainOf } from "./x509.js";
 import { TileTree, base64, leafHash, verifyEntry } from "./tlog.js";
 
 const PAGE = 25;
@@ -254,8 +255,25 @@ function verificationBlock(result) {
   );
 }
 
-function certificateBlock(d) {
+/** Whether the certificate was issued by a CA of this server's trusted root: a line saying which. */
+async function issuerCheck(c) {
+  const chains = await trustedCAs();
+  if (chains === null) return h("span", { class: "muted" }, "not checked: this server serves no trusted_root.json");
+  let chain = null;
+  try {
+    chain = await chainOf(c, chains);
+  } catch (e) {
+    return h("span", { class: "bad", id: "signer-chain", "data-result": "failed" }, `✗ the chain could not be read: ${e.message}`);
+  }
+  if (!chain) {
+    return h("span", { class: "bad", id: "signer-chain", "data-result": "failed" }, "✗ not issued by any certificate authority in this log's trusted_root.json: anyone could have made this certificate");
+  }
+  return h("span", { class: "ok", id: "signer-chain", "data-result": "verified" }, `✓ issued by ${chain[0].subject}, a certificate authority in this log's trusted_root.json (signatures checked)`);
+}
+
+async function certificateBlock(d) {
   const c = d.certificate;
+  const issued = await issuerCheck(c);
   return h(
     "article",
     { class: "card" },
@@ -263,6 +281,7 @@ function certificateBlock(d) {
     facts([
       ["Identity", d.identity || "—", "signer-identity"],
       ["OIDC issuer", d.issuer || "—", "signer-issuer"],
+      ["Issuing CA", issued],
       ["Subject alternative names", c.sans.length ? h("ul", {}, c.sans.map((s) => h("li", {}, `${s.type}: `, s.value))) : "—"],
       ...c.fulcio.filter((f) => f.oid !== "1.3.6.1.4.1.57264.1.8" && f.oid !== "1.3.6.1.4.1.57264.1.1").map((f) => [f.label, f.value]),
       ["Valid", `${date(c.notBefore)} to ${date(c.notAfter)}`],
@@ -280,7 +299,7 @@ function certificateBlock(d) {
       " ",
       searchLink({ fingerprint: d.fingerprint }, "Entries with this certificate"),
     ),
-    h("p", { class: "muted" }, "The certificate's chain to a Fulcio root is not checked here; use cairn verify-bundle or a Sigstore client with the trusted root."),
+    h("p", { class: "muted" }, "The certificate's signatures are checked up to a CA of the trusted root this server serves now (not pinned), not its validity at signing time or its SCT: for those, verify the bundle with cairn verify-bundle or a Sigstore client."),
   );
 }
 
@@ -322,7 +341,7 @@ export async function entryView(id, indexText, params) {
   if (result.entry) {
     const d = await describeEntry(result.entry, s.pin.kind);
     if (d.type === "hashedrekord") {
-      parts.push(d.signer === "certificate" ? certificateBlock(d) : keyBlock(d));
+      parts.push(d.signer === "certificate" ? await certificateBlock(d) : keyBlock(d));
       parts.push(
         h(
           "article",

@@ -201,7 +201,8 @@ function generalNames(bytes, tlv) {
 export function parseCertificate(bytes) {
   const cert = expect(read(bytes, 0), 0x30, "certificate");
   if (cert.end !== bytes.length) throw new DerError("trailing bytes after the certificate");
-  const [tbs] = children(bytes, cert);
+  const [tbs, sigAlg, sigValue] = children(bytes, cert);
+  if (!sigValue) throw new DerError("the certificate has no signature");
   const fields = children(bytes, expect(tbs, 0x30, "TBSCertificate"));
   let i = 0;
   let version = 1;
@@ -211,9 +212,11 @@ export function parseCertificate(bytes) {
     i++;
   }
   const serial = fields[i++];
-  i++; // signature algorithm
+  const innerAlgorithm = oid(bytes, children(bytes, expect(fields[i++], 0x30, "signature algorithm"))[0]);
+  const issuerRaw = bytes.subarray(fields[i].header, fields[i].end);
   const issuer = name(bytes, fields[i++]);
   const [notBefore, notAfter] = children(bytes, expect(fields[i++], 0x30, "validity"));
+  const subjectRaw = bytes.subarray(fields[i].header, fields[i].end);
   const subject = name(bytes, fields[i++]);
   const spki = fields[i++];
   if (!spki) throw new DerError("the certificate has no public key");
@@ -229,6 +232,12 @@ export function parseCertificate(bytes) {
     extendedKeyUsage: [],
     fulcio: [],
     isCA: false,
+    issuerRaw,
+    subjectRaw,
+    signed: bytes.subarray(tbs.header, tbs.end),
+    signatureAlgorithm: oid(bytes, children(bytes, expect(sigAlg, 0x30, "signature algorithm"))[0]),
+    innerAlgorithm,
+    signature: bytes.subarray(expect(sigValue, 0x03, "signature").start + 1, sigValue.end),
   };
   for (; i < fields.length; i++) {
     if (fields[i].tag !== 0xa3) continue;
@@ -257,4 +266,57 @@ export function parseCertificate(bytes) {
   const issuerV1 = out.fulcio.find((f) => f.oid === "1.3.6.1.4.1.57264.1.1");
   out.oidcIssuer = (issuerV2 || issuerV1 || {}).value || null;
   return out;
+}
+
+const ECDSA_HASHES = { "1.2.840.10045.4.3.2": "SHA-256", "1.2.840.10045.4.3.3": "SHA-384" };
+const CURVE_SIZES = { "P-256": 32, "P-384": 48 };
+
+/** A DER ECDSA signature (SEQUENCE of r, s) as WebCrypto's r || s of `size` bytes each. */
+function rawEcdsa(der, size) {
+  const seq = expect(read(der, 0), 0x30, "ECDSA signature");
+  const ints = children(der, seq);
+  if (ints.length !== 2) throw new DerError("an ECDSA signature is two integers");
+  const out = new Uint8Array(2 * size);
+  ints.forEach((n, k) => {
+    let v = der.subarray(expect(n, 0x02, "ECDSA integer").start, n.end);
+    while (v.length > size && v[0] === 0) v = v.subarray(1);
+    if (v.length > size) throw new DerError("ECDSA integer too long for the curve");
+    out.set(v, (k + 1) * size - v.length);
+  });
+  return out;
+}
+
+/** Whether `cert` (parsed) carries a valid ECDSA signature by `issuer`'s key, and names it. */
+export async function issuedBy(cert, issuer) {
+  if (!equalBytes(cert.issuerRaw, issuer.subjectRaw) || cert.innerAlgorithm !== cert.signatureAlgorithm) return false;
+  const hash = lookup(ECDSA_HASHES, cert.signatureAlgorithm);
+  const curve = issuer.key.algorithm.startsWith("ECDSA ") ? issuer.key.algorithm.slice(6) : null;
+  if (!hash || !lookup(CURVE_SIZES, curve)) return false; // only what Fulcio issues is checked here
+  const key = await crypto.subtle.importKey("spki", issuer.key.der, { name: "ECDSA", namedCurve: curve }, false, ["verify"]);
+  return crypto.subtle.verify({ name: "ECDSA", hash }, key, rawEcdsa(cert.signature, CURVE_SIZES[curve]), cert.signed);
+}
+
+function equalBytes(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * The first chain (DER certificates, issuer first, as a trusted root lists a CA) that `leaf` is
+ * issued through, each link's signature verified and each issuer a CA; or null.
+ */
+export async function chainOf(leaf, chains) {
+  for (const chain of chains) {
+    let cur = leaf;
+    let ok = chain.length > 0;
+    for (const der of chain) {
+      const ca = parseCertificate(der);
+      if (!ca.isCA || !(await issuedBy(cur, ca))) {
+        ok = false;
+        break;
+      }
+      cur = ca;
+    }
+    if (ok) return chain.map(parseCertificate);
+  }
+  return null;
 }

@@ -7,6 +7,7 @@
 //
 // cases.json: {"digest": "sha256:<hex>", "identity": "<SAN>", "issuer": "<URL>",
 //              "entry": {"shard": 2, "index": N}, "opaque": {"shard": 1, "index": M},
+//              "spoof": {"shard": 2, "index": S},
 //              "tampered": {"shard": 2, "index": K}}
 
 import { mkdirSync, readFileSync } from "node:fs";
@@ -99,6 +100,7 @@ async function entryFacts(page) {
       issuer: text("signer-issuer"),
       digest: text("artifact-digest"),
       fingerprint: text("signer-fingerprint"),
+      chain: document.getElementById("signer-chain")?.dataset.result ?? null,
       body: document.querySelector("pre.raw")?.textContent ?? null,
     };
   });
@@ -159,11 +161,14 @@ try {
     await context.close();
   }
 
-  // Deep links in a fresh browser, opaque entry.
+  // Deep links in a fresh browser: an opaque entry; a certificate no trusted CA issued.
   {
     const { context, page } = await open(args.url);
     await goto(page, args.url, `#/shard/${cases.opaque.shard}/entry/${cases.opaque.index}`);
     report.opaque = await entryFacts(page);
+    await goto(page, args.url, `#/shard/${cases.spoof.shard}/entry/${cases.spoof.index}`);
+    report.spoof = await entryFacts(page);
+    await shot(page, "spoofed-certificate");
     await context.close();
   }
 
