@@ -67,21 +67,7 @@ async fn python_grpcio_client_logs_entries_with_valid_proofs() -> anyhow::Result
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("no shard"))?;
-    // The read path may serve a checkpoint up to a second old (its cache), so wait for one that
-    // covers every acknowledged entry.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let log = loop {
-        let log = site.verify_shard(&shard).await?;
-        if log.entries.len() >= 200 {
-            break log;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the read path serves {} entries, not 200, after 30 s",
-            log.entries.len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let log = common::verified_shard_covering(&site, &shard, 200).await?;
     let results = summary["results"].as_array().cloned().unwrap_or_default();
     anyhow::ensure!(results.len() == 200);
     for r in results {

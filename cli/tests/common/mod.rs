@@ -271,20 +271,7 @@ pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<u6
         .iter()
         .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
         .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
-    // The read path may serve a checkpoint up to a second old: wait for one that covers the entry.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let verified = loop {
-        let verified = site.verify_shard(shard).await?;
-        if verified.entries.len() as u64 > index {
-            break verified;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the read path's checkpoint covers {} entries, not entry {index}, after 30 s",
-            verified.entries.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let verified = verified_shard_covering(&site, shard, index as usize + 1).await?;
     let body = base64::engine::general_purpose::STANDARD
         .decode(entry["canonicalizedBody"].as_str().unwrap_or_default())?;
     anyhow::ensure!(
@@ -519,16 +506,28 @@ pub async fn sigstore_entries(
         .into_iter()
         .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
         .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
+    let entries = verified_shard_covering(&site, &shard, size).await?.entries;
+    Ok((shard, entries))
+}
+
+/// `shard` read and verified as a whole once the read path's checkpoint covers `size` entries: it
+/// may serve one up to a second old (its cache), so a read right after a write polls (30 s at most).
+pub async fn verified_shard_covering(
+    site: &cairn_client::HttpLog,
+    shard: &cairn_store::ShardListing,
+    size: usize,
+) -> anyhow::Result<cairn_client::VerifiedShard> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let entries = site.verify_shard(&shard).await?.entries;
-        if entries.len() >= size {
-            return Ok((shard, entries));
+        let verified = site.verify_shard(shard).await?;
+        if verified.entries.len() >= size {
+            return Ok(verified);
         }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
-            "the served checkpoint covers {} entries, not {size}, after 30 s",
-            entries.len()
+            "the served checkpoint of shard {} covers {} entries, not {size}, after 30 s",
+            shard.id,
+            verified.entries.len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
