@@ -396,7 +396,9 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                 cache: cache.clone(),
             },
         )?;
-        http_routes = http_routes.merge(cairn_log_server::rekor::router(server.clone())?);
+        http_routes = http_routes
+            .merge(cairn_log_server::rekor::router(server.clone())?)
+            .merge(cairn_log_server::add::router(server.clone()));
         registries.push(server.metrics().registry().clone());
         let routes = cairn_log_server::grpc_routes(server).await?;
         let listener = tokio::net::TcpListener::bind(config.grpc_addr)

@@ -49,7 +49,49 @@ async fn submit_all(
 
 /// The whole exercise against running servers: 10,000 entries, half sequenced and half published,
 /// 1,000 resubmitted; proofs and the published log verified.
-async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> {
+/// The shard the documented routing rule picks for `entry` among the sorted `active` shards: the
+/// RFC 6962 leaf hash's first 8 bytes, big endian, modulo their number.
+fn routed(entry: &[u8], active: &[u32]) -> u32 {
+    let leaf = leaf_hash(entry);
+    let head = u64::from_be_bytes(leaf.as_bytes()[..8].try_into().unwrap_or_default());
+    active[(head % active.len() as u64) as usize]
+}
+
+/// `POST <base>/logs/<shard>/add` until it is answered (a 503 is retried after its `Retry-After`, as
+/// documented): the index and whether it was a duplicate, checking that the entry went to `shard`.
+async fn http_add(
+    client: &reqwest::Client,
+    base: &str,
+    shard: u32,
+    entry: &[u8],
+) -> anyhow::Result<(u64, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client
+            .post(format!("{base}/logs/{shard}/add"))
+            .body(entry.to_vec())
+            .send()
+            .await?;
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (status, to, dup) = (r.status(), header("cairn-shard"), header("cairn-duplicate"));
+        let retry = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+        let body = r.text().await?;
+        if status == 503 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(retry.unwrap_or(1))).await;
+            continue;
+        }
+        anyhow::ensure!(status == 200, "POST {base}/logs/{shard}/add: {status} {body}");
+        anyhow::ensure!(to == Some(shard.to_string()), "the entry went to shard {to:?}");
+        return Ok((body.parse()?, dup.as_deref() == Some("true")));
+    }
+}
+
+async fn exercise(grpc: &[String], http_writers: &[String], http: &str, tag: &str) -> anyhow::Result<()> {
     let mut admin = LogClient::new(&grpc[0])?;
     let keys: HashMap<u32, VerifierKey> = admin
         .shards()
@@ -115,10 +157,38 @@ async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> 
         }
     }
 
-    // Everything is published once the checkpoints cover it; then the read path alone shows each entry
-    // at the index it was acknowledged with.
+    // The plain HTTP write path, `POST /logs/<id>/add`, on every server given (in a cluster, followers
+    // and the gateway forward it): each entry lands in the shard it names, whatever the routing rule
+    // would pick, and a repeat gets its original index.
     let site = HttpLog::new(http);
     let listing = site.shards().await?;
+    let opaque: Vec<u32> = listing
+        .iter()
+        .filter(|s| s.kind == cairn_store::ShardKind::Opaque)
+        .map(|s| s.id)
+        .collect();
+    let client = reqwest::Client::new();
+    let mut added = 0;
+    for (w, base) in http_writers.iter().enumerate() {
+        for &shard in &opaque {
+            // With several shards, an entry the routing rule would send to another one.
+            let e = (0..)
+                .map(|i| entry(&format!("{tag}-http-{w}-{shard}"), i))
+                .find(|e| opaque.len() < 2 || routed(e, &opaque) != shard)
+                .unwrap_or_default();
+            let (index, dup) = http_add(&client, base, shard, &e).await?;
+            anyhow::ensure!(!dup, "a new entry was reported as a duplicate");
+            anyhow::ensure!(
+                at.insert((shard, index), e.clone()).is_none(),
+                "index {index} given twice"
+            );
+            anyhow::ensure!(http_add(&client, base, shard, &e).await? == (index, true));
+            added += 1;
+        }
+    }
+
+    // Everything is published once the checkpoints cover it; then the read path alone shows each entry
+    // at the index it was acknowledged with.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut total = 0;
     for s in &listing {
@@ -159,7 +229,7 @@ async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> 
             )?;
         }
     }
-    anyhow::ensure!(total == 10_000, "the shards hold {total} entries");
+    anyhow::ensure!(total == 10_000 + added, "the shards hold {total} entries");
     Ok(())
 }
 
@@ -167,7 +237,13 @@ async fn exercise(grpc: &[String], http: &str, tag: &str) -> anyhow::Result<()> 
 async fn embedded_default_logs_and_proves_ten_thousand_entries() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start_loopback(dir.path())?;
-    exercise(std::slice::from_ref(&server.grpc), &server.http, "embedded").await?;
+    exercise(
+        std::slice::from_ref(&server.grpc),
+        std::slice::from_ref(&server.http),
+        &server.http,
+        "embedded",
+    )
+    .await?;
     anyhow::ensure!(
         server.stop()?.success(),
         "cairn serve did not exit cleanly on SIGTERM"
@@ -354,7 +430,11 @@ async fn three_node_cluster_logs_and_proves_ten_thousand_entries() -> anyhow::Re
         servers[1].grpc.clone(),
         servers[2].grpc.clone(),
     ];
-    exercise(&grpc, &gateway.http, "cluster").await?;
+    let http_writers: Vec<String> = std::iter::once(&gateway)
+        .chain(&servers)
+        .map(|s| s.http.clone())
+        .collect();
+    exercise(&grpc, &http_writers, &gateway.http, "cluster").await?;
     anyhow::ensure!(gateway.stop()?.success(), "unclean exit");
     for s in servers {
         anyhow::ensure!(s.stop()?.success(), "unclean exit");

@@ -53,6 +53,19 @@ pub(crate) struct Auth {
     allow_anonymous: bool,
 }
 
+/// The request metadata the write path reads from an HTTP request: its `Authorization` header.
+pub(crate) fn metadata_of(headers: &http::HeaderMap) -> MetadataMap {
+    let mut metadata = MetadataMap::new();
+    if let Some(auth) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| tonic::metadata::MetadataValue::try_from(v).ok())
+    {
+        metadata.insert(cairn_proto::metadata::AUTHORIZATION, auth);
+    }
+    metadata
+}
+
 fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, LogError> {
     let Some(v) = metadata.get(cairn_proto::metadata::AUTHORIZATION) else {
         return Ok(None);

@@ -128,6 +128,49 @@ impl LogError {
     }
 }
 
+impl LogError {
+    /// The HTTP status of this error on the HTTP write routes (`/add`, the Rekor v2 API), with the gRPC
+    /// code that grpc-gateway style bodies carry.
+    pub(crate) fn http_status(&self) -> (http::StatusCode, Code) {
+        use http::StatusCode as S;
+        match self {
+            LogError::Invalid(_) => (S::BAD_REQUEST, Code::InvalidArgument),
+            LogError::Unauthenticated(_) => (S::UNAUTHORIZED, Code::Unauthenticated),
+            LogError::PermissionDenied(_) => (S::FORBIDDEN, Code::PermissionDenied),
+            LogError::Busy { .. } | LogError::Unavailable { .. } | LogError::LeaderUnreachable { .. } => {
+                (S::SERVICE_UNAVAILABLE, Code::Unavailable)
+            }
+            LogError::Frozen(_) => (S::METHOD_NOT_ALLOWED, Code::Unimplemented),
+            LogError::NotFound(_) => (S::NOT_FOUND, Code::NotFound),
+            LogError::Timeout(_) => (S::GATEWAY_TIMEOUT, Code::DeadlineExceeded),
+            LogError::Internal(_) => (S::INTERNAL_SERVER_ERROR, Code::Internal),
+            LogError::Forwarded(s) => {
+                let status = match s.code() {
+                    Code::InvalidArgument => S::BAD_REQUEST,
+                    Code::Unavailable | Code::ResourceExhausted => S::SERVICE_UNAVAILABLE,
+                    Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+                    Code::Unauthenticated => S::UNAUTHORIZED,
+                    Code::PermissionDenied => S::FORBIDDEN,
+                    Code::FailedPrecondition => S::METHOD_NOT_ALLOWED,
+                    Code::NotFound => S::NOT_FOUND,
+                    _ => S::INTERNAL_SERVER_ERROR,
+                };
+                (status, s.code())
+            }
+        }
+    }
+
+    /// The `Retry-After` (whole seconds, at least 1) of a retryable error on the HTTP write routes.
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            LogError::Busy { retry_after, .. } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            LogError::Unavailable { .. } | LogError::LeaderUnreachable { .. } => Some(1),
+            LogError::Forwarded(s) if s.code() == Code::ResourceExhausted => Some(1),
+            _ => None,
+        }
+    }
+}
+
 impl From<ReadError> for LogError {
     fn from(e: ReadError) -> Self {
         match e {

@@ -13,6 +13,7 @@
 //! This crate owns the API, validation, auth and routing; ordering and publication are
 //! `cairn-sequencer`'s, formats and proofs `cairn-tlog`'s.
 
+pub mod add;
 mod auth;
 mod error;
 mod forward;

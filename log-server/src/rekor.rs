@@ -25,7 +25,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use cairn_proto::metadata::AUTHORIZATION;
 use cairn_proto::rekor_v2::rekor_server::{Rekor as RekorApi, RekorServer};
 use cairn_proto::v1::Wait;
 use cairn_sequencer::ShardId;
@@ -94,51 +93,23 @@ fn error(status: StatusCode, code: Code, message: impl Into<String>) -> Response
 }
 
 fn log_error(e: LogError) -> Response {
-    let message = e.to_string();
-    match e {
-        LogError::Invalid(_) => error(StatusCode::BAD_REQUEST, Code::InvalidArgument, message),
-        LogError::Unauthenticated(_) => error(StatusCode::UNAUTHORIZED, Code::Unauthenticated, message),
-        LogError::PermissionDenied(_) => error(StatusCode::FORBIDDEN, Code::PermissionDenied, message),
-        LogError::Busy { retry_after, .. } => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, message);
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            r
-        }
-        LogError::Unavailable { .. } | LogError::LeaderUnreachable { .. } => {
-            error(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, message)
-        }
-        LogError::Frozen(_) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Code::Unimplemented,
-            format!(
-                "{message}; submit to the log's active Sigstore shard (see shards.json and signing_config.json)"
-            ),
+    let (status, code) = e.http_status();
+    let retry_after = e.retry_after_secs();
+    let message = match e {
+        LogError::Frozen(m) => format!(
+            "{m}; submit to the log's active Sigstore shard (see shards.json and signing_config.json)"
         ),
-        LogError::NotFound(_) => error(StatusCode::NOT_FOUND, Code::NotFound, message),
-        LogError::Timeout(_) => error(StatusCode::GATEWAY_TIMEOUT, Code::DeadlineExceeded, message),
         LogError::Internal(detail) => {
             tracing::error!(%detail, "Rekor v2 submission failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Code::Internal,
-                "internal error",
-            )
+            "internal error".into()
         }
-        LogError::Forwarded(s) => {
-            let status = match s.code() {
-                Code::InvalidArgument => StatusCode::BAD_REQUEST,
-                Code::Unavailable | Code::ResourceExhausted => StatusCode::SERVICE_UNAVAILABLE,
-                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-                Code::PermissionDenied => StatusCode::FORBIDDEN,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            error(status, s.code(), s.message())
-        }
+        e => e.to_string(),
+    };
+    let mut r = error(status, code, message);
+    if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
+    r
 }
 
 /// Why a submission was not logged.
@@ -162,6 +133,7 @@ impl Rekor {
                 metadata,
                 vec![submission.body.clone()],
                 Wait::Published,
+                None,
             )
             .await
             .map_err(Refused::Log)?;
@@ -210,14 +182,7 @@ async fn create_entry(State(rekor): State<Rekor>, headers: HeaderMap, body: Byte
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, Code::InvalidArgument, e.to_string()),
     };
-    let mut metadata = MetadataMap::new();
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| MetadataValue::try_from(v).ok())
-    {
-        metadata.insert(AUTHORIZATION, auth);
-    }
+    let metadata = crate::auth::metadata_of(&headers);
     let entry = match rekor.submit(req, &metadata).await {
         Ok(e) => e,
         Err(Refused::Entry(e)) => {

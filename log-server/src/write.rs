@@ -87,37 +87,76 @@ impl Inner {
                     .map_err(|e| LogError::Invalid(format!("entry {i}: {e}")))?;
             }
         }
-        self.add_entries_of_kind(kind, metadata, req.entries, wait).await
+        self.add_entries_of_kind(kind, metadata, req.entries, wait, None)
+            .await
     }
 
-    /// Validates, routes among the active shards of `kind`, and appends.
+    /// The shard a caller named (`POST /logs/<id>/add`), if it takes entries of `kind`.
+    fn named_shard(&self, shard: ShardId, kind: ShardKind, active: &[ShardId]) -> Result<ShardId, LogError> {
+        if !self.config.shards.iter().any(|s| s.id == shard) {
+            return Err(LogError::NotFound(format!(
+                "this log has no shard {shard}; shards.json lists its shards"
+            )));
+        }
+        if self.kind(shard) != kind {
+            let hint = match self.kind(shard) {
+                ShardKind::Sigstore => "; it takes Rekor v2 requests at /api/v2/log/entries",
+                _ => "",
+            };
+            return Err(LogError::Invalid(format!(
+                "shard {shard} is a {} shard and takes no {} entries{hint}",
+                self.kind(shard).as_str(),
+                kind.as_str()
+            )));
+        }
+        if !active.contains(&shard) {
+            return Err(LogError::Frozen(format!(
+                "shard {shard} is frozen and takes no entries; shards.json lists the active ones"
+            )));
+        }
+        Ok(shard)
+    }
+
+    /// Validates, routes among the active shards of `kind` (or appends to the shard the caller
+    /// named), and appends.
     pub(crate) async fn add_entries_of_kind(
         &self,
         kind: ShardKind,
         metadata: &MetadataMap,
         entries: Vec<Vec<u8>>,
         wait: Wait,
+        named: Option<ShardId>,
     ) -> Result<AddEntriesResponse, LogError> {
         validate(&entries, &self.config.limits)?;
         let forwarded = forwarded_shard(metadata)?;
         self.auth.writer(metadata, entries.len())?;
         let active = self.active(kind);
-        let n = entries.len();
-        let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
-        for (i, entry) in entries.into_iter().enumerate() {
-            let shard = route(leaf_hash(&entry).as_bytes(), &active).ok_or_else(|| {
-                LogError::Frozen(format!(
-                    "no {} shard accepts entries: every one is frozen or none is configured",
-                    kind.as_str()
-                ))
-            })?;
-            if forwarded.is_some_and(|f| f != shard) {
-                // The forwarding server routed with another set of active shards (a freeze in between).
+        // A forwarded request goes to the shard the forwarding server chose (by routing, or because
+        // its caller named it), as long as that shard is still active here.
+        let pinned = match (named, forwarded) {
+            (Some(shard), _) => Some(self.named_shard(shard, kind, &active)?),
+            (None, Some(f)) if active.contains(&f) => Some(f),
+            (None, Some(_)) => {
+                // The forwarding server saw another set of active shards (a freeze in between).
                 return Err(LogError::Unavailable {
                     reason: "the set of active shards changed; retry".into(),
                     leader: None,
                 });
             }
+            (None, None) => None,
+        };
+        let n = entries.len();
+        let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let shard = match pinned {
+                Some(shard) => shard,
+                None => route(leaf_hash(&entry).as_bytes(), &active).ok_or_else(|| {
+                    LogError::Frozen(format!(
+                        "no {} shard accepts entries: every one is frozen or none is configured",
+                        kind.as_str()
+                    ))
+                })?,
+            };
             let g = groups.entry(shard).or_default();
             g.0.push(i);
             g.1.push(entry);

@@ -26,6 +26,7 @@ use tonic::{Code, Request, Status};
 
 struct Fixture {
     node: Arc<Node>,
+    server: LogServer,
     addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
@@ -82,7 +83,7 @@ async fn start() -> anyhow::Result<Fixture> {
             cache: TileCache::new(16 << 20),
         },
     )?;
-    let routes = cairn_log_server::grpc_routes(server).await?;
+    let routes = cairn_log_server::grpc_routes(server.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -91,6 +92,7 @@ async fn start() -> anyhow::Result<Fixture> {
     }));
     Ok(Fixture {
         node,
+        server,
         addr,
         stop,
         _dir: dir,
@@ -431,6 +433,205 @@ async fn routing_spreads_entries_and_never_chooses_a_frozen_shard() -> anyhow::R
     anyhow::ensure!(
         second.iter().all(|r| r.shard_id == 2),
         "an entry went to the frozen shard"
+    );
+    let _ = f.stop.send(());
+    Ok(())
+}
+
+/// One `POST` to the `/add` routes, answered in process: status, `Cairn-Shard`, whether it was marked a
+/// duplicate, `Retry-After`, and the body.
+struct Reply {
+    status: u16,
+    shard: Option<u32>,
+    duplicate: bool,
+    retry_after: Option<u64>,
+    body: String,
+}
+
+async fn post(f: &Fixture, path: &str, body: Vec<u8>, token: Option<&str>) -> anyhow::Result<Reply> {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::post(path);
+    if let Some(t) = token {
+        req = req.header("authorization", t);
+    }
+    let resp = cairn_log_server::add::router(f.server.clone())
+        .oneshot(req.body(axum::body::Body::from(body))?)
+        .await?;
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Ok(Reply {
+        status: resp.status().as_u16(),
+        shard: header("cairn-shard").and_then(|v| v.parse().ok()),
+        duplicate: header("cairn-duplicate").as_deref() == Some("true"),
+        retry_after: header("retry-after").and_then(|v| v.parse().ok()),
+        body: String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await?.to_vec())?,
+    })
+}
+
+/// The shard the documented routing rule picks for `entry` among `active`.
+fn routed(entry: &[u8], active: &[u32]) -> anyhow::Result<u32> {
+    let leaf = Sha256::new().chain_update([0u8]).chain_update(entry).finalize();
+    let head = u64::from_be_bytes(leaf[..8].try_into()?);
+    Ok(active[(head % active.len() as u64) as usize])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_add_appends_one_entry_and_answers_with_its_index() -> anyhow::Result<()> {
+    let f = start().await?;
+    let ok = Some("Bearer npm-token");
+
+    // The index is the whole body; the entry is in the named shard at that index.
+    let r = post(&f, "/logs/1/add", b"first".to_vec(), ok).await?;
+    anyhow::ensure!(r.status == 200 && r.body == "0", "{} {:?}", r.status, r.body);
+    anyhow::ensure!(r.shard == Some(1) && !r.duplicate);
+    let r = post(&f, "/logs/1/add", b"second".to_vec(), ok).await?;
+    anyhow::ensure!(r.status == 200 && r.body == "1", "{} {:?}", r.status, r.body);
+    anyhow::ensure!(f.node.state(1)?.size == 2 && f.node.state(2)?.size == 0);
+
+    // A repeated entry gets its original index and appends nothing.
+    let r = post(&f, "/logs/1/add", b"first".to_vec(), ok).await?;
+    anyhow::ensure!(
+        r.status == 200 && r.body == "0" && r.duplicate,
+        "{} {:?}",
+        r.status,
+        r.body
+    );
+    anyhow::ensure!(f.node.state(1)?.size == 2);
+
+    // A named shard is honoured whatever the routing rule would pick.
+    let (to1, to2) = {
+        let mut picks = (0..).map(|i| format!("named {i}").into_bytes());
+        let to1 = picks.find(|e| routed(e, &[1, 2]).ok() == Some(1));
+        let to2 = picks.find(|e| routed(e, &[1, 2]).ok() == Some(2));
+        (to1.unwrap_or_default(), to2.unwrap_or_default())
+    };
+    let r = post(&f, "/logs/2/add", to1.clone(), ok).await?;
+    anyhow::ensure!(
+        r.status == 200 && r.shard == Some(2) && r.body == "0",
+        "{} {:?}",
+        r.status,
+        r.body
+    );
+    // `/add` routes by leaf hash, as the gRPC API does, and says where the entry went.
+    let r = post(&f, "/add", to2.clone(), ok).await?;
+    anyhow::ensure!(
+        r.status == 200 && r.shard == Some(2) && r.body == "1",
+        "{} {:?}",
+        r.status,
+        r.body
+    );
+    let r = post(&f, "/add", b"routed".to_vec(), ok).await?;
+    anyhow::ensure!(r.status == 200 && r.shard == Some(routed(b"routed", &[1, 2])?));
+    let before = total_size(&f.node)?;
+
+    // Refusals: each its status and a message that says what to fix; nothing is appended.
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("empty body", "/logs/1/add", vec![], ok, 400, "the body is empty"),
+        (
+            "too large",
+            "/logs/1/add",
+            vec![7; 65_536],
+            ok,
+            413,
+            "limit of 65535 bytes",
+        ),
+        ("no token", "/logs/1/add", b"x".to_vec(), None, 401, "token"),
+        (
+            "unknown token",
+            "/logs/1/add",
+            b"x".to_vec(),
+            Some("Bearer nope"),
+            401,
+            "",
+        ),
+        (
+            "not bearer",
+            "/add",
+            b"x".to_vec(),
+            Some("Basic bnBt"),
+            401,
+            "Bearer",
+        ),
+        (
+            "unknown shard",
+            "/logs/9/add",
+            b"x".to_vec(),
+            ok,
+            404,
+            "no shard 9",
+        ),
+        (
+            "not a shard id",
+            "/logs/one/add",
+            b"x".to_vec(),
+            ok,
+            404,
+            "not a shard id",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, path, body, token, status, message) in cases {
+        let r = post(&f, path, body, token).await?;
+        if r.status != status || !r.body.contains(message) || !r.body.ends_with('\n') {
+            failures.push(format!(
+                "{name}: expected {status} containing {message:?}, got {} {:?}",
+                r.status, r.body
+            ));
+        }
+    }
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    anyhow::ensure!(
+        total_size(&f.node)? == before,
+        "a refused request appended something"
+    );
+
+    // Back-pressure: a tenant over its rate gets 503 and when to come back; the entry is not logged.
+    let tiny = Some("Bearer tiny-token");
+    for i in 0..5 {
+        let r = post(&f, "/logs/1/add", format!("tiny {i}").into_bytes(), tiny).await?;
+        anyhow::ensure!(r.status == 200, "burst entry {i}: {} {:?}", r.status, r.body);
+    }
+    let r = post(&f, "/logs/1/add", b"tiny 5".to_vec(), tiny).await?;
+    anyhow::ensure!(r.status == 503, "{} {:?}", r.status, r.body);
+    anyhow::ensure!(
+        matches!(r.retry_after, Some(1..=2)),
+        "Retry-After {:?}",
+        r.retry_after
+    );
+    anyhow::ensure!(total_size(&f.node)? == before + 5);
+
+    // A frozen shard takes nothing by name, and `/add` routes around it.
+    let mut c = client(f.addr)?;
+    c.freeze_shard(with_token(
+        FreezeShardRequest { shard_id: 1 },
+        Some("Bearer admin-token"),
+    ))
+    .await?;
+    let r = post(&f, "/logs/1/add", b"late".to_vec(), ok).await?;
+    anyhow::ensure!(
+        r.status == 405 && r.body.contains("frozen"),
+        "{} {:?}",
+        r.status,
+        r.body
+    );
+    let r = post(&f, "/add", to1, ok).await?;
+    anyhow::ensure!(
+        r.status == 200 && r.shard == Some(2) && r.duplicate,
+        "{} {:?}",
+        r.status,
+        r.body
+    );
+    let r = post(&f, "/add", b"late".to_vec(), ok).await?;
+    anyhow::ensure!(
+        r.status == 200 && r.shard == Some(2) && !r.duplicate,
+        "{} {:?}",
+        r.status,
+        r.body
     );
     let _ = f.stop.send(());
     Ok(())
