@@ -22,6 +22,37 @@ pub enum WaitArg {
     Published,
 }
 
+/// TLS settings of a client command, for `https://` servers.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// CA certificate(s) (PEM) that `https://` servers' certificates must chain to (default: the
+    /// system's roots).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) to present to servers that ask for one (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client library's form of these settings.
+    pub fn options(&self) -> cairn_client::TlsOptions {
+        cairn_client::TlsOptions {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        }
+    }
+
+    /// An HTTP client for the read path with these settings.
+    pub fn http(&self, timeout: Option<std::time::Duration>) -> anyhow::Result<reqwest::Client> {
+        Ok(self.options().http_client(timeout)?)
+    }
+}
+
 /// Arguments of `cairn submit`.
 #[derive(clap::Args)]
 pub struct SubmitArgs {
@@ -46,6 +77,9 @@ pub struct SubmitArgs {
     pub batch: usize,
     /// Input files.
     pub files: Vec<PathBuf>,
+    /// For `https://` servers.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn read_input(path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
@@ -98,7 +132,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.proof_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut client = LogClient::with_servers(&args.servers)?;
+    let mut client = LogClient::with_servers_tls(&args.servers, Some(&args.tls.options()))?;
     if let Some(t) = &args.token {
         client = client.with_token(t.clone());
     }
@@ -199,8 +233,8 @@ pub fn keygen(origin: &str, out: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `cairn shard list`.
-pub async fn shard_list(server: &str) -> anyhow::Result<ExitCode> {
-    let mut client = LogClient::new(server)?;
+pub async fn shard_list(server: &str, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
+    let mut client = LogClient::with_servers_tls(&[server.to_owned()], Some(&tls.options()))?;
     for s in client.shards().await? {
         let listing = cairn_store::ShardListing::try_from(s)?;
         println!("{}", serde_json::to_string(&listing)?);
@@ -209,8 +243,13 @@ pub async fn shard_list(server: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// `cairn shard freeze`.
-pub async fn shard_freeze(server: &str, token: Option<String>, id: u32) -> anyhow::Result<ExitCode> {
-    let mut client = LogClient::new(server)?;
+pub async fn shard_freeze(
+    server: &str,
+    token: Option<String>,
+    id: u32,
+    tls: &TlsArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut client = LogClient::with_servers_tls(&[server.to_owned()], Some(&tls.options()))?;
     if let Some(t) = token {
         client = client.with_token(t);
     }
@@ -266,9 +305,9 @@ fn toml_str(s: &str) -> String {
 }
 
 /// `cairn trust`: writes the log's trust documents, as its read path serves them, into `out`.
-pub async fn trust(url: &str, out: &Path) -> anyhow::Result<ExitCode> {
+pub async fn trust(url: &str, out: &Path, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let http = reqwest::Client::new();
+    let http = tls.http(None)?;
     for name in [
         "trusted_root.json",
         "signing_config.json",

@@ -68,6 +68,23 @@ pub struct ServeConfig {
     /// The search role: which log it indexes.
     #[serde(default)]
     pub search: SearchFile,
+    /// TLS on every listener and between nodes (`[tls]`); plain TCP without it.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+}
+
+/// The `[tls]` table: this node's certificate and key, and the cluster CA. The gRPC API and HTTP
+/// listeners serve the certificate; the Raft listener requires peers to present a certificate issued
+/// by the CA, and this node presents its own to them. The files are reloaded when they change.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Certificate chain (PEM, leaf first); its names must cover the addresses peers and clients use.
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// The cluster CA (PEM) that issued every node's certificate.
+    pub ca: PathBuf,
 }
 
 /// The `[search]` table.
@@ -362,6 +379,7 @@ impl ServeConfig {
             witnessing: WitnessingFile::default(),
             witness: None,
             search: SearchFile::default(),
+            tls: None,
         }
     }
 

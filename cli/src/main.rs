@@ -126,6 +126,8 @@ enum Command {
         /// Directory to write them to.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        #[command(flatten)]
+        tls: commands::TlsArgs,
     },
     /// Shard administration.
     Shard {
@@ -141,6 +143,8 @@ enum ShardCommand {
         /// gRPC URL of a log server.
         #[arg(long, default_value = "http://127.0.0.1:7400")]
         server: String,
+        #[command(flatten)]
+        tls: commands::TlsArgs,
     },
     /// Freeze a shard: no more entries, a final checkpoint (admin token).
     Freeze {
@@ -152,6 +156,8 @@ enum ShardCommand {
         token: Option<String>,
         /// Shard id.
         id: u32,
+        #[command(flatten)]
+        tls: commands::TlsArgs,
     },
     /// Add a shard to a configuration file (generating its key); nodes pick it up when restarted.
     Add {
@@ -279,10 +285,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor(args) => cairn_cli::consumer::monitor(args).await,
         Command::Search(args) => cairn_cli::consumer::search(args).await,
         Command::Keygen { origin, out } => commands::keygen(&origin, &out),
-        Command::Trust { url, out } => commands::trust(&url, &out).await,
+        Command::Trust { url, out, tls } => commands::trust(&url, &out, &tls).await,
         Command::Shard { command } => match command {
-            ShardCommand::List { server } => commands::shard_list(&server).await,
-            ShardCommand::Freeze { server, token, id } => commands::shard_freeze(&server, token, id).await,
+            ShardCommand::List { server, tls } => commands::shard_list(&server, &tls).await,
+            ShardCommand::Freeze {
+                server,
+                token,
+                id,
+                tls,
+            } => commands::shard_freeze(&server, token, id, &tls).await,
             ShardCommand::Add { config, id, origin } => commands::shard_add(&config, id, &origin),
         },
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, Tenant};
+use cairn_proto::tls::{ClientAuth, Incoming};
 use cairn_sequencer::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
 use cairn_store::{Lifecycle, Shard, ShardKind, TileCache, open_bucket};
 use cairn_tlog::{Cosigner, VerifierKey};
@@ -26,13 +27,15 @@ pub(crate) struct Resolved {
     pub(crate) valid_from: SystemTime,
 }
 
-/// A Sigstore shard's base URL: configured, or `http://<origin>:<http port>/logs/<id>`; its host
-/// must be the shard's origin (Sigstore clients check the checkpoint's origin against it).
-fn sigstore_base_url(s: &ShardFile, http_port: u16) -> anyhow::Result<String> {
+/// A Sigstore shard's base URL: configured, or `http://<origin>:<http port>/logs/<id>` (`https://`
+/// with `[tls]`); its host must be the shard's origin (Sigstore clients check the checkpoint's origin
+/// against it).
+fn sigstore_base_url(s: &ShardFile, http_port: u16, tls: bool) -> anyhow::Result<String> {
     let base = match &s.base_url {
         Some(b) => b.trim_end_matches('/').to_owned(),
         None => format!(
-            "http://{}:{}{}",
+            "{}://{}:{}{}",
+            if tls { "https" } else { "http" },
             s.origin,
             http_port,
             cairn_store::http_prefix(s.id)
@@ -174,7 +177,7 @@ fn resolve_shards(
             ),
         };
         let base_url = match s.kind {
-            ShardKind::Sigstore => Some(sigstore_base_url(s, http_port)?),
+            ShardKind::Sigstore => Some(sigstore_base_url(s, http_port, config.tls.is_some())?),
             ShardKind::Opaque => None,
         };
         let valid_from = match s.valid_from {
@@ -204,6 +207,18 @@ fn resolve_shards(
     Ok(out)
 }
 
+/// How often the `[tls]` files are checked for changes.
+const TLS_RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn wait_for_leader(node: &Node, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -225,6 +240,30 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let tls = match &config.tls {
+        Some(t) => {
+            for p in &config.peers {
+                if !p.grpc.starts_with("https://") {
+                    bail!(
+                        "peer {}: its grpc URL ({}) must be https:// when [tls] is set: every node's gRPC API serves TLS",
+                        p.id,
+                        p.grpc
+                    );
+                }
+            }
+            let tls = cairn_proto::tls::Tls::load(cairn_proto::tls::TlsFiles {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                ca: t.ca.clone(),
+            })
+            .context("[tls]")?;
+            Some(tls)
+        }
+        None => None,
+    };
+    // Reloads the files when they change, for as long as the process runs.
+    let _tls_watch = tls.as_ref().map(|t| AbortOnDrop(t.watch(TLS_RELOAD_EVERY)));
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Bound first: default URLs in the trust documents name its port.
     let http_listener = if [Role::Tiles, Role::Log, Role::Tsa, Role::Witness, Role::Search]
         .iter()
@@ -274,6 +313,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             ..BatchConfig::default()
         };
         nc.publish_interval = Duration::from_millis(config.tuning.publish_interval_ms.max(1));
+        nc.tls = tls.clone();
         let node = Node::start(nc).await?;
         if config.initializes() {
             let members: BTreeMap<u64, String> = if config.peers.is_empty() {
@@ -309,7 +349,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         .sigstore
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{http_bound}"))
+        .unwrap_or_else(|| format!("{scheme}://{http_bound}"))
         .trim_end_matches('/')
         .to_owned();
     let tsa = if config.has(Role::Tsa) {
@@ -345,7 +385,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     if config.has(Role::Search) {
         let log_url = match &config.search.log_url {
             Some(u) => u.clone(),
-            None if config.has(Role::Tiles) => format!("http://{http_bound}"),
+            None if config.has(Role::Tiles) => format!("{scheme}://{http_bound}"),
             None => bail!("the search role needs [search] log_url when this process has no tiles role"),
         };
         let indexer = cairn_search::Indexer::open(&log_url, &config.data_dir.join("search"))
@@ -370,6 +410,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                 .map_err(|e| anyhow::anyhow!("[sigstore] key_details: {e}"))?;
         }
         lc.peers = config.peers.iter().map(|p| (p.id, p.grpc.clone())).collect();
+        lc.tls = tls.clone();
         lc.auth = AuthConfig {
             tenants: config
                 .tenants
@@ -406,8 +447,9 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             .with_context(|| format!("binding gRPC to {}", config.grpc_addr))?;
         grpc_addr = Some(listener.local_addr()?);
         let done = stopped(&stop);
+        let incoming = Incoming::new(listener, tls.clone().map(|t| (t, ClientAuth::None)));
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = cairn_log_server::serve(listener, routes, done).await {
+            if let Err(e) = cairn_log_server::serve(incoming, routes, done).await {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         }));
@@ -483,8 +525,9 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     if let Some(listener) = http_listener {
         http_addr = Some(listener.local_addr()?);
         let done = stopped(&stop);
+        let incoming = Incoming::new(listener, tls.clone().map(|t| (t, ClientAuth::None)));
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = cairn_tile_server::serve_router(listener, http_routes, done).await {
+            if let Err(e) = cairn_tile_server::serve_router(incoming, http_routes, done).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }));
@@ -497,7 +540,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     }
     if let Some(w) = &witness {
         println!(
-            "witness vkey={} url=http://{}/witness",
+            "witness vkey={} url={scheme}://{}/witness",
             w.verifier(),
             http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
         );

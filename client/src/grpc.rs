@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_proto::metadata::{AUTHORIZATION, LEADER, RETRY_AFTER_MS};
+use cairn_proto::tls::Connector;
 use cairn_proto::v1::log_client::LogClient as Raw;
 use cairn_proto::v1::{
     AddEntriesRequest, EntryResult, FreezeShardRequest, GetCheckpointRequest, GetConsistencyProofRequest,
@@ -107,6 +108,20 @@ fn transport_failure(status: &Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
+/// The reason a TLS connection was refused because of a certificate (the server's, as this client
+/// judged it: unknown issuer, wrong name, expired): a configuration error that no retry mends.
+fn certificate_failure(status: &Status) -> Option<String> {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("invalid peer certificate") {
+            return Some(text);
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// How to retry a failed attempt.
 enum Retry {
     /// At the leader the server named (already switched to).
@@ -126,6 +141,8 @@ pub struct LogClient {
     retry: RetryPolicy,
     retries: u64,
     failed: Vec<FailedAttempt>,
+    /// How `https://` servers are connected to.
+    tls: Option<Connector>,
 }
 
 /// An attempt of a write that failed and was retried.
@@ -144,8 +161,10 @@ pub struct FailedAttempt {
     pub at: Instant,
 }
 
-fn connect(url: &str, stall: Duration) -> Result<Raw<Channel>, ClientError> {
-    let channel = Endpoint::from_shared(url.to_owned())
+/// A lazily connected channel to `url`: over TLS with `tls` for `https://` URLs (the system's roots
+/// when no connector was configured), plain TCP for `http://`.
+fn connect(url: &str, stall: Duration, tls: Option<&Connector>) -> Result<Raw<Channel>, ClientError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| ClientError::Invalid(format!("server URL {url}: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
@@ -153,8 +172,16 @@ fn connect(url: &str, stall: Duration) -> Result<Raw<Channel>, ClientError> {
         // ping after half the stall timeout of silence, and the connection fails if it is not
         // acknowledged within the other half.
         .http2_keep_alive_interval(stall / 2)
-        .keep_alive_timeout(stall / 2)
-        .connect_lazy();
+        .keep_alive_timeout(stall / 2);
+    let channel = if url.starts_with("https://") {
+        let connector = match tls {
+            Some(c) => c.clone(),
+            None => crate::TlsOptions::default().connector()?,
+        };
+        endpoint.connect_with_connector_lazy(connector)
+    } else {
+        endpoint.connect_lazy()
+    };
     Ok(Raw::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
@@ -169,16 +196,25 @@ impl LogClient {
     /// A client of several servers of one log (`http://host:port` each): it starts with the first and,
     /// when a server cannot be reached or cannot take a write and names no leader, moves to the next.
     pub fn with_servers(urls: &[String]) -> Result<Self, ClientError> {
+        Self::with_servers_tls(urls, None)
+    }
+
+    /// [`Self::with_servers`], connecting to `https://` servers with `tls` (a CA to trust, a client
+    /// certificate; the system's roots without it).
+    pub fn with_servers_tls(urls: &[String], tls: Option<&crate::TlsOptions>) -> Result<Self, ClientError> {
+        let tls = tls.map(crate::TlsOptions::connector).transpose()?;
         let first = urls
             .first()
             .ok_or_else(|| ClientError::Invalid("no server given".into()))?;
         let retry = RetryPolicy::default();
         for u in urls {
-            connect(u, retry.stall_timeout)?;
+            Endpoint::from_shared(u.clone())
+                .map_err(|e| ClientError::Invalid(format!("server URL {u}: {e}")))?;
         }
         Ok(Self {
             url: first.clone(),
-            raw: connect(first, retry.stall_timeout)?,
+            raw: connect(first, retry.stall_timeout, tls.as_ref())?,
+            tls,
             servers: urls.to_vec(),
             token: None,
             retry,
@@ -196,7 +232,7 @@ impl LogClient {
     /// Replaces the retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Result<Self, ClientError> {
         if retry.stall_timeout != self.retry.stall_timeout {
-            self.raw = connect(&self.url, retry.stall_timeout)?;
+            self.raw = connect(&self.url, retry.stall_timeout, self.tls.as_ref())?;
         }
         self.retry = retry;
         Ok(self)
@@ -305,6 +341,12 @@ impl LogClient {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        if let Some(why) = certificate_failure(status) {
+            return Err(ClientError::Invalid(format!(
+                "TLS to {}: {why} (is --tls-ca the CA that issued the server's certificate?)",
+                self.url
+            )));
+        }
         match status.code() {
             Code::ResourceExhausted => {
                 let ms = hint(RETRY_AFTER_MS).and_then(|v| v.parse::<u64>().ok());
@@ -344,7 +386,7 @@ impl LogClient {
     }
 
     fn switch(&mut self, url: String) -> Result<(), ClientError> {
-        self.raw = connect(&url, self.retry.stall_timeout)?;
+        self.raw = connect(&url, self.retry.stall_timeout, self.tls.as_ref())?;
         self.url = url;
         Ok(())
     }

@@ -85,6 +85,19 @@ impl HttpLog {
         }
     }
 
+    /// A reader of the site at `base` over `http` (for TLS settings: [`crate::TlsOptions`]).
+    pub fn with_client(base: &str, http: reqwest::Client) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// The site's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The HTTP client (connections are pooled: share it).
     pub fn client(&self) -> reqwest::Client {
         self.http.clone()

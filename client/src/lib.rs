@@ -15,6 +15,7 @@ mod error;
 mod grpc;
 mod http;
 pub mod monitor;
+mod tls;
 pub mod watch;
 
 pub use cairn_proto::v1::Wait;
@@ -22,6 +23,7 @@ pub use cairn_store::{Lifecycle, ShardListing};
 pub use error::ClientError;
 pub use grpc::{FailedAttempt, LogClient, RetryPolicy, Submitted};
 pub use http::{HttpLog, HttpShard, VerifiedShard};
+pub use tls::TlsOptions;
 
 use cairn_tlog::{Checkpoint, TlogProof, VerifierKey};
 

@@ -214,6 +214,12 @@ pub struct Round {
 }
 
 impl Monitor {
+    /// Reads the logs over `http` (for TLS settings: [`crate::TlsOptions`]).
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = HttpLog::with_client(self.http.base(), http);
+        self
+    }
+
     /// A monitor of `logs`, matching `watch`, judging certificates with `trust` (entries whose
     /// certificate does not chain to it are not matched), remembering in `state_path`.
     pub fn new(

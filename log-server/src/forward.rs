@@ -47,14 +47,22 @@ impl Inner {
         if let Some(c) = clients.get(url) {
             return Ok(c.clone());
         }
-        let channel = Channel::from_shared(url.to_owned())
+        let endpoint = Channel::from_shared(url.to_owned())
             .map_err(|e| LogError::Internal(format!("peer URL {url}: {e}")))?
             .tcp_nodelay(true)
             // A peer that stops answering pings (paused, or gone without a reset) fails the calls
             // waiting on it within about a second, so they are re-routed rather than held.
             .http2_keep_alive_interval(PEER_STALL / 2)
-            .keep_alive_timeout(PEER_STALL / 2)
-            .connect_lazy();
+            .keep_alive_timeout(PEER_STALL / 2);
+        let channel = match (&self.config.tls, url.starts_with("https://")) {
+            (Some(tls), true) => endpoint.connect_with_connector_lazy(tls.connector()),
+            (None, true) => {
+                return Err(LogError::Internal(format!(
+                    "peer URL {url} is https:// but this node has no [tls] configuration"
+                )));
+            }
+            (_, false) => endpoint.connect_lazy(),
+        };
         let client = LogClient::new(channel)
             .max_decoding_message_size(MAX_REPLY)
             .max_encoding_message_size(MAX_REPLY);

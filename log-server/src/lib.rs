@@ -64,8 +64,12 @@ pub struct LogServerConfig {
     pub kinds: BTreeMap<ShardId, ShardKind>,
     /// The signing algorithms Sigstore shards accept.
     pub sigstore_policy: cairn_sigstore::Policy,
-    /// gRPC URL (`http://host:port`) of each sequencer node's log API, for forwarding to leaders.
+    /// gRPC URL (`http://host:port`, or `https://` with TLS) of each sequencer node's log API, for
+    /// forwarding to leaders.
     pub peers: BTreeMap<NodeId, String>,
+    /// TLS for forwarded writes to `https://` peers (their chains checked against the cluster CA,
+    /// this node's certificate presented).
+    pub tls: Option<std::sync::Arc<cairn_proto::tls::Tls>>,
     /// Tokens, rates and the admin token.
     pub auth: AuthConfig,
     /// Request size limits.
@@ -88,6 +92,7 @@ impl LogServerConfig {
             kinds: BTreeMap::new(),
             sigstore_policy: cairn_sigstore::Policy::default(),
             peers: BTreeMap::new(),
+            tls: None,
             auth: AuthConfig::default(),
             limits: Limits::default(),
             publish_timeout: Duration::from_secs(30),

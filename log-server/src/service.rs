@@ -316,9 +316,10 @@ pub async fn grpc_routes(server: LogServer) -> Result<tonic::service::Routes, Lo
     ))
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves.
+/// Serves `routes` on `listener` (a `TcpListener`, or an `Incoming` with TLS) until `shutdown`
+/// resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<cairn_proto::tls::Incoming>,
     routes: tonic::service::Routes,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -330,10 +331,7 @@ pub async fn serve(
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            // `tcp_nodelay` on the builder only applies to sockets tonic binds itself.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        // `Incoming` sets `TCP_NODELAY` (the builder's applies only to sockets tonic binds itself).
+        .serve_with_incoming_shutdown(listener.into(), shutdown)
         .await
 }

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod convert;
 pub mod metadata;
+pub mod tls;
 
 /// Raft transport between sequencer nodes (`cairn.raft.v1`).
 pub mod raft {

@@ -113,6 +113,9 @@ pub struct NodeConfig {
     pub keep_after_snapshot: u64,
     /// Refuse appends while this many entries are sequenced but not published.
     pub max_unpublished: u64,
+    /// TLS between peers: the Raft listener requires a client certificate from the cluster CA, and
+    /// connections to peers check theirs and present this node's. Plain TCP when `None`.
+    pub tls: Option<std::sync::Arc<cairn_proto::tls::Tls>>,
 }
 
 impl NodeConfig {
@@ -137,6 +140,7 @@ impl NodeConfig {
             snapshot_every: 1_000,
             keep_after_snapshot: 500,
             max_unpublished: 2_000_000,
+            tls: None,
         }
     }
 

@@ -56,19 +56,33 @@ impl Partitions {
 #[derive(Clone, Default)]
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    /// TLS to peers (mutual), when the node has it.
+    tls: Option<cairn_proto::tls::Connector>,
 }
 
 impl Channels {
+    /// Channels over TLS with `tls`, or plain TCP without.
+    pub fn new(tls: Option<cairn_proto::tls::Connector>) -> Self {
+        Self {
+            by_addr: Arc::default(),
+            tls,
+        }
+    }
+
     fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .connect_lazy();
+            .http2_keep_alive_interval(Duration::from_secs(10));
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
+            None => endpoint.connect_lazy(),
+        };
         map.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -83,7 +83,12 @@ impl Node {
             .validate()
             .map_err(|e| SequencerError::Fatal(e.to_string()))?,
         );
-        let channels = Channels::default();
+        let channels = Channels::new(
+            config
+                .tls
+                .as_ref()
+                .map(|t| t.connector().with_timeout(Duration::from_millis(500))),
+        );
         let partitions = Arc::new(Partitions::default());
         let (stop, _) = watch::channel(false);
         let mut shards = HashMap::new();
@@ -147,9 +152,14 @@ impl Node {
         }
         let service = RaftService::new(inner.clone());
         let mut stop_rx = stop.subscribe();
+        let incoming = cairn_proto::tls::Incoming::new(
+            listener,
+            config
+                .tls
+                .clone()
+                .map(|t| (t, cairn_proto::tls::ClientAuth::ClusterCa)),
+        );
         tasks.push(tokio::spawn(async move {
-            // `tcp_nodelay` on the builder only applies to sockets tonic binds itself.
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let shutdown = async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             };

@@ -140,11 +140,30 @@ pub async fn serve(
     serve_router(listener, router(state), shutdown).await
 }
 
-/// Serves `app` (the read path merged with other HTTP roles of the process) until `shutdown`.
+/// Serves `app` (the read path merged with other HTTP roles of the process) on `listener` (a
+/// `TcpListener`, or an `Incoming` with TLS) until `shutdown`.
 pub async fn serve_router(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<cairn_proto::tls::Incoming>,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(Listener(listener.into()), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// axum's view of an [`Incoming`](cairn_proto::tls::Incoming).
+struct Listener(cairn_proto::tls::Incoming);
+
+impl axum::serve::Listener for Listener {
+    type Io = cairn_proto::tls::Conn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
 }

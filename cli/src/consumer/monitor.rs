@@ -37,6 +37,9 @@ pub struct MonitorArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// For an `https://` --log-url.
+    #[command(flatten)]
+    pub tls: crate::commands::TlsArgs,
 }
 
 /// `cairn monitor`.
@@ -58,7 +61,7 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         (None, Some(t)) => Logs::TrustedRoot(t.clone()),
         (None, None) => anyhow::bail!("give --log-url or --trusted-root"),
     };
-    let mut monitor = Monitor::new(logs, watch, trust, &args.state)?;
+    let mut monitor = Monitor::new(logs, watch, trust, &args.state)?.with_http(args.tls.http(None)?);
     if let Some(addr) = args.metrics_addr {
         let registry = monitor.metrics().registry().clone();
         let listener = tokio::net::TcpListener::bind(addr)
@@ -77,6 +80,7 @@ pub async fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
+    // Webhooks are anywhere: the system's roots, not the log's --tls-ca.
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()?;

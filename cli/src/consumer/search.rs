@@ -47,6 +47,9 @@ pub struct SearchArgs {
     /// One JSON object per result instead of text.
     #[arg(long)]
     pub json: bool,
+    /// For `https://` servers.
+    #[command(flatten)]
+    pub tls: crate::commands::TlsArgs,
 }
 
 /// Whether an entry's claims answer the query.
@@ -119,7 +122,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
                     args.url
                 );
             }
-            cairn_client::HttpLog::new(log_url.as_deref().unwrap_or(&args.url))
+            cairn_client::HttpLog::with_client(log_url.as_deref().unwrap_or(&args.url), args.tls.http(None)?)
                 .shards()
                 .await
                 .context("reading the log's shards.json for its keys")?
@@ -140,7 +143,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
             .any(|l| l.key == key.public_key() && l.log_id.as_slice() == key.key_hash().as_slice());
         trusted.then_some(key)
     };
-    let http = reqwest::Client::new();
+    let http = args.tls.http(None)?;
     let base = args.url.trim_end_matches('/');
     let mut token: Option<String> = None;
     let (mut shown, mut bad) = (0usize, 0usize);
