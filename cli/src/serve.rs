@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, Tenant};
-use cairn_proto::tls::{ClientAuth, Incoming};
+use cairn_proto::tls::{Incoming, Serve};
 use cairn_sequencer::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
 use cairn_store::{Lifecycle, Shard, ShardKind, TileCache, open_bucket};
 use cairn_tlog::{Cosigner, VerifierKey};
@@ -385,7 +385,11 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     if config.has(Role::Search) {
         let log_url = match &config.search.log_url {
             Some(u) => u.clone(),
-            None if config.has(Role::Tiles) => format!("{scheme}://{http_bound}"),
+            None if config.tls.is_some() => bail!(
+                "with [tls], the search role needs [search] log_url: it reads the read path with the system's \
+                 root certificates, which do not know the cluster CA"
+            ),
+            None if config.has(Role::Tiles) => format!("http://{http_bound}"),
             None => bail!("the search role needs [search] log_url when this process has no tiles role"),
         };
         let indexer = cairn_search::Indexer::open(&log_url, &config.data_dir.join("search"))
@@ -437,9 +441,16 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                 cache: cache.clone(),
             },
         )?;
-        http_routes = http_routes
-            .merge(cairn_log_server::rekor::router(server.clone())?)
-            .merge(cairn_log_server::add::router(server.clone()));
+        http_routes = http_routes.merge(cairn_log_server::rekor::router(server.clone())?);
+        // Opaque writes over HTTP follow the gRPC API's rule: anonymous only on loopback.
+        if !anonymous || http_bound.ip().is_loopback() {
+            http_routes = http_routes.merge(cairn_log_server::add::router(server.clone()));
+        } else {
+            tracing::warn!(
+                http = %http_bound,
+                "POST /add is off: no [[tenants]] are configured and the HTTP listener is not loopback"
+            );
+        }
         registries.push(server.metrics().registry().clone());
         let routes = cairn_log_server::grpc_routes(server).await?;
         let listener = tokio::net::TcpListener::bind(config.grpc_addr)
@@ -447,7 +458,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             .with_context(|| format!("binding gRPC to {}", config.grpc_addr))?;
         grpc_addr = Some(listener.local_addr()?);
         let done = stopped(&stop);
-        let incoming = Incoming::new(listener, tls.clone().map(|t| (t, ClientAuth::None)));
+        let incoming = Incoming::new(listener, tls.clone().map(|t| (t, Serve::Grpc)));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = cairn_log_server::serve(incoming, routes, done).await {
                 tracing::error!(error = %e, "gRPC server failed");
@@ -525,7 +536,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     if let Some(listener) = http_listener {
         http_addr = Some(listener.local_addr()?);
         let done = stopped(&stop);
-        let incoming = Incoming::new(listener, tls.clone().map(|t| (t, ClientAuth::None)));
+        let incoming = Incoming::new(listener, tls.clone().map(|t| (t, Serve::Http)));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = cairn_tile_server::serve_router(incoming, http_routes, done).await {
                 tracing::error!(error = %e, "HTTP server failed");

@@ -143,6 +143,8 @@ pub struct LogClient {
     failed: Vec<FailedAttempt>,
     /// How `https://` servers are connected to.
     tls: Option<Connector>,
+    /// Servers whose certificate this client refused during the current write, with why.
+    cert_failed: Vec<String>,
 }
 
 /// An attempt of a write that failed and was retried.
@@ -202,7 +204,11 @@ impl LogClient {
     /// [`Self::with_servers`], connecting to `https://` servers with `tls` (a CA to trust, a client
     /// certificate; the system's roots without it).
     pub fn with_servers_tls(urls: &[String], tls: Option<&crate::TlsOptions>) -> Result<Self, ClientError> {
-        let tls = tls.map(crate::TlsOptions::connector).transpose()?;
+        // Built only when a server needs it: plain `http://` never reads certificates.
+        let tls = match tls {
+            Some(t) if urls.iter().any(|u| u.starts_with("https://")) => Some(t.connector()?),
+            _ => None,
+        };
         let first = urls
             .first()
             .ok_or_else(|| ClientError::Invalid("no server given".into()))?;
@@ -215,6 +221,7 @@ impl LogClient {
             url: first.clone(),
             raw: connect(first, retry.stall_timeout, tls.as_ref())?,
             tls,
+            cert_failed: Vec::new(),
             servers: urls.to_vec(),
             token: None,
             retry,
@@ -271,6 +278,7 @@ impl LogClient {
     /// (`UNKNOWN`, `CANCELLED`: the next server). Results are in the order of `entries`.
     pub async fn submit(&mut self, entries: Vec<Vec<u8>>, wait: Wait) -> Result<Vec<Submitted>, ClientError> {
         let start = Instant::now();
+        self.cert_failed.clear();
         let mut backoff = self.retry.backoff;
         // Whether the last retry followed a leader hint: a second hint in a row waits the backoff, so
         // servers with stale views of the leadership cannot bounce a write between them at full speed.
@@ -342,10 +350,20 @@ impl LogClient {
                 .map(str::to_owned)
         };
         if let Some(why) = certificate_failure(status) {
-            return Err(ClientError::Invalid(format!(
-                "TLS to {}: {why} (is --tls-ca the CA that issued the server's certificate?)",
-                self.url
-            )));
+            // That server cannot be used (a configuration error, not a passing failure): the next one
+            // whose certificate has not been refused yet, or the error once none is left.
+            self.cert_failed.push(format!("{}: {why}", self.url));
+            let refused = |u: &String| self.cert_failed.iter().any(|f| f.starts_with(&format!("{u}: ")));
+            return match self.servers.iter().find(|u| !refused(u)).cloned() {
+                Some(next) => {
+                    self.switch(next)?;
+                    Ok(Some(Retry::After(Duration::ZERO)))
+                }
+                None => Err(ClientError::Invalid(format!(
+                    "TLS: {} (is --tls-ca the CA that issued the servers' certificates?)",
+                    self.cert_failed.join("; ")
+                ))),
+            };
         }
         match status.code() {
             Code::ResourceExhausted => {

@@ -56,6 +56,7 @@ impl TlsOptions {
         if let Some((cert, key)) = self.identity()? {
             let mut pem =
                 std::fs::read(cert).map_err(|e| invalid(format!("reading {}: {e}", cert.display())))?;
+            pem.push(b'\n');
             pem.extend(std::fs::read(key).map_err(|e| invalid(format!("reading {}: {e}", key.display())))?);
             builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(invalid)?);
         }

@@ -165,7 +165,15 @@ impl LogError {
         match self {
             LogError::Busy { retry_after, .. } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
             LogError::Unavailable { .. } | LogError::LeaderUnreachable { .. } => Some(1),
-            LogError::Forwarded(s) if s.code() == Code::ResourceExhausted => Some(1),
+            LogError::Forwarded(s) if s.code() == Code::ResourceExhausted => {
+                let ms = s
+                    .metadata()
+                    .get(RETRY_AFTER_MS)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1_000);
+                Some(ms.div_ceil(1_000).max(1))
+            }
             _ => None,
         }
     }

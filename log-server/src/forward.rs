@@ -13,7 +13,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use cairn_proto::metadata::{AUTHORIZATION, FORWARDED_SHARD};
+use cairn_proto::metadata::{AUTHORIZATION, FORWARDED_SHARD, NAMED_SHARD};
 use cairn_proto::v1::log_client::LogClient;
 use cairn_proto::v1::{AddEntriesRequest, EntryResult, Wait};
 use cairn_sequencer::{Node, NodeId, ShardId};
@@ -79,6 +79,9 @@ impl Inner {
         }
         req.metadata_mut()
             .insert(FORWARDED_SHARD, MetadataValue::from(shard));
+        if let Some(named) = metadata.get(NAMED_SHARD) {
+            req.metadata_mut().insert(NAMED_SHARD, named.clone());
+        }
         req
     }
 

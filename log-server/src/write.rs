@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_proto::metadata::FORWARDED_SHARD;
+use cairn_proto::metadata::{FORWARDED_SHARD, NAMED_SHARD};
 use cairn_proto::v1::{AddEntriesRequest, AddEntriesResponse, EntryResult, Wait};
 use cairn_sequencer::{Node, ShardId};
 use cairn_store::ShardKind;
@@ -131,19 +131,26 @@ impl Inner {
         let forwarded = forwarded_shard(metadata)?;
         self.auth.writer(metadata, entries.len())?;
         let active = self.active(kind);
-        // A forwarded request goes to the shard the forwarding server chose (by routing, or because
-        // its caller named it), as long as that shard is still active here.
-        let pinned = match (named, forwarded) {
-            (Some(shard), _) => Some(self.named_shard(shard, kind, &active)?),
-            (None, Some(f)) if active.contains(&f) => Some(f),
-            (None, Some(_)) => {
-                // The forwarding server saw another set of active shards (a freeze in between).
-                return Err(LogError::Unavailable {
-                    reason: "the set of active shards changed; retry".into(),
-                    leader: None,
-                });
+        // A shard the caller named (here, or at the server that forwarded the request: opaque shards
+        // only, as `POST /logs/<id>/add` allows) takes every entry; otherwise the leaf hash routes.
+        let named = match (named, forwarded) {
+            (Some(shard), _) => Some(shard),
+            (None, Some(f)) if metadata.contains_key(NAMED_SHARD) && kind == ShardKind::Opaque => Some(f),
+            _ => None,
+        };
+        let pinned = named
+            .map(|shard| self.named_shard(shard, kind, &active))
+            .transpose()?;
+        let marked;
+        let metadata = match named {
+            // Forwarded on with the mark, so that the leader appends where the caller asked.
+            Some(_) if !metadata.contains_key(NAMED_SHARD) => {
+                let mut m = metadata.clone();
+                m.insert(NAMED_SHARD, tonic::metadata::MetadataValue::from_static("1"));
+                marked = m;
+                &marked
             }
-            (None, None) => None,
+            _ => metadata,
         };
         let n = entries.len();
         let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
@@ -157,6 +164,13 @@ impl Inner {
                     ))
                 })?,
             };
+            if pinned.is_none() && forwarded.is_some_and(|f| f != shard) {
+                // The forwarding server routed with another set of active shards (a freeze in between).
+                return Err(LogError::Unavailable {
+                    reason: "the set of active shards changed; retry".into(),
+                    leader: None,
+                });
+            }
             let g = groups.entry(shard).or_default();
             g.0.push(i);
             g.1.push(entry);

@@ -605,8 +605,42 @@ async fn http_add_appends_one_entry_and_answers_with_its_index() -> anyhow::Resu
     );
     anyhow::ensure!(total_size(&f.node)? == before + 5);
 
-    // A frozen shard takes nothing by name, and `/add` routes around it.
+    // The forwarding marker alone does not pick a shard: a request "forwarded" for a shard the routing
+    // rule would not choose is refused as retryable; with the named-shard mark too, it goes there.
     let mut c = client(f.addr)?;
+    let forwarded = |entry: &[u8], named: bool| {
+        let mut r = add(vec![entry.to_vec()], ok);
+        r.metadata_mut()
+            .insert(cairn_log_server::FORWARDED_SHARD, "1".parse().expect("ascii"));
+        if named {
+            r.metadata_mut()
+                .insert(cairn_proto::metadata::NAMED_SHARD, "1".parse().expect("ascii"));
+        }
+        r
+    };
+    let to2_again = {
+        let mut picks = (0..).map(|i| format!("forwarded {i}").into_bytes());
+        picks
+            .find(|e| routed(e, &[1, 2]).ok() == Some(2))
+            .unwrap_or_default()
+    };
+    let s = c
+        .add_entries(forwarded(&to2_again, false))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a forwarded entry went to a shard routing did not pick"))?;
+    anyhow::ensure!(
+        s.code() == Code::Unavailable && s.message().contains("retry"),
+        "{s:?}"
+    );
+    let r = c
+        .add_entries(forwarded(&to2_again, true))
+        .await?
+        .into_inner()
+        .results;
+    anyhow::ensure!(r.len() == 1 && r[0].shard_id == 1, "{r:?}");
+
+    // A frozen shard takes nothing by name, and `/add` routes around it.
     c.freeze_shard(with_token(
         FreezeShardRequest { shard_id: 1 },
         Some("Bearer admin-token"),

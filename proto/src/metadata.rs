@@ -7,5 +7,9 @@ pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 /// Set by a log-server that forwards one shard's share of a request to that shard's leader: the shard
 /// id. The receiver neither routes nor forwards it again.
 pub const FORWARDED_SHARD: &str = "x-cairn-shard";
+/// Set (to `1`) with [`FORWARDED_SHARD`] when the original caller named the shard (`POST
+/// /logs/<id>/add`): the receiver appends to that opaque shard even where the leaf-hash routing would
+/// pick another. Without it a forwarded request whose routing disagrees is refused as retryable.
+pub const NAMED_SHARD: &str = "x-cairn-named-shard";
 /// The caller's bearer token (`Bearer <token>`), carried along when a request is forwarded.
 pub const AUTHORIZATION: &str = "authorization";

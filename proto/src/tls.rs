@@ -4,15 +4,17 @@
 //! on its gRPC API and HTTP listeners (server authentication only: clients are the public) and on its
 //! Raft listener, where the peer must present a client certificate issued by the cluster CA: a node
 //! without one, or with one from another CA, cannot connect, so it can neither receive entries nor
-//! vote. Connections to peers (Raft, and writes forwarded to a shard's leader) check the peer's chain
-//! against the cluster CA and present the node's own certificate.
+//! vote. Any certificate of that CA is accepted there: the CA must issue only node certificates.
+//! Connections to peers (Raft, and writes forwarded to a shard's leader's gRPC API) check the peer's
+//! chain against the cluster CA and present the node's certificate when asked (Raft asks; the public
+//! gRPC API does not).
 //!
-//! [`Tls`] watches its three files and reloads them when they change (a Kubernetes Secret update
-//! swaps them in place): new connections get the new material, established ones keep theirs, and a
+//! [`Tls`] watches its three files and reloads them when their contents change (a Kubernetes Secret
+//! update swaps them in place): new connections get the new material, established ones keep theirs, and a
 //! file that does not parse is logged and the previous material kept.
 //!
 //! [`Incoming`] accepts TCP connections, completes TLS handshakes off the accept loop (10 s at
-//! most each), and yields connections for tonic (`Stream`) and for axum (through a wrapper implementing
+//! most each, 1,024 at once; connections beyond that wait in the kernel's backlog), and yields connections for tonic (`Stream`) and for axum (through a wrapper implementing
 //! its `Listener`). [`Connector`] opens TLS connections for tonic clients; [`client_config`] builds the
 //! configuration of a command-line client (`--tls-ca`, `--tls-cert`, `--tls-key`).
 
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -34,6 +36,8 @@ use tokio::sync::mpsc;
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once per listener; the accept loop waits for a slot beyond that.
+const MAX_HANDSHAKES: usize = 1024;
 
 /// Why TLS material could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +74,15 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// Whether a listener asks for client certificates.
+/// Which listener: what it offers by ALPN, and whether it asks for client certificates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// Public listeners (gRPC API, HTTP): no client certificate asked.
-    None,
-    /// The Raft listener: a certificate issued by the cluster CA is required.
-    ClusterCa,
+pub enum Serve {
+    /// The HTTP listener (HTTP/2 and HTTP/1.1), public: no client certificate asked.
+    Http,
+    /// The gRPC API (HTTP/2), public: no client certificate asked.
+    Grpc,
+    /// The Raft listener (HTTP/2): a certificate issued by the cluster CA is required.
+    Raft,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -164,10 +170,11 @@ pub fn client_config(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Res
 
 /// What was loaded from the files, and when they were last changed.
 struct Loaded {
-    public: Arc<ServerConfig>,
-    cluster: Arc<ServerConfig>,
+    http: Arc<ServerConfig>,
+    grpc: Arc<ServerConfig>,
+    raft: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
-    stamp: Vec<Option<(SystemTime, u64)>>,
+    stamp: u64,
 }
 
 /// A node's TLS material, reloaded when its files change.
@@ -182,15 +189,15 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn stamp(files: &TlsFiles) -> Vec<Option<(SystemTime, u64)>> {
-    [&files.cert, &files.key, &files.ca]
-        .iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
-        })
-        .collect()
+/// A fingerprint of the three files' contents (unreadable ones included as such): a change of any
+/// byte is a change, whatever the file times say.
+fn stamp(files: &TlsFiles) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in [&files.cert, &files.key, &files.ca] {
+        std::fs::read(p).ok().hash(&mut h);
+    }
+    h.finish()
 }
 
 fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
@@ -198,13 +205,13 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let ca = Arc::new(roots(&files.ca)?);
-    let server = |auth: ClientAuth, alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, TlsError> {
+    let server = |serve: Serve| -> Result<Arc<ServerConfig>, TlsError> {
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(config_err)?;
-        let builder = match auth {
-            ClientAuth::None => builder.with_no_client_auth(),
-            ClientAuth::ClusterCa => builder.with_client_cert_verifier(
+        let builder = match serve {
+            Serve::Http | Serve::Grpc => builder.with_no_client_auth(),
+            Serve::Raft => builder.with_client_cert_verifier(
                 WebPkiClientVerifier::builder_with_provider(ca.clone(), provider())
                     .build()
                     .map_err(config_err)?,
@@ -213,7 +220,10 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
         let mut config = builder
             .with_single_cert(certs.clone(), key.clone_key())
             .map_err(|e| TlsError::Config(format!("{}: {e}", files.key.display())))?;
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.alpn_protocols = match serve {
+            Serve::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Serve::Grpc | Serve::Raft => vec![b"h2".to_vec()],
+        };
         Ok(Arc::new(config))
     };
     let mut client = ClientConfig::builder_with_provider(provider())
@@ -224,8 +234,9 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
         .map_err(config_err)?;
     client.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded {
-        public: server(ClientAuth::None, &[b"h2", b"http/1.1"])?,
-        cluster: server(ClientAuth::ClusterCa, &[b"h2"])?,
+        http: server(Serve::Http)?,
+        grpc: server(Serve::Grpc)?,
+        raft: server(Serve::Raft)?,
         client: Arc::new(client),
         stamp,
     })
@@ -283,11 +294,12 @@ impl Tls {
         })
     }
 
-    fn server_config(&self, auth: ClientAuth) -> Arc<ServerConfig> {
+    fn server_config(&self, serve: Serve) -> Arc<ServerConfig> {
         let loaded = self.current();
-        match auth {
-            ClientAuth::None => loaded.public.clone(),
-            ClientAuth::ClusterCa => loaded.cluster.clone(),
+        match serve {
+            Serve::Http => loaded.http.clone(),
+            Serve::Grpc => loaded.grpc.clone(),
+            Serve::Raft => loaded.raft.clone(),
         }
     }
 
@@ -391,16 +403,22 @@ impl Drop for Incoming {
 
 impl Incoming {
     /// Accepts on `listener` (with `TCP_NODELAY`); with `tls`, each connection completes a handshake
-    /// first (asking for a client certificate as `auth` says), on its own task. Connections whose
-    /// handshake fails are dropped, and logged (at `info` on a cluster listener: a peer refused).
-    pub fn new(listener: TcpListener, tls: Option<(Arc<Tls>, ClientAuth)>) -> Self {
+    /// first (as `serve` says: ALPN, client certificates), on its own task, at most
+    /// [`MAX_HANDSHAKES`] at once. Connections whose handshake fails are dropped, and logged (at `info`
+    /// on the Raft listener: a peer refused).
+    pub fn new(listener: TcpListener, tls: Option<(Arc<Tls>, Serve)>) -> Self {
         // A bound listener always has an address; the fallback only keeps this infallible.
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, rx) = mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let task = tokio::spawn(async move {
             loop {
+                // A slot first: slow or silent clients hold at most MAX_HANDSHAKES descriptors here.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -411,20 +429,23 @@ impl Incoming {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let Some((tls, auth)) = &tls else {
+                let Some((tls, serve)) = &tls else {
+                    drop(slot);
                     if tx.send((Conn::Plain(tcp), peer)).await.is_err() {
                         return;
                     }
                     continue;
                 };
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(*auth));
-                let (tx, auth) = (tx.clone(), *auth);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(*serve));
+                let (tx, serve) = (tx.clone(), *serve);
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                    drop(slot);
+                    match handshake {
                         Ok(Ok(s)) => {
                             let _ = tx.send((Conn::Tls(Box::new(s)), peer)).await;
                         }
-                        Ok(Err(e)) if auth == ClientAuth::ClusterCa => {
+                        Ok(Err(e)) if serve == Serve::Raft => {
                             tracing::info!(%peer, %local, error = %e, "refused a peer's TLS connection");
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, %local, error = %e, "TLS handshake failed"),

@@ -154,10 +154,7 @@ impl Node {
         let mut stop_rx = stop.subscribe();
         let incoming = cairn_proto::tls::Incoming::new(
             listener,
-            config
-                .tls
-                .clone()
-                .map(|t| (t, cairn_proto::tls::ClientAuth::ClusterCa)),
+            config.tls.clone().map(|t| (t, cairn_proto::tls::Serve::Raft)),
         );
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {

@@ -511,7 +511,8 @@ pub async fn sigstore_entries(
 }
 
 /// `shard` read and verified as a whole once the read path's checkpoint covers `size` entries: it
-/// may serve one up to a second old (its cache), so a read right after a write polls (30 s at most).
+/// may serve one up to a second old (its cache), or none yet right after a log starts, so a read right
+/// after a write polls (30 s at most); a verification failure is returned at once.
 pub async fn verified_shard_covering(
     site: &cairn_client::HttpLog,
     shard: &cairn_store::ShardListing,
@@ -519,7 +520,15 @@ pub async fn verified_shard_covering(
 ) -> anyhow::Result<cairn_client::VerifiedShard> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let verified = site.verify_shard(shard).await?;
+        let verified = match site.verify_shard(shard).await {
+            Ok(v) => v,
+            // Nothing published yet (or the read path briefly unreachable): wait like for a short one.
+            Err(cairn_client::ClientError::Http(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if verified.entries.len() >= size {
             return Ok(verified);
         }
