@@ -283,6 +283,9 @@ impl LogClient {
         // Whether the last retry followed a leader hint: a second hint in a row waits the backoff, so
         // servers with stale views of the leadership cannot bounce a write between them at full speed.
         let mut hinted = false;
+        // Whether the last attempt was answered by this server with "no leader now": it is asked once
+        // more before the next server, since a server that answers is better than one not yet known to.
+        let mut stayed = false;
         loop {
             let req = self.request(AddEntriesRequest {
                 entries: entries.clone(),
@@ -316,7 +319,8 @@ impl LogClient {
                 Err(s) => s,
             };
             let server = self.url.clone();
-            let (pause, hint) = match self.retry_after(&status, backoff)? {
+            let answered = !timed_out && !transport_failure(&status);
+            let (pause, hint) = match self.retry_after(&status, backoff, answered, &mut stayed)? {
                 Some(Retry::Hinted) if hinted => (backoff, true),
                 Some(Retry::Hinted) => (Duration::ZERO, true),
                 Some(Retry::After(p)) => (p, false),
@@ -331,7 +335,7 @@ impl LogClient {
                 server,
                 code: status.code(),
                 message: status.message().to_owned(),
-                answered: !timed_out && !transport_failure(&status),
+                answered,
                 at: Instant::now(),
             });
             tokio::time::sleep(pause).await;
@@ -340,8 +344,15 @@ impl LogClient {
         }
     }
 
-    /// Whether and when to retry after `status`; moves to a hinted leader.
-    fn retry_after(&mut self, status: &Status, backoff: Duration) -> Result<Option<Retry>, ClientError> {
+    /// Whether and when to retry after `status` (`answered`: the server itself sent it); moves to a
+    /// hinted leader, or to the next server. `stayed` records a second try at the same server.
+    fn retry_after(
+        &mut self,
+        status: &Status,
+        backoff: Duration,
+        answered: bool,
+        stayed: &mut bool,
+    ) -> Result<Option<Retry>, ClientError> {
         let hint = |key: &str| {
             status
                 .metadata()
@@ -383,8 +394,17 @@ impl LogClient {
                     && leader != self.url
                 {
                     self.switch(leader)?;
+                    *stayed = false;
                     return Ok(Some(Retry::Hinted));
                 }
+                // Answered without a hint (no leader elected yet, or the leader it knows did not
+                // answer it): an election is probably under way, and this server has just shown it is
+                // alive, unlike the next one, which may be the leader that stopped. Once more here.
+                if answered && status.code() == Code::Unavailable && !*stayed {
+                    *stayed = true;
+                    return Ok(Some(Retry::After(backoff)));
+                }
+                *stayed = false;
                 // No hint: this server cannot help now (down, or no leader it knows); try the next one.
                 if let Some(pos) = self.servers.iter().position(|s| *s == self.url) {
                     let next = self.servers[(pos + 1) % self.servers.len()].clone();
