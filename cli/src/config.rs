@@ -71,6 +71,24 @@ pub struct ServeConfig {
     /// TLS on every listener and between nodes (`[tls]`); plain TCP without it.
     #[serde(default)]
     pub tls: Option<TlsFile>,
+    /// OpenTelemetry export (`[telemetry]`); the standard `OTEL_*` variables also turn it on.
+    #[serde(default)]
+    pub telemetry: TelemetryFile,
+}
+
+/// The `[telemetry]` table: OTLP export of traces and metrics over gRPC. Off unless `otlp_endpoint`
+/// or `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and never with
+/// `OTEL_SDK_DISABLED=true`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryFile {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://otel-collector:4317` (overrides
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of this process's telemetry (overrides `OTEL_SERVICE_NAME`; default `cairn`).
+    pub service_name: Option<String>,
+    /// Milliseconds between metric exports (overrides `OTEL_METRIC_EXPORT_INTERVAL`; default 60,000).
+    pub metrics_interval_ms: Option<u64>,
 }
 
 /// The `[tls]` table: this node's certificate and key, and the cluster CA. The gRPC API and HTTP
@@ -380,6 +398,7 @@ impl ServeConfig {
             witness: None,
             search: SearchFile::default(),
             tls: None,
+            telemetry: TelemetryFile::default(),
         }
     }
 

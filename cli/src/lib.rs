@@ -5,12 +5,15 @@
 //! - [`commands`]: the client subcommands (`submit`, `verify`, `keygen`, `shard …`);
 //! - [`consumer`]: `verify-bundle`, `monitor`, `search`.
 //!
-//! `main.rs` only parses arguments, installs tracing and calls these.
+//! - [`telemetry`]: logs, and OpenTelemetry export.
+//!
+//! `main.rs` only parses arguments, installs logging and telemetry and calls these.
 
 pub mod commands;
 pub mod config;
 pub mod consumer;
 pub mod serve;
+pub mod telemetry;
 pub mod trust;
 
 pub use config::ServeConfig;

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cairn_cli::commands;
 use cairn_cli::config::{Role, ServeConfig};
+use cairn_cli::{commands, telemetry};
 use clap::{Parser, Subcommand};
 
 /// mimalloc: the servers allocate per request and per entry. Under one-entry `POST /add` load, glibc's
@@ -199,20 +199,6 @@ fn node_id_from(hostname: &str) -> anyhow::Result<u64> {
         })
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -235,6 +221,10 @@ async fn shutdown_signal() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = matches!(cli.log_format, LogFormat::Json);
+    if !matches!(cli.command, Command::Serve { .. }) {
+        telemetry::init(json, None, None)?;
+    }
     match cli.command {
         Command::Serve {
             config,
@@ -271,7 +261,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if node_id_from_hostname {
                 c.node_id = node_id_from(&hostname()?)?;
             }
-            cairn_cli::run(c, shutdown_signal()).await?;
+            // After the configuration, whose `[telemetry]` may turn on export.
+            let telemetry = telemetry::init(json, Some(&c.telemetry), Some(c.node_id))?;
+            let served = cairn_cli::run(c, shutdown_signal()).await;
+            telemetry.shutdown();
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit(args) => commands::submit(args).await,
@@ -301,7 +295,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

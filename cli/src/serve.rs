@@ -466,6 +466,10 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         }));
     }
 
+    // OTLP export of the same metrics, when `[telemetry]` or `OTEL_*` asks for it.
+    let metrics_export =
+        crate::telemetry::export_metrics(&config.telemetry, config.node_id, registries.clone())?;
+
     if config.has(Role::Tiles) {
         let mut tc = cairn_tile_server::Config::new(
             shards.iter().map(|s| s.config.shard.clone()).collect(),
@@ -596,6 +600,11 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                 }
             }
         }
+    }
+    if let Some(m) = metrics_export
+        && let Err(e) = m.shutdown()
+    {
+        tracing::warn!(error = %e, "OpenTelemetry metrics export did not shut down cleanly");
     }
     println!("cairn stopped");
     Ok(())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::{HttpLog, LogClient, Submitted, Wait};
 use cairn_tlog::{VerifierKey, leaf_hash};
-use common::{Server, cairn, cluster_ports, keygen_shards};
+use common::{Server, cairn, cluster_ports, keygen_shards, node_config};
 use tokio::task::JoinSet;
 
 const BATCH: usize = 500;
@@ -385,20 +385,9 @@ async fn three_node_cluster_logs_and_proves_ten_thousand_entries() -> anyhow::Re
     // Two shards, keys made with `cairn keygen` and shared by every sequencer.
     let (shards, _) = keygen_shards(d, "cluster.test", 2, true)?;
     let (ports, peers) = cluster_ports(3)?;
-    let store = d.join("bucket");
     let mut servers = Vec::new();
-    for (i, (g, h, r)) in ports.iter().enumerate() {
-        let node_dir = d.join(format!("node-{}", i + 1));
-        std::fs::create_dir_all(&node_dir)?;
-        let config = format!(
-            "node_id = {}\ndata_dir = \"{}\"\ngrpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
-             raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n[tuning]\npublish_interval_ms = 100\n\n{peers}{shards}",
-            i + 1,
-            node_dir.display(),
-            store.display()
-        );
-        let path = node_dir.join("cairn.toml");
-        std::fs::write(&path, config)?;
+    for (i, p) in ports.iter().enumerate() {
+        let (node_dir, path) = node_config(d, i + 1, *p, "", "", &format!("{peers}{shards}"))?;
         servers.push(Server::start(
             &node_dir,
             &["--config", &path.display().to_string()],

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_client::{FailedAttempt, HttpLog, LogClient, RetryPolicy, Submitted, Wait};
-use common::{Server, cluster_ports, keygen_shards};
+use common::{Server, cluster_ports, keygen_shards, node_config};
 use tokio::sync::Mutex;
 use tonic::Code;
 
@@ -76,25 +76,15 @@ async fn agreed_leader(
 async fn start_cluster(d: &std::path::Path) -> anyhow::Result<(Vec<Node>, Vec<Option<Server>>)> {
     let (shards, _) = keygen_shards(d, "failover.test", 2, true)?;
     let (ports, peers) = cluster_ports(3)?;
-    let store = d.join("bucket");
     let mut nodes = Vec::new();
     let mut servers: Vec<Option<Server>> = Vec::new();
-    for (i, (g, h, r)) in ports.iter().enumerate() {
-        let node_dir = d.join(format!("node-{}", i + 1));
-        std::fs::create_dir_all(&node_dir)?;
+    for (i, p) in ports.iter().enumerate() {
         // Heartbeat 50 ms: elections time out after 200 to 400 ms. A follower that heard from a leader
         // first waits out the leader's lease (the longest election timeout, 400 ms), so a new leader
         // is elected 0.6 to 0.8 s after the old one stopped, longer when a candidate with a shorter
         // log went first and lost (it then backs off by twice the longest timeout).
-        let config = format!(
-            "node_id = {}\ndata_dir = \"{}\"\ngrpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
-             raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n[tuning]\npublish_interval_ms = 100\nheartbeat_ms = 50\n\n{peers}{shards}",
-            i + 1,
-            node_dir.display(),
-            store.display()
-        );
-        let path = node_dir.join("cairn.toml");
-        std::fs::write(&path, config)?;
+        let cluster = format!("{peers}{shards}");
+        let (node_dir, path) = node_config(d, i + 1, *p, "heartbeat_ms = 50\n", "", &cluster)?;
         let server = Server::start(&node_dir, &["--config", &path.display().to_string()])?;
         nodes.push(Node {
             config: path,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Server, cairn, cluster_ports, keygen_shards};
+use common::{Server, cairn, cluster_ports, keygen_shards, node_config};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -145,10 +145,9 @@ async fn cluster_speaks_tls_refuses_foreign_peers_and_reloads_certificates() -> 
             )
         })
         .collect();
-    let store = d.join("bucket");
     let mut servers = Vec::new();
     let mut node_certs = Vec::new();
-    for (i, (g, h, r)) in ports.iter().enumerate() {
+    for (i, ports) in ports.iter().enumerate() {
         let id = i + 1;
         let node_dir = d.join(format!("node-{id}"));
         std::fs::create_dir_all(&node_dir)?;
@@ -156,18 +155,13 @@ async fn cluster_speaks_tls_refuses_foreign_peers_and_reloads_certificates() -> 
         let issuer = if id == 3 { &rogue } else { &ca };
         let (der, cert, key) = issuer.issue(&node_dir, "node")?;
         node_certs.push((der, cert.clone(), key.clone()));
-        let config = format!(
-            "node_id = {id}\ndata_dir = \"{}\"\ngrpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
-             raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n\n\
-             [tuning]\npublish_interval_ms = 100\n\n{peers}{shards}",
-            p(&node_dir),
-            p(&store),
+        let tls = format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
             p(&cert),
             p(&key),
             p(if id == 3 { &rogue.pem } else { &ca.pem }),
         );
-        let path = node_dir.join("cairn.toml");
-        std::fs::write(&path, config)?;
+        let (node_dir, path) = node_config(d, id, *ports, "", &tls, &format!("{peers}{shards}"))?;
         servers.push(Server::start(&node_dir, &["--config", &p(&path)])?);
     }
     let grpc = |i: usize| format!("https://127.0.0.1:{}", ports[i].0);

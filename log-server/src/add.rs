@@ -28,6 +28,7 @@ use cairn_proto::v1::Wait;
 use cairn_sequencer::ShardId;
 use cairn_store::ShardKind;
 use cairn_tlog::bundle::MAX_ENTRY_SIZE;
+use tracing::Instrument;
 
 use crate::LogServer;
 use crate::error::LogError;
@@ -122,6 +123,8 @@ async fn add(
         );
     }
     let metadata = crate::auth::metadata_of(&headers);
+    let span = tracing::info_span!("http_add", shard, otel.kind = "server");
+    crate::trace::continue_from(&span, &metadata);
     let reply = server
         .inner
         .add_entries_of_kind(
@@ -131,6 +134,7 @@ async fn add(
             Wait::Sequenced,
             shard,
         )
+        .instrument(span)
         .await;
     let result = match reply.map(|r| r.results.into_iter().next()) {
         Ok(Some(r)) => r,

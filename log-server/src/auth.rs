@@ -63,6 +63,16 @@ pub(crate) fn metadata_of(headers: &http::HeaderMap) -> MetadataMap {
     {
         metadata.insert(cairn_proto::metadata::AUTHORIZATION, auth);
     }
+    // W3C trace context, so that an HTTP call continues its caller's trace like a gRPC one.
+    for key in ["traceparent", "tracestate"] {
+        if let Some(v) = headers
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| tonic::metadata::MetadataValue::try_from(v).ok())
+        {
+            metadata.insert(key, v);
+        }
+    }
     metadata
 }
 

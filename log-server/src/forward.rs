@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tonic::Request;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::error::LogError;
 use crate::service::{Inner, MAX_REPLY};
@@ -94,15 +95,20 @@ impl Inner {
         metadata: &MetadataMap,
     ) -> Result<Vec<EntryResult>, LogError> {
         let mut client = self.client(url)?;
+        let span = tracing::info_span!("forward", shard, leader = url, otel.kind = "client");
+        let mut req = Self::forward_request(
+            shard,
+            AddEntriesRequest {
+                entries,
+                wait: wait as i32,
+            },
+            metadata,
+        );
+        // The leader's spans join this trace.
+        span.in_scope(|| crate::trace::inject_current(req.metadata_mut()));
         let reply = client
-            .add_entries(Self::forward_request(
-                shard,
-                AddEntriesRequest {
-                    entries,
-                    wait: wait as i32,
-                },
-                metadata,
-            ))
+            .add_entries(req)
+            .instrument(span)
             .await
             .map_err(LogError::from_forwarded)?;
         Ok(reply.into_inner().results)

@@ -21,6 +21,7 @@ pub mod metrics;
 mod read;
 pub mod rekor;
 mod service;
+mod trace;
 mod write;
 
 use std::collections::BTreeMap;

@@ -35,6 +35,7 @@ use cairn_sigstore::pb::rekor::v2::CreateEntryRequest;
 use cairn_store::ShardKind;
 use tonic::Code;
 use tonic::metadata::{MetadataMap, MetadataValue};
+use tracing::Instrument;
 
 use crate::LogServer;
 use crate::error::LogError;
@@ -127,6 +128,8 @@ impl Rekor {
     async fn submit(&self, req: CreateEntryRequest, metadata: &MetadataMap) -> Result<LogEntry, Refused> {
         let inner = &self.server.inner;
         let submission = check(req, &inner.config.sigstore_policy).map_err(Refused::Entry)?;
+        let span = tracing::info_span!("create_entry", otel.kind = "server");
+        crate::trace::continue_from(&span, metadata);
         let reply = inner
             .add_entries_of_kind(
                 ShardKind::Sigstore,
@@ -135,6 +138,7 @@ impl Rekor {
                 Wait::Published,
                 None,
             )
+            .instrument(span)
             .await
             .map_err(Refused::Log)?;
         let result = reply

@@ -183,7 +183,13 @@ impl Log for LogServer {
         req: Request<AddEntriesRequest>,
     ) -> Result<Response<AddEntriesResponse>, Status> {
         let (metadata, _, body) = req.into_parts();
-        let span = tracing::info_span!("add_entries", entries = body.entries.len(), wait = ?body.wait());
+        let span = tracing::info_span!(
+            "add_entries",
+            entries = body.entries.len(),
+            wait = ?body.wait(),
+            otel.kind = "server"
+        );
+        crate::trace::continue_from(&span, &metadata);
         Ok(Response::new(
             self.inner.add_entries(&metadata, body).instrument(span).await?,
         ))

@@ -327,7 +327,11 @@ impl Node {
         }
         let (tx, rx) = oneshot::channel();
         s.queue
-            .try_send(PendingAppend { entries, reply: tx })
+            .try_send(PendingAppend {
+                entries,
+                span: tracing::Span::current(),
+                reply: tx,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     s.recorders

@@ -55,13 +55,17 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
     let mut sizes = Vec::with_capacity(batch.len());
     let mut all = Vec::with_capacity(count);
     let mut replies = Vec::with_capacity(batch.len());
+    let mut callers = Vec::with_capacity(batch.len());
     for p in batch {
         sizes.push(p.entries.len());
         all.extend(p.entries);
         replies.push(p.reply);
+        callers.push(p.span);
     }
     let id = shard.id();
+    // The proposal continues its first caller's span (its trace) and follows from the others'.
     let span = tracing::info_span!(
+        parent: callers.first().and_then(|c| c.id()),
         "raft_append",
         shard = id,
         entries = count,
@@ -69,6 +73,14 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
         last_index = tracing::field::Empty,
         raft_index = tracing::field::Empty,
     );
+    for other in callers.iter().skip(1) {
+        span.follows_from(other);
+    }
+    let first = all
+        .first()
+        .map(|e| cairn_tlog::leaf_hash(e).0)
+        .unwrap_or_default();
+    shard.sm.traces.proposing(first, &span);
     let started = std::time::Instant::now();
     let result = shard
         .raft
@@ -76,6 +88,14 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
         .instrument(span.clone())
         .await;
     drop(permit);
+    let last = match &result {
+        Ok(resp) => match &resp.data {
+            Reply::Appended(results) => results.iter().filter(|a| !a.duplicate).map(|a| a.index).max(),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    shard.sm.traces.proposed(first, last);
     shard
         .recorders
         .proposal_seconds
@@ -121,7 +141,7 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
 
 /// Records the log indexes the batch's new entries received (they are consecutive; duplicates keep
 /// their earlier index and are left out).
-fn record_range(span: &tracing::Span, results: &[Appended]) {
+pub(crate) fn record_range(span: &tracing::Span, results: &[Appended]) {
     let mut new = results.iter().filter(|a| !a.duplicate).map(|a| a.index);
     if let Some(first) = new.next() {
         span.record("first_index", first);

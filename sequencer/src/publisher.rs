@@ -201,86 +201,96 @@ async fn publish_once(
         )));
     };
 
-    // 1. Tiles and bundles.
-    let floor = bundle::bundle_floor(published.size);
-    // A read error may be transient (storage), and so may missing entries: a checkpoint committed by
-    // an earlier leader can be applied after `view` was read and drop entries below its bundle floor.
-    let entries = shard
-        .sm
-        .staged_entries(floor, n)
-        .map_err(|e| RoundError::Retry(SequencerError::Retryable(e.to_string())))?;
-    let (old, new) = entries.split_at((published.size - floor) as usize);
-    // The published record, the staged entries and the tree edge are replicated state: if they do not
-    // add up now they never will, and no checkpoint over them may be signed.
-    let mut tiles = published
-        .tile_builder()
-        .map_err(|e| RoundError::Stop(format!("published partial tiles: {e}")))?;
-    let leaves: Vec<Hash> = new.iter().map(|e| leaf_hash(e)).collect();
-    let hash_tiles = tiles.extend(&leaves);
-    let root = tiles.root();
-    if root != state.tree_edge().root() {
-        return Err(RoundError::Stop(format!(
-            "tiles and tree edge disagree at size {n}"
-        )));
-    }
-    let partial = bundle::encode(old).map_err(|e| RoundError::Stop(format!("staged entries: {e}")))?;
-    let mut bundles = BundleBuilder::from_partial(published.size, &partial)
-        .map_err(|e| RoundError::Stop(format!("partial bundle: {e}")))?;
-    let bundles = bundles
-        .extend(new)
-        .map_err(|e| RoundError::Stop(format!("staged entries: {e}")))?;
-    let objects: Vec<(String, Bytes)> = hash_tiles
-        .into_iter()
-        .map(|t| (t.id.path(), Bytes::from(t.data)))
-        .chain(bundles.into_iter().map(|b| (b.id.path(), Bytes::from(b.data))))
-        .collect();
-    let count = objects.len();
-    // Every object is uploaded (and any conflict found) before the checkpoint is signed.
-    futures::stream::iter(objects)
-        .map(|(path, data)| upload(&shard.bucket, path, data))
-        .buffer_unordered(UPLOAD_CONCURRENCY)
-        .try_collect::<()>()
-        .await?;
-
-    // 2. Sign, collect the witnesses' cosignatures, and commit through Raft.
-    let mut signed = Checkpoint::new(info.origin.clone(), n, root).sign(signer);
-    if let Some(collector) = &shard.config.witnesses {
-        signed = cosign(shard, collector, signed, n, published.size).await?;
-    }
-    let note = signed.to_bytes();
-    let span = tracing::info_span!(
-        "raft_checkpointed",
-        shard = shard.id(),
-        size = n,
-        raft_index = tracing::field::Empty
-    );
-    let resp = shard
-        .raft
-        .client_write(Command::Checkpointed {
-            size: n,
-            note: note.clone(),
-        })
-        .instrument(span.clone())
-        .await
-        .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
-    span.record("raft_index", resp.log_id.index);
-    if let Reply::Rejected(why) = resp.data {
-        let why = format!("checkpoint for {n} rejected: {why}");
-        // A checkpoint of an earlier leader, applied after `view` was read, moves the published size
-        // on: this round's view was stale, and the next one starts from the new size. Otherwise the
-        // state machine refused, from the same replicated state, the tree this round built: a bug that
-        // retrying would repeat.
-        if shard.sm.published().size != published.size {
-            return Err(RoundError::Retry(SequencerError::Retryable(why)));
+    // The round's span continues the traces of the submissions it publishes.
+    let (span, covered) = shard.sm.traces.publish_span(info.id, published.size, n);
+    let round = async {
+        // 1. Tiles and bundles.
+        let floor = bundle::bundle_floor(published.size);
+        // A read error may be transient (storage), and so may missing entries: a checkpoint committed by
+        // an earlier leader can be applied after `view` was read and drop entries below its bundle floor.
+        let entries = shard
+            .sm
+            .staged_entries(floor, n)
+            .map_err(|e| RoundError::Retry(SequencerError::Retryable(e.to_string())))?;
+        let (old, new) = entries.split_at((published.size - floor) as usize);
+        // The published record, the staged entries and the tree edge are replicated state: if they do not
+        // add up now they never will, and no checkpoint over them may be signed.
+        let mut tiles = published
+            .tile_builder()
+            .map_err(|e| RoundError::Stop(format!("published partial tiles: {e}")))?;
+        let leaves: Vec<Hash> = new.iter().map(|e| leaf_hash(e)).collect();
+        let hash_tiles = tiles.extend(&leaves);
+        let root = tiles.root();
+        if root != state.tree_edge().root() {
+            return Err(RoundError::Stop(format!(
+                "tiles and tree edge disagree at size {n}"
+            )));
         }
-        return Err(RoundError::Stop(why));
-    }
+        let partial = bundle::encode(old).map_err(|e| RoundError::Stop(format!("staged entries: {e}")))?;
+        let mut bundles = BundleBuilder::from_partial(published.size, &partial)
+            .map_err(|e| RoundError::Stop(format!("partial bundle: {e}")))?;
+        let bundles = bundles
+            .extend(new)
+            .map_err(|e| RoundError::Stop(format!("staged entries: {e}")))?;
+        let objects: Vec<(String, Bytes)> = hash_tiles
+            .into_iter()
+            .map(|t| (t.id.path(), Bytes::from(t.data)))
+            .chain(bundles.into_iter().map(|b| (b.id.path(), Bytes::from(b.data))))
+            .collect();
+        let count = objects.len();
+        // Every object is uploaded (and any conflict found) before the checkpoint is signed.
+        futures::stream::iter(objects)
+            .map(|(path, data)| upload(&shard.bucket, path, data))
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
 
-    // 3. The checkpoint object.
-    put_checkpoint(cfg, shard, n, &note).await?;
-    *confirmed = Some(n);
-    tracing::debug!(shard = info.id, size = n, objects = count, "published");
-    Ok(())
+        // 2. Sign, collect the witnesses' cosignatures, and commit through Raft.
+        let mut signed = Checkpoint::new(info.origin.clone(), n, root).sign(signer);
+        if let Some(collector) = &shard.config.witnesses {
+            signed = cosign(shard, collector, signed, n, published.size).await?;
+        }
+        let note = signed.to_bytes();
+        let span = tracing::info_span!(
+            "raft_checkpointed",
+            shard = shard.id(),
+            size = n,
+            raft_index = tracing::field::Empty
+        );
+        let resp = shard
+            .raft
+            .client_write(Command::Checkpointed {
+                size: n,
+                note: note.clone(),
+            })
+            .instrument(span.clone())
+            .await
+            .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
+        span.record("raft_index", resp.log_id.index);
+        if let Reply::Rejected(why) = resp.data {
+            let why = format!("checkpoint for {n} rejected: {why}");
+            // A checkpoint of an earlier leader, applied after `view` was read, moves the published size
+            // on: this round's view was stale, and the next one starts from the new size. Otherwise the
+            // state machine refused, from the same replicated state, the tree this round built: a bug that
+            // retrying would repeat.
+            if shard.sm.published().size != published.size {
+                return Err(RoundError::Retry(SequencerError::Retryable(why)));
+            }
+            return Err(RoundError::Stop(why));
+        }
+
+        // 3. The checkpoint object.
+        put_checkpoint(cfg, shard, n, &note).await?;
+        *confirmed = Some(n);
+        tracing::debug!(shard = info.id, size = n, objects = count, "published");
+        Ok::<(), RoundError>(())
+    }
+    .instrument(span)
+    .await;
+    if round.is_err() {
+        shard.sm.traces.unpublished(covered);
+    }
+    round
 }
 
 /// Asks the shard's witnesses to cosign the checkpoint `note` of `size` (the previous checkpoint was

@@ -23,6 +23,8 @@ use crate::types::{Appended, NodeId, ShardId, TypeConfig};
 /// Entries waiting for the proposer, and where their results go.
 pub(crate) struct PendingAppend {
     pub(crate) entries: Vec<Vec<u8>>,
+    /// The caller's span, which the proposal continues.
+    pub(crate) span: tracing::Span,
     pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, SequencerError>>,
 }
 

@@ -114,6 +114,8 @@ pub struct ShardSm {
     /// Whether openraft has read the current snapshot since start (its first read only wants the meta).
     /// Kept here because every clone of openraft's handle must see it.
     pub(crate) snapshot_read: AtomicBool,
+    /// Proposals' spans, for the apply and publishing spans of the same traces.
+    pub(crate) traces: crate::trace::Traces,
 }
 
 pub(crate) fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -149,6 +151,7 @@ impl ShardSm {
             size_tx,
             checkpointed_tx,
             snapshot_read: AtomicBool::new(false),
+            traces: crate::trace::Traces::default(),
         }))
     }
 
@@ -246,6 +249,8 @@ impl ShardSm {
         if st.frozen {
             return Ok(Reply::Frozen);
         }
+        let span = self.traces.apply_span(self.shard, &entries);
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let sm = cf(&self.db, CF_SM);
         let mut edge = st.tree_edge();
         let mut out = Vec::with_capacity(entries.len());
@@ -278,6 +283,9 @@ impl ShardSm {
                 leaf_hash: lh,
                 duplicate: false,
             });
+        }
+        if let Some(span) = &span {
+            crate::proposer::record_range(span, &out);
         }
         st.size = edge.size();
         st.edge = edge.subtrees().iter().map(|h| h.0).collect();

@@ -247,6 +247,31 @@ pub fn cluster_ports(n: usize) -> anyhow::Result<(Vec<Ports>, String)> {
     Ok((ports, peers))
 }
 
+/// Writes `<d>/node-<id>/cairn.toml` for node `id` of a loopback cluster on `ports` sharing the store
+/// `<d>/bucket`, publishing every 100 ms: `tuning` holds more `[tuning]` lines, `tables` more tables (as
+/// `[tls]`), `cluster` the `[[peers]]` and `[[shards]]`. Returns the node's directory and config path.
+pub fn node_config(
+    d: &Path,
+    id: usize,
+    (g, h, r): Ports,
+    tuning: &str,
+    tables: &str,
+    cluster: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let node_dir = d.join(format!("node-{id}"));
+    std::fs::create_dir_all(&node_dir)?;
+    let config = format!(
+        "node_id = {id}\ndata_dir = \"{}\"\ngrpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
+         raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n[tuning]\npublish_interval_ms = 100\n{tuning}\n\
+         {tables}\n{cluster}",
+        node_dir.display(),
+        d.join("bucket").display()
+    );
+    let path = node_dir.join("cairn.toml");
+    std::fs::write(&path, config)?;
+    Ok((node_dir, path))
+}
+
 /// Checks a Sigstore bundle (v0.3 JSON) against the log at `http`: its tlog entry is a Rekor v2
 /// hashedrekord 0.0.2 entry, it carries an RFC 3161 timestamp, and its canonical body is the entry at
 /// its index in the log's Sigstore shard, whose published log verifies as a whole. Returns the index.

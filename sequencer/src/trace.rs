@@ -1,0 +1,121 @@
+//! Where a submission's trace continues after it leaves its caller's task: into the Raft apply, which
+//! openraft runs in its own task, and into the publishing round that covers it, which runs on a timer.
+//!
+//! The proposer records each proposal's span under the leaf hash of the batch's first entry; the
+//! state machine, applying that batch on the same node, opens its `apply` span as the proposal's child.
+//! After the proposal the span waits, with the last index it covers, for the publishing round whose
+//! checkpoint includes that index: the round's `publish` span is the child of the first one waiting and
+//! follows from the others (a link, in OpenTelemetry), so a submission's trace shows the API call,
+//! any forward to the leader, the proposal, apply and publication.
+//!
+//! Off unless [`enable`] was called (by a process that exports traces): then nothing is recorded, and
+//! log lines keep the span context of the task that writes them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::Span;
+
+/// Spans waiting for publication, per shard, beyond which the oldest are dropped (a slow store must
+/// not grow memory without bound; a dropped span only loses its `publish` child).
+const WAITING_MAX: usize = 4096;
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Continues submissions' traces into apply and publication (for processes that export traces).
+pub fn enable() {
+    ON.store(true, Ordering::Relaxed);
+}
+
+fn on() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// One shard's spans in transit (on the node that proposed them).
+#[derive(Default)]
+pub(crate) struct Traces {
+    /// Proposals in flight, by the leaf hash of their first entry.
+    proposals: Mutex<HashMap<[u8; 32], Span>>,
+    /// Proposals whose entries wait for a checkpoint, with the last index each covers, oldest first.
+    waiting: Mutex<VecDeque<(u64, Span)>>,
+}
+
+impl Traces {
+    /// Records `span` as the proposal of a batch whose first entry has leaf hash `first`.
+    pub(crate) fn proposing(&self, first: [u8; 32], span: &Span) {
+        if on() {
+            lock(&self.proposals).insert(first, span.clone());
+        }
+    }
+
+    /// The proposal was answered: forgets it, and has it wait for the checkpoint that covers `last`
+    /// (the last index its batch received), if any.
+    pub(crate) fn proposed(&self, first: [u8; 32], last: Option<u64>) {
+        if !on() {
+            return;
+        }
+        let span = lock(&self.proposals).remove(&first);
+        if let (Some(span), Some(last)) = (span, last) {
+            let mut waiting = lock(&self.waiting);
+            if waiting.len() == WAITING_MAX {
+                waiting.pop_front();
+            }
+            waiting.push_back((last, span));
+        }
+    }
+
+    /// The span to apply the batch `entries` in: a child of its proposal if that was made on this
+    /// node, else none.
+    pub(crate) fn apply_span(&self, shard: u32, entries: &[Vec<u8>]) -> Option<Span> {
+        if !on() {
+            return None;
+        }
+        let first = cairn_tlog::leaf_hash(entries.first()?).0;
+        let proposal = lock(&self.proposals).get(&first).cloned()?;
+        let entries = entries.len();
+        Some(tracing::info_span!(
+            parent: &proposal,
+            "apply",
+            shard,
+            entries,
+            first_index = tracing::field::Empty,
+            last_index = tracing::field::Empty,
+        ))
+    }
+
+    /// The span of a publishing round from size `from` to `size`: a child of the first proposal it
+    /// publishes, following from the others (the proposals are taken; [`Traces::unpublished`] puts
+    /// them back if the round fails). Without a proposal to continue, a span of its own.
+    pub(crate) fn publish_span(&self, shard: u32, from: u64, size: u64) -> (Span, Vec<(u64, Span)>) {
+        let covered: Vec<(u64, Span)> = if on() {
+            let mut waiting = lock(&self.waiting);
+            let n = waiting.iter().take_while(|(last, _)| *last < size).count();
+            waiting.drain(..n).collect()
+        } else {
+            Vec::new()
+        };
+        let span = match covered.first() {
+            Some((_, first)) => tracing::info_span!(parent: first, "publish", shard, from, size),
+            None => tracing::info_span!("publish", shard, from, size),
+        };
+        for (_, other) in covered.iter().skip(1) {
+            span.follows_from(other);
+        }
+        (span, covered)
+    }
+
+    /// A round that took `covered` failed: they wait for the next one.
+    pub(crate) fn unpublished(&self, covered: Vec<(u64, Span)>) {
+        let mut waiting = lock(&self.waiting);
+        for item in covered.into_iter().rev() {
+            if waiting.len() < WAITING_MAX {
+                waiting.push_front(item);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
