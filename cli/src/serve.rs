@@ -369,7 +369,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
 
     // Metrics of every part of the process: on the read path's `/metrics` with the tiles role, else on
     // a `/metrics` of their own on the HTTP listener.
-    let mut registries: Vec<prometheus::Registry> = Vec::new();
+    let mut registries: Vec<prometheus::Registry> = vec![process_metrics()];
     if let Some(node) = &node {
         registries.push(node.registry().clone());
         registries.push(collect_metrics.registry().clone());
@@ -608,4 +608,16 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     }
     println!("cairn stopped");
     Ok(())
+}
+
+/// The process's own series (`process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
+/// `process_cpu_seconds_total`, `process_start_time_seconds`, …), on every role's `/metrics`.
+fn process_metrics() -> prometheus::Registry {
+    let registry = prometheus::Registry::new();
+    if let Err(e) = registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        tracing::warn!(error = %e, "process metrics are not available");
+    }
+    registry
 }

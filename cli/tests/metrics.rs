@@ -1,6 +1,7 @@
 //! `/metrics` of the real binary, parsed as Prometheus text exposition: the per-shard sequencer series
 //! exist with sensible values and move under load (entries sequenced but unpublished rise while the
-//! publisher waits, then fall to zero), and the latency histograms count what happened.
+//! publisher waits, then fall to zero), the latency histograms count what happened, and the process's
+//! own series (resident memory, open and allowed file descriptors) are there.
 
 mod common;
 
@@ -73,6 +74,22 @@ async fn sequencer_series_exist_and_move() -> anyhow::Result<()> {
         "single node leads"
     );
     anyhow::ensure!(value(&idle, "cairn_raft_term").unwrap_or(0.0) >= 1.0);
+    // The process's own series.
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+    ] {
+        let v = idle
+            .samples
+            .iter()
+            .find(|x| x.metric == name)
+            .and_then(|x| match x.value {
+                Value::Gauge(v) | Value::Untyped(v) => Some(v),
+                _ => None,
+            });
+        anyhow::ensure!(v.is_some_and(|v| v > 0.0), "{name}: {v:?}");
+    }
 
     // Sequenced: the entries are counted before the next publishing round covers them.
     let lines: String = (0..500).map(|i| format!("metrics entry {i}\n")).collect();
