@@ -28,7 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// Log format on stderr: `text` for people, `json` (one object per line) for log collectors.
-    /// Levels come from `CAIRN_LOG` (e.g. `info,openraft=warn`).
+    /// Levels come from `CAIRN_LOG` or `RUST_LOG` (e.g. `info,openraft=warn`).
     #[arg(
         long,
         global = true,

@@ -132,9 +132,10 @@ pub fn init(
     Ok(out)
 }
 
-/// The filter in the variable `var`, or `info,openraft=warn`.
+/// The filter in the variable `var`, else in `RUST_LOG`, else `info,openraft=warn`.
 fn filter(var: &str) -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_env(var)
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"))
 }
 
