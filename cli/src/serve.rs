@@ -614,6 +614,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
 /// `process_cpu_seconds_total`, `process_start_time_seconds`, …), on every role's `/metrics`.
 fn process_metrics() -> prometheus::Registry {
     let registry = prometheus::Registry::new();
+    // The collector reads /proc: Linux only.
+    #[cfg(target_os = "linux")]
     if let Err(e) = registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     )) {

@@ -185,7 +185,7 @@ async fn a_submission_through_a_follower_is_one_trace_and_metrics_arrive() -> an
     let mut client = LogClient::new(&servers[follower].grpc)?;
     let entry = b"one traced entry".to_vec();
     let index = client.submit(vec![entry], Wait::Published).await?[0].index as i64;
-    let (me, them) = (format!("node-{}", follower + 1), format!("node-{}", lead + 1));
+    let me = format!("node-{}", follower + 1);
 
     // The trace: from the follower's API span (the only call the follower served), every span with
     // its trace id, by span id.
@@ -242,7 +242,13 @@ async fn a_submission_through_a_follower_is_one_trace_and_metrics_arrive() -> an
     };
     let api = one(&me, "add_entries")?;
     let forward = one(&me, "forward")?;
-    let served = one(&them, "add_entries")?;
+    // The leader is whichever process served the forward (leadership may have moved since it was read
+    // from /metrics).
+    let (them, served) = trace
+        .iter()
+        .find(|(w, s)| *w != me && s.name == "add_entries")
+        .map(|(w, s)| (w.clone(), s))
+        .ok_or_else(|| anyhow::anyhow!("no add_entries span from another process"))?;
     let proposal = one(&them, "raft_append")?;
     let apply = one(&them, "apply")?;
     let publish = one(&them, "publish")?;
@@ -279,8 +285,9 @@ async fn a_submission_through_a_follower_is_one_trace_and_metrics_arrive() -> an
     );
     anyhow::ensure!(int(apply, "first_index") == Some(index), "apply first_index");
     anyhow::ensure!(
-        int(publish, "size").is_some_and(|s| s > index),
-        "publish size does not cover index {index}"
+        int(publish, "from").is_some_and(|f| f <= index) && int(publish, "size").is_some_and(|s| s > index),
+        "publish is not the round that published index {index}: {:?}",
+        publish.attributes
     );
     println!(
         "trace of entry {index}: {}",

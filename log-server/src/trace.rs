@@ -9,11 +9,16 @@ use opentelemetry::propagation::{Extractor, Injector};
 use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// Longest `tracestate` taken from a caller (the W3C limit is 32 members of up to 256 bytes each): a
+/// caller's state is copied into every span of its trace, which must not let callers grow them.
+const MAX_TRACESTATE: usize = 512;
+
 struct Get<'a>(&'a MetadataMap);
 
 impl Extractor for Get<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        let v = self.0.get(key).and_then(|v| v.to_str().ok())?;
+        (key != "tracestate" || v.len() <= MAX_TRACESTATE).then_some(v)
     }
 
     fn keys(&self) -> Vec<&str> {

@@ -329,7 +329,11 @@ impl Node {
         s.queue
             .try_send(PendingAppend {
                 entries,
-                span: tracing::Span::current(),
+                span: if crate::trace::on() {
+                    tracing::Span::current()
+                } else {
+                    tracing::Span::none()
+                },
                 reply: tx,
             })
             .map_err(|e| match e {

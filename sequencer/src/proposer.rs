@@ -63,9 +63,10 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
         callers.push(p.span);
     }
     let id = shard.id();
-    // The proposal continues its first caller's span (its trace) and follows from the others'.
+    // The proposal continues its first caller's span (its trace) and follows from the others' (the
+    // callers' spans are only kept while traces are exported: see `crate::trace`).
     let span = tracing::info_span!(
-        parent: callers.first().and_then(|c| c.id()),
+        parent: callers.first().and_then(tracing::Span::id),
         "raft_append",
         shard = id,
         entries = count,
@@ -76,11 +77,14 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
     for other in callers.iter().skip(1) {
         span.follows_from(other);
     }
-    let first = all
-        .first()
-        .map(|e| cairn_tlog::leaf_hash(e).0)
-        .unwrap_or_default();
-    shard.sm.traces.proposing(first, &span);
+    let traced = if crate::trace::on() {
+        all.first().map(|e| cairn_tlog::leaf_hash(e).0)
+    } else {
+        None
+    };
+    if let Some(first) = traced {
+        shard.sm.traces.proposing(first, &span);
+    }
     let started = std::time::Instant::now();
     let result = shard
         .raft
@@ -88,14 +92,9 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
         .instrument(span.clone())
         .await;
     drop(permit);
-    let last = match &result {
-        Ok(resp) => match &resp.data {
-            Reply::Appended(results) => results.iter().filter(|a| !a.duplicate).map(|a| a.index).max(),
-            _ => None,
-        },
-        Err(_) => None,
-    };
-    shard.sm.traces.proposed(first, last);
+    if let Some(first) = traced {
+        shard.sm.traces.proposed(first, &span);
+    }
     shard
         .recorders
         .proposal_seconds

@@ -122,6 +122,7 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
             confirmed = None;
             // What held publication here is the new leader's to say now.
             shard.hold(None);
+            shard.sm.traces.clear();
             continue;
         }
         let started = std::time::Instant::now();
@@ -142,6 +143,7 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
                 tracing::warn!(shard = shard.id(), error = %e, failures, "publishing round failed");
             }
             Err(RoundError::Stop(why)) => {
+                shard.sm.traces.clear();
                 // Raft is stopped on purpose at shutdown: that is no failure to report.
                 if *stop.borrow() {
                     return;

@@ -249,8 +249,8 @@ impl ShardSm {
         if st.frozen {
             return Ok(Reply::Frozen);
         }
-        let span = self.traces.apply_span(self.shard, &entries);
-        let _entered = span.as_ref().map(tracing::Span::enter);
+        let traced = self.traces.apply_span(self.shard, &entries);
+        let _entered = traced.as_ref().map(|(span, _)| span.enter());
         let sm = cf(&self.db, CF_SM);
         let mut edge = st.tree_edge();
         let mut out = Vec::with_capacity(entries.len());
@@ -284,8 +284,11 @@ impl ShardSm {
                 duplicate: false,
             });
         }
-        if let Some(span) = &span {
+        if let Some((span, proposal)) = &traced {
             crate::proposer::record_range(span, &out);
+            if let Some(last) = out.iter().filter(|a| !a.duplicate).map(|a| a.index).max() {
+                self.traces.applied(proposal.clone(), last);
+            }
         }
         st.size = edge.size();
         st.edge = edge.subtrees().iter().map(|h| h.0).collect();

@@ -2,14 +2,16 @@
 //! openraft runs in its own task, and into the publishing round that covers it, which runs on a timer.
 //!
 //! The proposer records each proposal's span under the leaf hash of the batch's first entry; the
-//! state machine, applying that batch on the same node, opens its `apply` span as the proposal's child.
-//! After the proposal the span waits, with the last index it covers, for the publishing round whose
-//! checkpoint includes that index: the round's `publish` span is the child of the first one waiting and
-//! follows from the others (a link, in OpenTelemetry), so a submission's trace shows the API call,
-//! any forward to the leader, the proposal, apply and publication.
+//! state machine, applying that batch on the same node, opens its `apply` span as the proposal's child
+//! and, in the same step (before the new size is visible to the publisher, and in index order), queues
+//! the proposal with the last index it covers. The publishing round whose checkpoint includes that
+//! index takes it: the round's `publish` span is the child of the first proposal it covers and follows
+//! from the others (a link, in OpenTelemetry). So the first caller of a batch sees, in its trace, the API
+//! call, any forward to the leader, the proposal, apply and publication; the batch's other callers are
+//! linked from the proposal.
 //!
-//! Off unless [`enable`] was called (by a process that exports traces): then nothing is recorded, and
-//! log lines keep the span context of the task that writes them.
+//! Off unless [`enable`] was called (by a process that exports traces): then nothing is recorded or
+//! computed here, and log lines keep the span context of the task that writes them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -28,7 +30,8 @@ pub fn enable() {
     ON.store(true, Ordering::Relaxed);
 }
 
-fn on() -> bool {
+/// Whether traces are exported.
+pub(crate) fn on() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
@@ -44,44 +47,53 @@ pub(crate) struct Traces {
 impl Traces {
     /// Records `span` as the proposal of a batch whose first entry has leaf hash `first`.
     pub(crate) fn proposing(&self, first: [u8; 32], span: &Span) {
-        if on() {
-            lock(&self.proposals).insert(first, span.clone());
-        }
+        lock(&self.proposals).insert(first, span.clone());
     }
 
-    /// The proposal was answered: forgets it, and has it wait for the checkpoint that covers `last`
-    /// (the last index its batch received), if any.
-    pub(crate) fn proposed(&self, first: [u8; 32], last: Option<u64>) {
-        if !on() {
-            return;
-        }
-        let span = lock(&self.proposals).remove(&first);
-        if let (Some(span), Some(last)) = (span, last) {
-            let mut waiting = lock(&self.waiting);
-            if waiting.len() == WAITING_MAX {
-                waiting.pop_front();
-            }
-            waiting.push_back((last, span));
+    /// The proposal `span` was answered: forgets it (unless another proposal with the same first
+    /// entry replaced it meanwhile).
+    pub(crate) fn proposed(&self, first: [u8; 32], span: &Span) {
+        let mut proposals = lock(&self.proposals);
+        if proposals.get(&first).map(Span::id) == Some(span.id()) {
+            proposals.remove(&first);
         }
     }
 
     /// The span to apply the batch `entries` in: a child of its proposal if that was made on this
-    /// node, else none.
-    pub(crate) fn apply_span(&self, shard: u32, entries: &[Vec<u8>]) -> Option<Span> {
+    /// node, else none. With the proposal: see [`Traces::applied`].
+    pub(crate) fn apply_span(&self, shard: u32, entries: &[Vec<u8>]) -> Option<(Span, Span)> {
         if !on() {
             return None;
         }
         let first = cairn_tlog::leaf_hash(entries.first()?).0;
         let proposal = lock(&self.proposals).get(&first).cloned()?;
         let entries = entries.len();
-        Some(tracing::info_span!(
+        let span = tracing::info_span!(
             parent: &proposal,
             "apply",
             shard,
             entries,
             first_index = tracing::field::Empty,
             last_index = tracing::field::Empty,
-        ))
+        );
+        Some((span, proposal))
+    }
+
+    /// The batch of `proposal` was applied and its last new entry has index `last`: the proposal waits
+    /// for the checkpoint that covers it. Called while applying, so in index order and before the
+    /// publisher can see the entries.
+    pub(crate) fn applied(&self, proposal: Span, last: u64) {
+        let mut waiting = lock(&self.waiting);
+        if waiting.len() == WAITING_MAX {
+            waiting.pop_front();
+        }
+        waiting.push_back((last, proposal));
+    }
+
+    /// This node no longer publishes the shard (it lost the leadership, or its publisher stopped):
+    /// what waited for publication here is dropped, and those traces end without a `publish` span.
+    pub(crate) fn clear(&self) {
+        lock(&self.waiting).clear();
     }
 
     /// The span of a publishing round from size `from` to `size`: a child of the first proposal it
@@ -89,9 +101,10 @@ impl Traces {
     /// them back if the round fails). Without a proposal to continue, a span of its own.
     pub(crate) fn publish_span(&self, shard: u32, from: u64, size: u64) -> (Span, Vec<(u64, Span)>) {
         let covered: Vec<(u64, Span)> = if on() {
+            // In index order (queued while applying); anything below `from` was published before.
             let mut waiting = lock(&self.waiting);
             let n = waiting.iter().take_while(|(last, _)| *last < size).count();
-            waiting.drain(..n).collect()
+            waiting.drain(..n).filter(|(last, _)| *last >= from).collect()
         } else {
             Vec::new()
         };
