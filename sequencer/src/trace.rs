@@ -132,3 +132,70 @@ impl Traces {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` with spans recorded (a registry as the thread's subscriber) and traces enabled.
+    fn traced(f: impl FnOnce()) {
+        enable();
+        tracing::subscriber::with_default(tracing_subscriber::registry(), f);
+    }
+
+    fn lasts(covered: &[(u64, Span)]) -> Vec<u64> {
+        covered.iter().map(|(last, _)| *last).collect()
+    }
+
+    #[test]
+    fn a_round_takes_the_proposals_it_publishes_in_order_and_a_failed_one_gives_them_back() {
+        traced(|| {
+            let t = Traces::default();
+            let (a, b, c) = (
+                tracing::info_span!("a"),
+                tracing::info_span!("b"),
+                tracing::info_span!("c"),
+            );
+            t.applied(a.clone(), 4);
+            t.applied(b.clone(), 9);
+            // Size 8 publishes indexes 0..=7: only the batch ending at 4.
+            let (span, covered) = t.publish_span(1, 0, 8);
+            assert_eq!(lasts(&covered), [4]);
+            assert!(span.id().is_some());
+            // The round failed: the next one, to 10, takes both, oldest first.
+            t.unpublished(covered);
+            let (_, covered) = t.publish_span(1, 0, 10);
+            assert_eq!(lasts(&covered), [4, 9]);
+            assert_eq!(covered[0].1.id(), a.id());
+            // Nothing waits now; a proposal below the round's start is not the round's.
+            t.applied(c.clone(), 3);
+            let (_, covered) = t.publish_span(1, 10, 20);
+            assert!(covered.is_empty());
+            // Losing the leadership drops what waited.
+            t.applied(c, 25);
+            t.clear();
+            assert!(t.publish_span(1, 20, 30).1.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_proposal_is_forgotten_only_by_itself_and_apply_runs_under_the_latest() {
+        traced(|| {
+            let t = Traces::default();
+            let entries = vec![b"first".to_vec(), b"second".to_vec()];
+            let first = cairn_tlog::leaf_hash(&entries[0]).0;
+            let (old, new) = (tracing::info_span!("old"), tracing::info_span!("new"));
+            t.proposing(first, &old);
+            // The same first entry proposed again while the first proposal is in flight.
+            t.proposing(first, &new);
+            t.proposed(first, &old);
+            let (apply, proposal) = t
+                .apply_span(1, &entries)
+                .expect("the newer proposal is still known");
+            assert_eq!(proposal.id(), new.id());
+            assert!(apply.id().is_some());
+            t.proposed(first, &new);
+            assert!(t.apply_span(1, &entries).is_none());
+        });
+    }
+}
