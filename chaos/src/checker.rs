@@ -63,6 +63,8 @@ pub struct Report {
     pub inconsistent: Vec<String>,
     /// Observers whose checkpoints went backwards.
     pub regressions: Vec<String>,
+    /// Answers a writer saw break the API's contract.
+    pub anomalies: Vec<String>,
 }
 
 impl Report {
@@ -76,6 +78,7 @@ impl Report {
             ("unexplained", &self.unexplained),
             ("inconsistent checkpoint", &self.inconsistent),
             ("checkpoint went backwards", &self.regressions),
+            ("writer saw", &self.anomalies),
         ];
         kinds
             .iter()
@@ -160,6 +163,7 @@ pub fn check(history: &History, logs: &[FinalLog]) -> Report {
     }
 
     check_observations(history, logs, &mut report);
+    report.anomalies = history.anomalies.clone();
     report.lost.sort();
     report.duplicated.sort();
     report.unexplained.sort();
@@ -248,18 +252,19 @@ fn places_text(places: &[(u32, u64)]) -> String {
 /// Write availability, from the history alone.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Availability {
-    /// The longest interval with no successful write call, and when it started (ms).
+    /// The longest interval with no successful write call to any shard.
     pub longest_gap_ms: u64,
     /// Start of that interval.
     pub longest_gap_from_ms: u64,
-    /// Per fault: (kind, target, whether it hit a leader, the longest write gap overlapping it).
+    /// Per fault: (kind, target, whether it hit a shard leader, the longest write gap on the shards it
+    /// hit (on every shard for other faults) that overlaps the fault).
     pub per_fault: Vec<(String, String, bool, u64)>,
 }
 
 impl Availability {
     /// The `q`-quantile (0..=1) of the write gaps around faults that hit a shard leader, and how many
     /// such faults there were.
-    pub fn failover_quantile(&self, q: f64) -> Option<u64> {
+    pub fn failover_quantile(&self, q: f64) -> Option<(u64, usize)> {
         let mut gaps: Vec<u64> = self
             .per_fault
             .iter()
@@ -268,38 +273,49 @@ impl Availability {
             .collect();
         gaps.sort_unstable();
         let i = ((gaps.len() as f64 - 1.0) * q).round() as usize;
-        gaps.get(i).copied()
+        gaps.get(i).map(|g| (*g, gaps.len()))
     }
 }
 
-/// The longest gaps between successful writes, overall and around each fault. `end_ms` closes the
-/// last interval (the end of the load).
-pub fn availability(history: &History, from_ms: u64, end_ms: u64) -> Availability {
-    let mut times: Vec<u64> = history
-        .successes
-        .iter()
-        .copied()
-        .filter(|t| *t >= from_ms)
+/// The intervals between successive successes (of `shards`, or of any shard when empty) from
+/// `from_ms` to `end_ms`, both ends included as boundaries.
+fn gaps(history: &History, shards: &[u32], from_ms: u64, end_ms: u64) -> Vec<(u64, u64)> {
+    let mut times: Vec<u64> = (history.successes.iter())
+        .filter(|(t, s)| (from_ms..=end_ms).contains(t) && (shards.is_empty() || shards.contains(s)))
+        .map(|(t, _)| *t)
         .collect();
     times.sort_unstable();
+    times.dedup();
     let mut points = vec![from_ms];
     points.extend(times);
     points.push(end_ms.max(*points.last().unwrap_or(&from_ms)));
-    let gaps: Vec<(u64, u64)> = points.windows(2).map(|w| (w[0], w[1])).collect();
+    points.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// The longest gaps between successful writes from `from_ms` to `end_ms`: overall, and for each fault
+/// that started in that time, on the shards whose leader it hit (every shard for other faults).
+pub fn availability(history: &History, from_ms: u64, end_ms: u64) -> Availability {
     let mut a = Availability::default();
-    if let Some((s, e)) = gaps.iter().max_by_key(|(s, e)| e - s) {
+    if let Some((s, e)) = gaps(history, &[], from_ms, end_ms)
+        .iter()
+        .max_by_key(|(s, e)| e - s)
+    {
         a.longest_gap_ms = e - s;
         a.longest_gap_from_ms = *s;
     }
-    for f in &history.faults {
-        let gap = gaps
+    for f in history
+        .faults
+        .iter()
+        .filter(|f| (from_ms..end_ms).contains(&f.from_ms))
+    {
+        let gap = gaps(history, &f.shards, from_ms, end_ms)
             .iter()
             .filter(|(s, e)| *e > f.from_ms && *s < f.to_ms.max(f.from_ms + 1))
             .map(|(s, e)| e - s)
             .max()
             .unwrap_or(0);
         a.per_fault
-            .push((f.kind.clone(), f.target.clone(), f.hit_leader, gap));
+            .push((f.kind.clone(), f.target.clone(), !f.shards.is_empty(), gap));
     }
     a
 }
@@ -497,20 +513,36 @@ mod tests {
 
     #[test]
     fn gaps_are_measured_around_faults() {
+        // Shard 1 stalls from 300 to 2300 ms; shard 2 keeps going.
         let mut h = History {
-            successes: vec![100, 200, 300, 2300, 2400],
+            successes: vec![
+                (100, 1),
+                (200, 1),
+                (300, 1),
+                (2300, 1),
+                (2400, 1),
+                (500, 2),
+                (1500, 2),
+            ],
             ..History::default()
         };
-        h.faults.push(crate::history::FaultRecord {
+        let fault = |shards: Vec<u32>| crate::history::FaultRecord {
             kind: "kill".into(),
             target: "node-1".into(),
-            hit_leader: true,
+            shards,
             from_ms: 250,
             to_ms: 400,
-        });
+        };
+        h.faults.push(fault(vec![1]));
+        h.faults.push(fault(vec![]));
         let a = availability(&h, 0, 3000);
-        assert_eq!((a.longest_gap_ms, a.longest_gap_from_ms), (2000, 300));
+        // Overall, shard 2's writes break the stall: the longest gap is 1500 -> 2300.
+        assert_eq!((a.longest_gap_ms, a.longest_gap_from_ms), (800, 1500));
+        // On the shard the fault hit: 300 -> 2300.
         assert_eq!(a.per_fault[0].3, 2000);
-        assert_eq!(a.failover_quantile(0.5), Some(2000));
+        assert!(a.per_fault[0].2 && !a.per_fault[1].2);
+        assert_eq!(a.failover_quantile(0.5), Some((2000, 1)));
+        // Only what lies between the bounds counts.
+        assert_eq!(availability(&h, 0, 250).longest_gap_ms, 100);
     }
 }

@@ -37,18 +37,20 @@ pub struct NodeSlot {
 
 /// The running cluster.
 pub struct Cluster {
+    /// Nodes, index `i` is node id `i + 1`. Declared before `lab`: processes stop before their
+    /// namespaces and disks go away.
+    pub nodes: Vec<NodeSlot>,
     /// The network namespaces.
     pub lab: Lab,
     bin: PathBuf,
-    /// Nodes, index `i` is node id `i + 1`.
-    pub nodes: Vec<NodeSlot>,
     /// Shards: opaque ones first, the Sigstore shard last.
     pub shards: Vec<ShardInfo>,
     http: reqwest::Client,
 }
 
-/// Each node's data directory is a tmpfs of this size, so that filling it is quick.
-pub const DISK_MIB: u32 = 256;
+/// Each node's data directory is a tmpfs of this size: room for a 30-minute soak, small enough to
+/// fill in a second.
+pub const DISK_MIB: u32 = 2048;
 
 impl Cluster {
     /// Writes the configuration of `nodes` nodes with `opaque` opaque shards and one Sigstore shard
@@ -62,9 +64,9 @@ impl Cluster {
         lab: Lab,
     ) -> anyhow::Result<Self> {
         let mut cluster = Self {
+            nodes: Vec::new(),
             lab,
             bin: bin.to_path_buf(),
-            nodes: Vec::new(),
             shards: Vec::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -145,6 +147,13 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// How many lines of node `i`'s log mention `needle`.
+    pub fn log_mentions(&self, i: usize, needle: &str) -> usize {
+        std::fs::read_to_string(&self.nodes[i].log)
+            .map(|t| t.lines().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
+    }
+
     /// Node `i`'s gRPC URL.
     pub fn grpc(&self, i: usize) -> String {
         format!("http://{}:7400", self.lab.ip(i))
@@ -205,8 +214,8 @@ impl Cluster {
         gone
     }
 
-    /// The leader of `shard` as node `i` reports it on /metrics (`None` while unknown or unreachable).
-    pub async fn leader_seen(&self, i: usize, shard: u32) -> Option<usize> {
+    /// Gauge `name{shard="<shard>"}` as node `i` reports it on /metrics.
+    async fn gauge(&self, i: usize, name: &str, shard: u32) -> Option<u64> {
         let text = self
             .http
             .get(format!("{}/metrics", self.http(i)))
@@ -216,12 +225,48 @@ impl Cluster {
             .text()
             .await
             .ok()?;
-        let prefix = format!("cairn_shard_leader{{shard=\"{shard}\"}} ");
+        let prefix = format!("{name}{{shard=\"{shard}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|l| *l != 0)
-            .map(|l| l - 1)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    }
+
+    /// The leader of `shard` as node `i` reports it on /metrics (`None` while unknown or unreachable).
+    pub async fn leader_seen(&self, i: usize, shard: u32) -> Option<usize> {
+        let l = self.gauge(i, "cairn_shard_leader", shard).await?;
+        (l != 0).then(|| l as usize - 1)
+    }
+
+    /// Waits until every running node has applied, in every shard, everything its leader had applied
+    /// when the wait began: a restarted or wiped node holds the log again before the next fault.
+    pub async fn caught_up(&mut self, leaders: &[usize], within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|i| self.running(*i)).collect();
+        for (s, leader) in self.shards.clone().iter().zip(leaders) {
+            let target = self
+                .gauge(*leader, "cairn_raft_applied_index", s.id)
+                .await
+                .unwrap_or(0);
+            for i in &live {
+                loop {
+                    let applied = self
+                        .gauge(*i, "cairn_raft_applied_index", s.id)
+                        .await
+                        .unwrap_or(0);
+                    if applied >= target {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "node-{} applied shard {} to {applied}, its leader to {target}, after {within:?}",
+                        i + 1,
+                        s.id
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The leader of `shard` that every running node agrees on, if they do.
@@ -238,7 +283,8 @@ impl Cluster {
         agreed.filter(|l| live.contains(l))
     }
 
-    /// Waits until every running node agrees on a running leader of every shard; returns the leaders.
+    /// Waits until every running node agrees on a running leader of every shard, and has caught up
+    /// with it ([`Cluster::caught_up`]); returns the leaders.
     pub async fn settled(&mut self, within: Duration) -> anyhow::Result<Vec<usize>> {
         let deadline = Instant::now() + within;
         loop {
@@ -250,6 +296,8 @@ impl Cluster {
                 }
             }
             if leaders.len() == self.shards.len() {
+                self.caught_up(&leaders, deadline.saturating_duration_since(Instant::now()))
+                    .await?;
                 return Ok(leaders);
             }
             anyhow::ensure!(

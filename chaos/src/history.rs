@@ -51,8 +51,8 @@ pub struct FaultRecord {
     pub kind: String,
     /// Its target, as text (`node-2`, `node-1|node-3`, `store`).
     pub target: String,
-    /// Whether the target led a shard when the fault started.
-    pub hit_leader: bool,
+    /// The shards whose leader it hit (empty for faults on followers or the store).
+    pub shards: Vec<u32>,
     /// Milliseconds since the run started.
     pub from_ms: u64,
     /// When it was healed.
@@ -68,8 +68,11 @@ pub struct History {
     pub unknown: Vec<Unknown>,
     /// Checkpoints observed.
     pub observations: Vec<Observation>,
-    /// When each write call succeeded (milliseconds since the start).
-    pub successes: Vec<u64>,
+    /// When a write call succeeded, once per shard it wrote to: (milliseconds since the start, shard).
+    pub successes: Vec<(u64, u32)>,
+    /// Answers that break the API's contract, seen by a writer (an acknowledgment for another entry,
+    /// a missing one).
+    pub anomalies: Vec<String>,
     /// The faults.
     pub faults: Vec<FaultRecord>,
 }

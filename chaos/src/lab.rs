@@ -197,6 +197,7 @@ fn clean_stale() {
 /// A running `cairn serve` (its pid is the process's own: `ip netns exec` execs it).
 pub struct Proc {
     child: Child,
+    gone: bool,
 }
 
 impl Proc {
@@ -223,7 +224,7 @@ impl Proc {
                 }
             }
         });
-        let mut proc = Self { child };
+        let mut proc = Self { child, gone: false };
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let status = proc.child.try_wait()?;
             proc.kill();
@@ -242,14 +243,20 @@ impl Proc {
 
     /// Whether it has exited (and how).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let status = self.child.try_wait().ok().flatten();
+        self.gone |= status.is_some();
+        status
     }
 
     /// SIGKILL, and waits for it to be gone.
     pub fn kill(&mut self) {
+        if self.gone {
+            return;
+        }
         let _ = self.signal("CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.gone = true;
     }
 }
 

@@ -32,7 +32,7 @@ pub fn summary(o: &Outcome) -> String {
     let r = &o.report;
     let pct = |q| {
         a.failover_quantile(q)
-            .map(|v| format!("{v} ms"))
+            .map(|(v, n)| format!("{v} ms (of {n})"))
             .unwrap_or_else(|| "-".into())
     };
     let mut s = format!(
@@ -41,7 +41,7 @@ pub fn summary(o: &Outcome) -> String {
          unknown outcome ({} of them logged), {} entries in the logs, {} checkpoints observed\n\
          lost {}, misplaced {}, duplicated {}, unexplained {}, inconsistent checkpoints {}, \
          observers going backwards {}\n\
-         longest write gap {} ms (from {} ms); write gap around a fault on a leader p50 {} p99 {}\n",
+         longest write gap under single faults {} ms (from {} ms); write gap around a fault on a leader p50 {} p99 {}\n",
         o.seed,
         o.seconds,
         o.fault_count,
@@ -66,11 +66,16 @@ pub fn summary(o: &Outcome) -> String {
     );
     if let Some(q) = &o.quorum {
         s.push_str(&format!(
-            "quorum lost (nodes {:?} down): a write was refused: {}; writes resumed {} ms after the heal\n",
+            "quorum lost (nodes {:?} down): a write was refused: {}; writes resumed {} ms after the heal \
+             (longest write gap {} ms)\n",
             q.stopped.iter().map(|i| i + 1).collect::<Vec<_>>(),
             q.refusal,
-            q.recovered_ms
+            q.recovered_ms,
+            q.write_gap_ms
         ));
+    }
+    for d in &o.disk_full_felt {
+        s.push_str(&format!("{d}\n"));
     }
     for c in &o.crashes {
         s.push_str(&format!("{c}\n"));

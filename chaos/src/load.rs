@@ -95,12 +95,30 @@ pub fn opaque_writer(
             match result {
                 Ok(acks) => {
                     calls += 1;
-                    h.successes.push(at);
+                    if acks.len() != batch.len() {
+                        h.anomalies.push(format!(
+                            "writer {w} at {at} ms: {} acknowledgments for {} entries",
+                            acks.len(),
+                            batch.len()
+                        ));
+                    }
+                    let mut shards: Vec<u32> = acks.iter().map(|a| a.shard).collect();
+                    shards.sort_unstable();
+                    shards.dedup();
+                    h.successes.extend(shards.into_iter().map(|s| (at, s)));
                     for (k, (entry, a)) in batch.iter().zip(acks).enumerate() {
+                        let leaf = leaf_hash(entry);
+                        if a.leaf_hash != leaf {
+                            h.anomalies.push(format!(
+                                "writer {w} at {at} ms: entry {} acknowledged with leaf hash {}",
+                                leaf.to_base64(),
+                                a.leaf_hash.to_base64()
+                            ));
+                        }
                         h.acks.push(Ack {
                             shard: a.shard,
                             index: a.index,
-                            leaf: leaf_hash(entry).to_base64(),
+                            leaf: leaf.to_base64(),
                             at_ms: at,
                             resubmitted: k >= fresh,
                         });
@@ -161,10 +179,35 @@ impl Signer {
 
 /// What one Rekor v2 request came to.
 enum Outcome {
-    /// Logged (201) or already logged (409), at this index; with the reply's checkpoint for a 201.
-    Logged(u64, Option<String>),
+    /// Logged (201) or already logged (409), at this index; with the reply's checkpoint for a 201,
+    /// and what is wrong with its inclusion proof, if anything.
+    Logged(u64, Option<String>, Option<String>),
     /// Every attempt failed until the deadline; the last error.
     Failed(String),
+}
+
+/// Checks a `TransparencyLogEntry`'s inclusion proof: of its canonical body's leaf hash, at
+/// `index`, up to the root it names.
+fn proof_fault(v: &serde_json::Value, index: u64) -> Result<(), String> {
+    let b64 = |x: &serde_json::Value| -> Result<Vec<u8>, String> {
+        STANDARD
+            .decode(x.as_str().ok_or("a field is missing")?)
+            .map_err(|e| e.to_string())
+    };
+    let hash = |x: &serde_json::Value| -> Result<cairn_tlog::Hash, String> {
+        cairn_tlog::Hash::from_slice(&b64(x)?).map_err(|e| e.to_string())
+    };
+    let p = &v["inclusionProof"];
+    let body = b64(&v["canonicalizedBody"])?;
+    let size: u64 = p["treeSize"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("no treeSize")?;
+    let hashes: Vec<cairn_tlog::Hash> = (p["hashes"].as_array().ok_or("no hashes")?.iter())
+        .map(hash)
+        .collect::<Result<_, _>>()?;
+    cairn_tlog::verify_inclusion(&leaf_hash(&body), index, size, &hashes, &hash(&p["rootHash"])?)
+        .map_err(|e| format!("inclusion proof does not verify: {e}"))
 }
 
 /// POSTs `body` to `/api/v2/log/entries` of each node in turn until one logs it (or says it is
@@ -199,7 +242,7 @@ async fn create_entry(http: &reqwest::Client, nodes: &[String], first: usize, bo
                     .as_str()
                     .map(str::to_owned);
                 match index {
-                    Some(i) => return Outcome::Logged(i, note),
+                    Some(i) => return Outcome::Logged(i, note, proof_fault(&v, i).err()),
                     None => last = format!("201 without a logIndex: {v}"),
                 }
             }
@@ -210,11 +253,12 @@ async fn create_entry(http: &reqwest::Client, nodes: &[String], first: usize, bo
                     .and_then(|v| v.to_str().ok())
                     .and_then(|s| s.parse().ok());
                 match index {
-                    Some(i) => return Outcome::Logged(i, None),
+                    Some(i) => return Outcome::Logged(i, None, None),
                     None => last = "409 without x-log-index".into(),
                 }
             }
-            Ok(r) if r.status().is_server_error() => {
+            // Overloaded or rate limited: another node, or the same one a little later.
+            Ok(r) if r.status().is_server_error() || [408, 429].contains(&r.status().as_u16()) => {
                 last = format!("{} from {node}", r.status());
             }
             Ok(r) => {
@@ -264,9 +308,13 @@ pub fn sigstore_writer(
             let at = rec.now();
             let mut h = rec.history.lock().await;
             match outcome {
-                Outcome::Logged(index, note) => {
+                Outcome::Logged(index, note, proof) => {
                     calls += 1;
-                    h.successes.push(at);
+                    if let Some(p) = proof {
+                        h.anomalies
+                            .push(format!("Rekor v2 reply at {at} ms for index {index}: {p}"));
+                    }
+                    h.successes.push((at, shard));
                     h.acks.push(Ack {
                         shard,
                         index,

@@ -121,7 +121,7 @@ pub fn plan(rng: &mut StdRng, kind: Kind, nodes: usize, leaders: &[usize]) -> Fa
         Kind::Kill | Kind::Wipe => (rng.random_range(500..3000), 0),
         Kind::Pause => (rng.random_range(1000..4000), 0),
         Kind::Partition => (rng.random_range(1000..5000), 0),
-        Kind::DiskFull => (rng.random_range(1000..4000), 0),
+        Kind::DiskFull => (rng.random_range(3000..12000), 0),
         Kind::StoreSlow => (rng.random_range(2000..6000), rng.random_range(200..1500)),
         Kind::StoreFail => (rng.random_range(2000..5000), rng.random_range(300..1000)),
     };

@@ -52,6 +52,8 @@ pub struct QuorumLoss {
     pub refusal: String,
     /// How long after the quorum came back the first write succeeded (ms).
     pub recovered_ms: u64,
+    /// The longest interval without a successful write from the loss to the end of the load (ms).
+    pub write_gap_ms: u64,
 }
 
 /// The result of a run.
@@ -69,6 +71,8 @@ pub struct Outcome {
     pub fault_count: usize,
     /// Nodes that exited on their own, with the fault in force and their exit status.
     pub crashes: Vec<String>,
+    /// Disk-full faults the node noticed (it logged a write failing for want of space).
+    pub disk_full_felt: Vec<String>,
     /// The quorum loss, when run.
     pub quorum: Option<QuorumLoss>,
     /// Successful write calls.
@@ -79,6 +83,9 @@ pub struct Outcome {
     /// recover.
     pub violations: Vec<String>,
 }
+
+/// What the OS says when a write finds the disk full (ENOSPC), as a node logs it.
+const NO_SPACE: &str = "No space left on device";
 
 /// How long the cluster may take to agree on leaders again after a fault is healed.
 const RECOVERY: Duration = Duration::from_secs(30);
@@ -145,10 +152,23 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut fault_count = 0;
     let mut queue = Vec::new();
+    let mut disk_full_felt = Vec::new();
     let load_start = rec.now();
     let end = Instant::now() + profile.duration;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    while Instant::now() < end {
+    while Instant::now() < end && violations.is_empty() {
+        // A node that stopped on its own between faults is a crash too: note it and start it again.
+        for (i, status) in cluster.reap() {
+            crashes.push(format!(
+                "node-{} exited ({status}) between faults, at {} ms",
+                i + 1,
+                rec.now()
+            ));
+        }
+        if let Err(e) = restart_down(&mut cluster) {
+            violations.push(format!("at {} ms: {e:#}", rec.now()));
+            break;
+        }
         let leaders = match cluster.settled(RECOVERY).await {
             Ok(l) => l,
             Err(e) => {
@@ -165,6 +185,8 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
             planned.push(plan(&mut rng, extra, profile.nodes, &leaders));
         }
         let from = rec.now();
+        let enospc = |c: &Cluster, f: &crate::nemesis::Fault| c.log_mentions(f.node, NO_SPACE);
+        let before: Vec<usize> = planned.iter().map(|f| enospc(&cluster, f)).collect();
         for f in &planned {
             inject(f, &mut cluster, &store)?;
         }
@@ -172,6 +194,15 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
         tokio::time::sleep(hold).await;
         for f in &planned {
             heal(f, &mut cluster, &store)?;
+        }
+        for (f, b) in planned.iter().zip(&before) {
+            let felt = enospc(&cluster, f).saturating_sub(*b);
+            if f.kind == Kind::DiskFull && felt > 0 {
+                disk_full_felt.push(format!(
+                    "node-{} logged {felt} \"{NO_SPACE}\" errors during disk-full at {from} ms",
+                    f.node + 1
+                ));
+            }
         }
         for (i, status) in cluster.reap() {
             crashes.push(format!(
@@ -184,10 +215,12 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
                     .join("+")
             ));
         }
-        for i in 0..profile.nodes {
-            if !cluster.running(i) && !cluster.nodes[i].paused {
-                cluster.up(i)?;
-            }
+        if let Err(e) = restart_down(&mut cluster) {
+            violations.push(format!(
+                "at {} ms, after {}: {e:#}",
+                rec.now(),
+                planned[0].kind.name()
+            ));
         }
         let to = rec.now();
         let mut h = rec.history.lock().await;
@@ -197,7 +230,14 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
             h.faults.push(FaultRecord {
                 kind: f.kind.name().into(),
                 target: f.target(),
-                hit_leader: f.kind.on_node() && leaders.contains(&f.node),
+                shards: if f.kind.on_node() {
+                    (cluster.shards.iter().zip(&leaders))
+                        .filter(|(_, l)| **l == f.node)
+                        .map(|(s, _)| s.id)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 from_ms: from,
                 to_ms: to,
             });
@@ -206,6 +246,7 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
     }
 
+    let faults_end = rec.now();
     let quorum = if profile.quorum_loss && violations.is_empty() {
         match lose_quorum(&mut cluster, &rec, &grpc).await {
             Ok(q) => Some(q),
@@ -229,13 +270,22 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
     }
 
     // Everything acknowledged must be published; wait for the checkpoints to cover it, then read the
-    // logs as a verifier does.
-    let logs = final_logs(&cluster, &rec).await?;
+    // logs as a verifier does. The history is kept first, whatever the reading finds.
     let history = rec.history.lock().await.clone();
-    let report = check(&history, &logs);
-    violations.extend(report.violations());
-    let availability = availability(&history, load_start, load_end);
     std::fs::write(profile.out.join("history.json"), serde_json::to_vec(&history)?)?;
+    let report = match final_logs(&cluster, &rec).await {
+        Ok(logs) => check(&history, &logs),
+        Err(e) => {
+            violations.push(format!("reading the published logs: {e:#}"));
+            Report::default()
+        }
+    };
+    violations.extend(report.violations());
+    let availability = availability(&history, load_start, faults_end);
+    let mut quorum = quorum;
+    if let Some(q) = quorum.as_mut() {
+        q.write_gap_ms = crate::checker::availability(&history, faults_end, load_end).longest_gap_ms;
+    }
     let outcome = Outcome {
         seed: profile.seed,
         report,
@@ -243,6 +293,7 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
         faults,
         fault_count,
         crashes,
+        disk_full_felt,
         quorum,
         calls,
         seconds: rec.start.elapsed().as_secs_f64(),
@@ -256,6 +307,16 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
         cluster.kill(i);
     }
     Ok(outcome)
+}
+
+/// Starts every node that is down (not paused).
+fn restart_down(cluster: &mut Cluster) -> anyhow::Result<()> {
+    for i in 0..cluster.nodes.len() {
+        if !cluster.running(i) && !cluster.nodes[i].paused {
+            cluster.up(i)?;
+        }
+    }
+    Ok(())
 }
 
 /// Stops all nodes but one, shows that writes are refused with a retryable status (nothing
@@ -287,6 +348,11 @@ async fn lose_quorum(cluster: &mut Cluster, rec: &Recorder, grpc: &[String]) -> 
         at_ms: rec.now(),
         error: refusal.clone(),
     });
+    // The documented answer: UNAVAILABLE (retry later), whatever its wording.
+    anyhow::ensure!(
+        refusal.contains("Unavailable"),
+        "a write without a quorum was refused with other than UNAVAILABLE: {refusal}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in &stopped {
         cluster.up(*i)?;
@@ -296,7 +362,7 @@ async fn lose_quorum(cluster: &mut Cluster, rec: &Recorder, grpc: &[String]) -> 
     let deadline = Instant::now() + RECOVERY;
     let recovered_ms = loop {
         let h = rec.history.lock().await;
-        if let Some(t) = h.successes.iter().find(|t| **t > healed) {
+        if let Some((t, _)) = h.successes.iter().find(|(t, _)| *t > healed) {
             break t - healed;
         }
         drop(h);
@@ -313,7 +379,7 @@ async fn lose_quorum(cluster: &mut Cluster, rec: &Recorder, grpc: &[String]) -> 
             .map(|i| format!("node-{}", i + 1))
             .collect::<Vec<_>>()
             .join("+"),
-        hit_leader: true,
+        shards: cluster.shards.iter().map(|s| s.id).collect(),
         from_ms: from,
         to_ms: healed,
     });
@@ -321,6 +387,7 @@ async fn lose_quorum(cluster: &mut Cluster, rec: &Recorder, grpc: &[String]) -> 
         stopped,
         refusal,
         recovered_ms,
+        write_gap_ms: 0,
     })
 }
 

@@ -35,7 +35,16 @@ async fn short_profile_loses_nothing() -> anyhow::Result<()> {
         bin: env!("CARGO_BIN_EXE_cairn").into(),
         out: out.path().to_path_buf(),
     };
-    let outcome = run(&profile).await?;
+    let outcome = match run(&profile).await {
+        Ok(o) => o,
+        Err(e) => {
+            let kept = out.keep();
+            anyhow::bail!(
+                "the harness failed with seed {seed}: {e:#}; node logs in {}",
+                kept.display()
+            );
+        }
+    };
     print!("{}", summary(&outcome));
     if !outcome.violations.is_empty() {
         // Keep the node logs and the history for study.

@@ -111,6 +111,11 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Raft entries kept behind a snapshot (lets slightly lagging followers catch up without one).
     pub keep_after_snapshot: u64,
+    /// How long one snapshot chunk may take to send, and the last one to send and install on the
+    /// follower. Installing rebuilds the follower's dedup index from the snapshot, which takes seconds for
+    /// millions of entries: a timeout shorter than that makes every attempt start over, and a replica that
+    /// lost its disk never catches up.
+    pub snapshot_timeout: Duration,
     /// Refuse appends while this many entries are sequenced but not published.
     pub max_unpublished: u64,
     /// TLS between peers: the Raft listener requires a client certificate from the cluster CA, and
@@ -139,6 +144,7 @@ impl NodeConfig {
             publish_interval: Duration::from_millis(50),
             snapshot_every: 1_000,
             keep_after_snapshot: 500,
+            snapshot_timeout: Duration::from_secs(60),
             max_unpublished: 2_000_000,
             tls: None,
         }

@@ -78,6 +78,7 @@ impl Node {
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
                 max_in_snapshot_log_to_keep: config.keep_after_snapshot,
                 max_payload_entries: 64,
+                install_snapshot_timeout: config.snapshot_timeout.as_millis() as u64,
                 ..Default::default()
             }
             .validate()
