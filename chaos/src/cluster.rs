@@ -48,6 +48,23 @@ pub struct Cluster {
     http: reqwest::Client,
 }
 
+/// Gauge `name{shard="<shard>"}` from the /metrics of the node at `http` (`None` when unreachable or
+/// absent).
+pub async fn shard_gauge(client: &reqwest::Client, http: &str, name: &str, shard: u32) -> Option<u64> {
+    let text = client
+        .get(format!("{http}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{name}{{shard=\"{shard}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Each node's data directory is a tmpfs of this size: room for a 30-minute soak, small enough to
 /// fill in a second.
 pub const DISK_MIB: u32 = 2048;
@@ -216,19 +233,7 @@ impl Cluster {
 
     /// Gauge `name{shard="<shard>"}` as node `i` reports it on /metrics.
     async fn gauge(&self, i: usize, name: &str, shard: u32) -> Option<u64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.http(i)))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let prefix = format!("{name}{{shard=\"{shard}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        shard_gauge(&self.http, &self.http(i), name, shard).await
     }
 
     /// The leader of `shard` as node `i` reports it on /metrics (`None` while unknown or unreachable).

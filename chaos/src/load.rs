@@ -86,7 +86,7 @@ pub fn opaque_writer(
                 .collect();
             n += 1;
             let fresh = batch.len();
-            if n % 8 == 0 && !acked.is_empty() {
+            if n.is_multiple_of(8) && !acked.is_empty() {
                 batch.push(acked[rng.random_range(0..acked.len())].clone());
             }
             let result = client.submit(batch.clone(), Wait::Sequenced).await;
@@ -297,7 +297,7 @@ pub fn sigstore_writer(
         let (mut n, mut calls) = (0u64, 0u64);
         while !stop.load(Ordering::SeqCst) {
             n += 1;
-            let again = n % 10 == 0 && !logged.is_empty();
+            let again = n.is_multiple_of(10) && !logged.is_empty();
             let (request, leaf) = if again {
                 logged[rng.random_range(0..logged.len())].clone()
             } else {

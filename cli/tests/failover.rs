@@ -27,20 +27,10 @@ struct Node {
     http: String,
 }
 
-/// The leader of `shard` as node `from` reports it on /metrics (0 while unknown).
+/// The leader of `shard` as `node` reports it on /metrics (`None` while unknown).
 async fn leader_seen(http: &reqwest::Client, node: &Node, shard: u32) -> Option<u64> {
-    let text = http
-        .get(format!("{}/metrics", node.http))
-        .send()
+    cairn_chaos::cluster::shard_gauge(http, &node.http, "cairn_shard_leader", shard)
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let prefix = format!("cairn_shard_leader{{shard=\"{shard}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
         .filter(|l| *l != 0)
 }
 
