@@ -40,6 +40,7 @@ COPY tsa tsa
 COPY client client
 COPY cli cli
 COPY bench bench
+COPY chaos chaos
 # The target directory is a cache mount: copy the binary out in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
