@@ -78,6 +78,18 @@ impl Log for Ceiling {
     ) -> Result<Response<FreezeShardResponse>, Status> {
         Err(Status::unimplemented("ceiling server"))
     }
+    async fn cluster_status(
+        &self,
+        _: Request<cairn_proto::v1::ClusterStatusRequest>,
+    ) -> Result<Response<cairn_proto::v1::ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
+    async fn transfer_leader(
+        &self,
+        _: Request<cairn_proto::v1::TransferLeaderRequest>,
+    ) -> Result<Response<cairn_proto::v1::TransferLeaderResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
 }
 
 /// Starts the ceiling server on a loopback port; returns its URL and a stop handle.

@@ -13,6 +13,9 @@ pub enum Topology {
     Embedded,
     /// Three sequencer nodes, one shard, on loopback.
     Cluster3,
+    /// Three sequencer nodes and three shards on loopback; measured once each node leads one shard
+    /// (leader placement).
+    Cluster3x3,
 }
 
 /// Running servers; stopped (SIGTERM) by [`Spawned::stop`] or killed on drop.
@@ -80,14 +83,12 @@ pub async fn start(topology: Topology, bin: Option<PathBuf>) -> anyhow::Result<S
             children.push(c);
             g
         }
-        Topology::Cluster3 => {
-            let key = dir.path().join("shard-1.key");
-            let out = Command::new(&bin)
-                .args(["keygen", "--origin", "bench.cairn/1", "--out"])
-                .arg(&key)
-                .output()?;
-            anyhow::ensure!(out.status.success(), "keygen failed");
-            let vkey = String::from_utf8(out.stdout)?.trim().to_owned();
+        Topology::Cluster3 | Topology::Cluster3x3 => {
+            let shards = if matches!(topology, Topology::Cluster3x3) {
+                3
+            } else {
+                1
+            };
             let ports: Vec<(u16, u16, u16)> = (0..3)
                 .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
                 .collect::<anyhow::Result<_>>()?;
@@ -98,10 +99,20 @@ pub async fn start(topology: Topology, bin: Option<PathBuf>) -> anyhow::Result<S
                     i + 1
                 ));
             }
-            common.push_str(&format!(
-                "[[shards]]\nid = 1\norigin = \"bench.cairn/1\"\nkey_file = \"{}\"\nvkey = \"{vkey}\"\n",
-                key.display()
-            ));
+            for id in 1..=shards {
+                let origin = format!("bench.cairn/{id}");
+                let key = dir.path().join(format!("shard-{id}.key"));
+                let out = Command::new(&bin)
+                    .args(["keygen", "--origin", &origin, "--out"])
+                    .arg(&key)
+                    .output()?;
+                anyhow::ensure!(out.status.success(), "keygen failed");
+                let vkey = String::from_utf8(out.stdout)?.trim().to_owned();
+                common.push_str(&format!(
+                    "[[shards]]\nid = {id}\norigin = \"{origin}\"\nkey_file = \"{}\"\nvkey = \"{vkey}\"\n\n",
+                    key.display()
+                ));
+            }
             let store = dir.path().join("bucket");
             let mut first = None;
             for (i, (g, h, r)) in ports.iter().enumerate() {
@@ -132,11 +143,48 @@ pub async fn start(topology: Topology, bin: Option<PathBuf>) -> anyhow::Result<S
         )
         .await
         .context("the servers under test did not accept a first entry")?;
+    if matches!(topology, Topology::Cluster3x3) {
+        wait_for_spread_leaders(&grpc, 3).await?;
+    }
     Ok(Spawned {
         children,
         grpc,
         _dir: dir,
     })
+}
+
+/// Waits until `shards` shards have leaders on as many different nodes (leader placement runs in
+/// every node, every 2 s by default).
+async fn wait_for_spread_leaders(grpc: &str, shards: usize) -> anyhow::Result<()> {
+    let mut client = cairn_client::LogClient::new(grpc)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = client.cluster_status().await?;
+        let mut leaders: Vec<u64> = status
+            .groups
+            .iter()
+            .map(|g| g.leader)
+            .filter(|l| *l != 0)
+            .collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        if leaders.len() == shards {
+            eprintln!(
+                "leaders spread: {:?}",
+                status
+                    .groups
+                    .iter()
+                    .map(|g| (g.shard_id, g.leader))
+                    .collect::<Vec<_>>()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "shard leaders did not spread over the nodes within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 impl Spawned {

@@ -258,6 +258,98 @@ pub async fn shard_freeze(
     Ok(ExitCode::SUCCESS)
 }
 
+fn admin_client(server: &str, token: Option<String>, tls: &TlsArgs) -> anyhow::Result<LogClient> {
+    let client = LogClient::with_servers_tls(&[server.to_owned()], Some(&tls.options()))?;
+    Ok(match token {
+        Some(t) => client.with_token(t),
+        None => client,
+    })
+}
+
+/// `cairn cluster status`: one line per shard (JSON with `--json`).
+pub async fn cluster_status(
+    server: &str,
+    token: Option<String>,
+    json: bool,
+    tls: &TlsArgs,
+) -> anyhow::Result<ExitCode> {
+    let status = admin_client(server, token, tls)?.cluster_status().await?;
+    if json {
+        let groups: Vec<serde_json::Value> = status
+            .groups
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "shard": g.shard_id,
+                    "leader": (g.leader != 0).then_some(g.leader),
+                    "term": g.term,
+                    "voters": g.voters,
+                    "learners": g.learners,
+                    "joint": g.joint,
+                    "last_log_index": g.last_log_index,
+                    "applied_index": g.applied_index,
+                    "matched": g.members.iter().map(|m| (m.node_id.to_string(), serde_json::Value::from(m.matched_index))).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "node": status.node_id, "groups": groups })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("as seen by node {}", status.node_id);
+    for g in &status.groups {
+        let leader = if g.leader == 0 {
+            "none".to_owned()
+        } else {
+            g.leader.to_string()
+        };
+        let mut line = format!(
+            "shard {}: leader {leader}, term {}, voters {:?}",
+            g.shard_id, g.term, g.voters
+        );
+        if !g.learners.is_empty() {
+            line.push_str(&format!(", learners {:?}", g.learners));
+        }
+        if g.joint {
+            line.push_str(", membership change under way");
+        }
+        line.push_str(&format!(", log {} applied {}", g.last_log_index, g.applied_index));
+        if !g.members.is_empty() {
+            let lag: Vec<String> = g
+                .members
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}:{}",
+                        m.node_id,
+                        g.last_log_index.saturating_sub(m.matched_index)
+                    )
+                })
+                .collect();
+            line.push_str(&format!(", behind {}", lag.join(" ")));
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn cluster transfer-leader`.
+pub async fn cluster_transfer_leader(
+    server: &str,
+    token: Option<String>,
+    shard: u32,
+    to: u64,
+    tls: &TlsArgs,
+) -> anyhow::Result<ExitCode> {
+    admin_client(server, token, tls)?
+        .transfer_leader(shard, to)
+        .await?;
+    println!("node {to} leads shard {shard}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cairn shard add`: appends the shard to the configuration file and creates its key.
 pub fn shard_add(config_path: &Path, id: u32, origin: &str) -> anyhow::Result<ExitCode> {
     let config = ServeConfig::load(config_path)?;

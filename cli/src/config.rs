@@ -312,6 +312,10 @@ pub struct Tuning {
     pub heartbeat_ms: u64,
     /// Bytes of tiles the read path keeps in memory.
     pub tile_cache_bytes: u64,
+    /// How often each sequencer checks that the shard leaders are spread over the nodes (each shard
+    /// prefers one voter, in turn), moving a leadership where they are not, in milliseconds; 0 turns
+    /// leader placement off.
+    pub balance_leaders_ms: u64,
 }
 
 impl Default for Tuning {
@@ -324,6 +328,7 @@ impl Default for Tuning {
             publish_timeout_s: 30,
             heartbeat_ms: 100,
             tile_cache_bytes: 256 << 20,
+            balance_leaders_ms: 2000,
         }
     }
 }

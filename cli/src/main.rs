@@ -134,6 +134,48 @@ enum Command {
         #[command(subcommand)]
         command: ShardCommand,
     },
+    /// Cluster administration: the Raft groups and their leaders (admin token).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Every shard's Raft group as a sequencer node sees it: leader, term, voters, learners, log
+    /// positions (and, on the groups it leads, how far each member is behind).
+    Status {
+        /// gRPC URL of a sequencer node's API.
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+        /// Admin token.
+        #[arg(long, env = "CAIRN_ADMIN_TOKEN")]
+        token: Option<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        tls: commands::TlsArgs,
+    },
+    /// Move a shard's leadership to another voter; returns once it leads. Writes to the shard pause
+    /// for a few Raft round trips and are retried by clients.
+    TransferLeader {
+        /// gRPC URL of a sequencer node's API (the request reaches the shard's leader).
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+        /// Admin token.
+        #[arg(long, env = "CAIRN_ADMIN_TOKEN")]
+        token: Option<String>,
+        /// Shard id.
+        #[arg(long)]
+        shard: u32,
+        /// The node to lead it.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        tls: commands::TlsArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -289,6 +331,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls,
             } => commands::shard_freeze(&server, token, id, &tls).await,
             ShardCommand::Add { config, id, origin } => commands::shard_add(&config, id, &origin),
+        },
+        Command::Cluster { command } => match command {
+            ClusterCommand::Status {
+                server,
+                token,
+                json,
+                tls,
+            } => commands::cluster_status(&server, token, json, &tls).await,
+            ClusterCommand::TransferLeader {
+                server,
+                token,
+                shard,
+                to,
+                tls,
+            } => commands::cluster_transfer_leader(&server, token, shard, to, &tls).await,
         },
     }
 }

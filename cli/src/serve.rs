@@ -313,6 +313,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             ..BatchConfig::default()
         };
         nc.publish_interval = Duration::from_millis(config.tuning.publish_interval_ms.max(1));
+        nc.balance_interval = (config.tuning.balance_leaders_ms > 0)
+            .then(|| Duration::from_millis(config.tuning.balance_leaders_ms));
         nc.tls = tls.clone();
         let node = Node::start(nc).await?;
         if config.initializes() {

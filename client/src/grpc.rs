@@ -479,4 +479,20 @@ impl LogClient {
         self.raw.freeze_shard(req).await?;
         Ok(())
     }
+
+    /// Every shard's Raft group as the server's sequencer sees it (admin token).
+    pub async fn cluster_status(&mut self) -> Result<cairn_proto::v1::ClusterStatusResponse, ClientError> {
+        let req = self.request(cairn_proto::v1::ClusterStatusRequest {})?;
+        Ok(self.raw.cluster_status(req).await?.into_inner())
+    }
+
+    /// Moves `shard`'s leadership to the voter `to` (admin token); returns once it leads.
+    pub async fn transfer_leader(&mut self, shard: u32, to: u64) -> Result<(), ClientError> {
+        let req = self.request(cairn_proto::v1::TransferLeaderRequest {
+            shard_id: shard,
+            to_node: to,
+        })?;
+        self.raw.transfer_leader(req).await?;
+        Ok(())
+    }
 }

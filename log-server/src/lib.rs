@@ -14,6 +14,7 @@
 //! `cairn-sequencer`'s, formats and proofs `cairn-tlog`'s.
 
 pub mod add;
+mod admin;
 mod auth;
 mod error;
 mod forward;

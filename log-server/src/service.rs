@@ -9,9 +9,10 @@ use cairn_proto::metadata::FORWARDED_SHARD;
 use cairn_proto::v1::log_client::LogClient;
 use cairn_proto::v1::log_server::{Log, LogServer as LogService};
 use cairn_proto::v1::{
-    AddEntriesRequest, AddEntriesResponse, FreezeShardRequest, FreezeShardResponse, GetCheckpointRequest,
-    GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest, ListShardsRequest,
-    ListShardsResponse, ProofResponse,
+    AddEntriesRequest, AddEntriesResponse, ClusterStatusRequest, ClusterStatusResponse, FreezeShardRequest,
+    FreezeShardResponse, GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
+    GetInclusionProofRequest, ListShardsRequest, ListShardsResponse, ProofResponse, TransferLeaderRequest,
+    TransferLeaderResponse,
 };
 use cairn_sequencer::{Node, SequencerError, ShardId};
 use cairn_store::{Bucket, Lifecycle, Shard, ShardKind, ShardListing, TileReader};
@@ -288,6 +289,27 @@ impl Log for LogServer {
             .await?;
         tracing::info!(shard = body.shard_id, "shard frozen");
         Ok(Response::new(FreezeShardResponse {}))
+    }
+
+    async fn cluster_status(
+        &self,
+        req: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.inner.cluster_status(req.metadata())?))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let (metadata, _, body) = req.into_parts();
+        let span = tracing::info_span!("transfer_leader", shard = body.shard_id, to = body.to_node);
+        self.inner
+            .transfer_leader(&metadata, body.shard_id, body.to_node)
+            .instrument(span)
+            .await?;
+        tracing::info!(shard = body.shard_id, to = body.to_node, "shard leadership moved");
+        Ok(Response::new(TransferLeaderResponse {}))
     }
 }
 

@@ -105,7 +105,8 @@ pub struct NodeConfig {
     pub timing: RaftTiming,
     /// Proposal batching.
     pub batch: BatchConfig,
-    /// Pause between publishing rounds.
+    /// Time from the start of one publishing round to the start of the next (a round that takes
+    /// longer is followed by the next at once).
     pub publish_interval: Duration,
     /// Build a snapshot (and purge the log) after this many applied Raft entries.
     pub snapshot_every: u64,
@@ -116,6 +117,9 @@ pub struct NodeConfig {
     /// millions of entries: a timeout shorter than that makes every attempt start over, and a replica that
     /// lost its disk never catches up.
     pub snapshot_timeout: Duration,
+    /// How often the leader placement balancer looks at this node's shards (`None`: never; leaders
+    /// stay where elections put them). See `placement`.
+    pub balance_interval: Option<Duration>,
     /// Refuse appends while this many entries are sequenced but not published.
     pub max_unpublished: u64,
     /// TLS between peers: the Raft listener requires a client certificate from the cluster CA, and
@@ -145,6 +149,7 @@ impl NodeConfig {
             snapshot_every: 1_000,
             keep_after_snapshot: 500,
             snapshot_timeout: Duration::from_secs(60),
+            balance_interval: None,
             max_unpublished: 2_000_000,
             tls: None,
         }
@@ -165,7 +170,7 @@ impl NodeConfig {
 pub(crate) struct Publishing {
     /// This node's id: the publisher works only while it leads the shard.
     pub(crate) node: NodeId,
-    /// Pause between publishing rounds.
+    /// Time between the starts of publishing rounds.
     pub(crate) interval: Duration,
     /// How long after confirming its leadership the leader may still write the checkpoint object: half
     /// the minimum election timeout (see the publisher's fencing notes).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use cairn_proto::raft::raft_client::RaftClient;
 use cairn_proto::raft::raft_server;
 use cairn_proto::raft::{RaftReply, RaftRequest};
+use futures::future::BoxFuture;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -69,7 +70,7 @@ impl Channels {
         }
     }
 
-    fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
@@ -205,6 +206,9 @@ pub trait RaftRegistry: Send + Sync + 'static {
     fn raft(&self, shard: ShardId) -> Option<Raft<TypeConfig>>;
     /// Links this node refuses.
     fn partitions(&self) -> &Partitions;
+    /// Answers a `Campaign` request (leader placement) for `shard`: a postcard payload in, the
+    /// postcard reply out.
+    fn campaign(&self, shard: ShardId, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
 }
 
 /// The gRPC server side of the Raft transport.
@@ -255,5 +259,14 @@ impl<R: RaftRegistry> raft_server::Raft for RaftService<R> {
     async fn install_snapshot(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (raft, rpc): (_, InstallSnapshotRequest<TypeConfig>) = self.open(req)?;
         reply(&raft.install_snapshot(rpc).await)
+    }
+
+    async fn campaign(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        if self.registry.partitions().is_blocked(req.from) {
+            return Err(Status::unavailable("partitioned"));
+        }
+        let payload = self.registry.campaign(req.shard, req.payload).await?;
+        Ok(Response::new(RaftReply { payload }))
     }
 }

@@ -31,6 +31,8 @@ struct NodeInner {
     config: NodeConfig,
     shards: HashMap<ShardId, Arc<HostedShard>>,
     partitions: Arc<Partitions>,
+    /// Channels to the peers' Raft listeners (shared with every shard's Raft network).
+    channels: Channels,
 }
 
 impl RaftRegistry for NodeInner {
@@ -41,6 +43,48 @@ impl RaftRegistry for NodeInner {
     fn partitions(&self) -> &Partitions {
         &self.partitions
     }
+
+    fn campaign(
+        &self,
+        shard: ShardId,
+        payload: Vec<u8>,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        Box::pin(async move {
+            let s = self
+                .shards
+                .get(&shard)
+                .ok_or_else(|| tonic::Status::not_found(format!("shard {shard} is not hosted here")))?;
+            let req: crate::placement::Campaign = postcard::from_bytes(&payload)
+                .map_err(|e| tonic::Status::invalid_argument(format!("bad campaign payload: {e}")))?;
+            let result = crate::placement::serve_campaign(s, req).await;
+            postcard::to_allocvec(&result).map_err(|e| tonic::Status::internal(e.to_string()))
+        })
+    }
+}
+
+/// One shard's Raft group as a node sees it ([`Node::group_status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its leader, as this node knows it.
+    pub leader: Option<NodeId>,
+    /// The Raft term this node is in.
+    pub term: u64,
+    /// Whether this node leads it.
+    pub leading: bool,
+    /// Voting members.
+    pub voters: Vec<NodeId>,
+    /// Non-voting members (catching up).
+    pub learners: Vec<NodeId>,
+    /// Whether a membership change is under way (joint consensus).
+    pub joint: bool,
+    /// The last index in this node's Raft log.
+    pub last_log_index: Option<u64>,
+    /// The last index this node applied.
+    pub applied_index: Option<u64>,
+    /// On the leader: the log index each member is known to hold (`None`: nothing yet).
+    pub matched: BTreeMap<NodeId, Option<u64>>,
 }
 
 /// A running node. Dropping it without [`Node::shutdown`] leaves tasks running until the runtime ends.
@@ -134,6 +178,7 @@ impl Node {
             config: config.clone(),
             shards,
             partitions,
+            channels,
         });
         let registry = metrics::registry(config.id, &inner.shards, &recorders);
         let mut tasks = Vec::new();
@@ -148,6 +193,16 @@ impl Node {
             tasks.push(tokio::spawn(publisher::run(
                 config.publishing(),
                 shard,
+                stop.subscribe(),
+            )));
+        }
+        if let Some(interval) = config.balance_interval {
+            tasks.push(tokio::spawn(crate::placement::balance(
+                inner.channels.clone(),
+                config.timing,
+                config.id,
+                inner.shards.values().cloned().collect(),
+                interval,
                 stop.subscribe(),
             )));
         }
@@ -272,9 +327,59 @@ impl Node {
         Ok(())
     }
 
+    /// Moves the leadership of `shard` from this node, which must lead it, to the voter `to`, and
+    /// returns once `to` leads. The shard's writes pause meanwhile (a few Raft round trips with three
+    /// voters); callers waiting then meet `NotLeader` naming the new leader. The move is an operator's
+    /// choice: the leader placement balancer leaves the shard where it is for ten minutes. See
+    /// `placement`.
+    pub async fn transfer_leader(&self, shard: ShardId, to: NodeId) -> Result<(), SequencerError> {
+        let s = self.shard(shard)?;
+        crate::placement::transfer(
+            &self.inner.channels,
+            &self.inner.config.timing,
+            self.inner.id,
+            s,
+            to,
+            true,
+        )
+        .await
+    }
+
+    /// What this node knows of `shard`'s Raft group.
+    pub fn group_status(&self, shard: ShardId) -> Result<GroupStatus, SequencerError> {
+        let m = self.shard(shard)?.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let mut voters: Vec<NodeId> = membership.voter_ids().collect();
+        voters.sort_unstable();
+        let mut learners: Vec<NodeId> = membership.learner_ids().collect();
+        learners.sort_unstable();
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.as_ref().map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(GroupStatus {
+            shard,
+            leader: m.current_leader,
+            term: m.current_term,
+            leading: m.state == openraft::ServerState::Leader,
+            voters,
+            learners,
+            joint: membership.get_joint_config().len() > 1,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            matched,
+        })
+    }
+
     /// Adds `id` as a learner of `shard` (this node must lead it) and waits until it has caught up.
     pub async fn add_learner(&self, shard: ShardId, id: NodeId, addr: String) -> Result<(), SequencerError> {
         let s = self.shard(shard)?;
+        let _writing = s.gate.read().await;
         s.raft
             .add_learner(id, BasicNode::new(addr), true)
             .await
@@ -291,6 +396,7 @@ impl Node {
         keep_learners: bool,
     ) -> Result<(), SequencerError> {
         let s = self.shard(shard)?;
+        let _writing = s.gate.read().await;
         s.raft
             .change_membership(voters, keep_learners)
             .await
@@ -313,11 +419,11 @@ impl Node {
             return Ok(Vec::new());
         }
         ensure_leader(self.inner.id, s)?;
-        let (state, published) = s.sm.view();
-        if state.frozen {
+        let (frozen, unpublished) = s.sm.admission();
+        if frozen {
             return Err(SequencerError::Frozen(shard));
         }
-        if state.size.saturating_sub(published.size) >= self.inner.config.max_unpublished {
+        if unpublished >= self.inner.config.max_unpublished {
             s.recorders
                 .pushbacks
                 .with_label_values(&[s.label().as_str()])
@@ -389,7 +495,7 @@ impl Node {
                 None => "waiting for publication".into(),
             })
         })??;
-        Ok(s.sm.published().note)
+        Ok(s.sm.published_note())
     }
 
     /// The newest checkpoint committed through Raft (it is in object storage, or about to be).
@@ -406,6 +512,7 @@ impl Node {
     /// Freezes a shard: later appends are refused and the publisher writes a final checkpoint.
     pub async fn freeze(&self, shard: ShardId) -> Result<(), SequencerError> {
         let s = self.shard(shard)?;
+        let _writing = s.gate.read().await;
         let span = tracing::info_span!("raft_freeze", shard, raft_index = tracing::field::Empty);
         let resp = s
             .raft

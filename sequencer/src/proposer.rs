@@ -86,11 +86,14 @@ async fn propose(shard: &HostedShard, batch: Vec<PendingAppend>, count: usize, p
         shard.sm.traces.proposing(first, &span);
     }
     let started = std::time::Instant::now();
+    // Paused while the leadership moves to another node (which then answers `NotLeader`).
+    let paused = shard.gate.read().await;
     let result = shard
         .raft
         .client_write(Command::Append(all))
         .instrument(span.clone())
         .await;
+    drop(paused);
     drop(permit);
     if let Some(first) = traced {
         shard.sm.traces.proposed(first, &span);

@@ -105,9 +105,12 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
     let mut failures = 0u32;
     // Size of the checkpoint this node has confirmed in the store during its current leadership.
     let mut confirmed: Option<u64> = None;
+    // Rounds start `interval` apart (a round that takes longer is followed by the next at once), so
+    // an entry waits at most one interval plus one round for its checkpoint.
+    let mut last_start = tokio::time::Instant::now();
     loop {
         let pause = if failures == 0 {
-            interval
+            interval.saturating_sub(last_start.elapsed())
         } else {
             (interval * 2u32.pow(failures.min(6))).min(Duration::from_secs(5))
         };
@@ -115,6 +118,7 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(pause) => {}
         }
+        last_start = tokio::time::Instant::now();
         let m = shard.raft.metrics().borrow().clone();
         let leader = m.state == ServerState::Leader && m.current_leader == Some(cfg.node);
         if !leader {
@@ -137,6 +141,10 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
                         .with_label_values(&[shard.label().as_str()])
                         .observe(started.elapsed().as_secs_f64());
                 }
+            }
+            Err(RoundError::Retry(SequencerError::NotLeader { .. })) => {
+                // The leadership moved during the round: the new leader publishes.
+                tracing::debug!(shard = shard.id(), "leadership moved during a publishing round");
             }
             Err(RoundError::Retry(e)) => {
                 failures += 1;
@@ -164,6 +172,7 @@ async fn publish_once(
 ) -> Result<(), RoundError> {
     let (state, published) = shard.sm.view();
     let Some(info) = state.info.clone() else {
+        let _writing = writing(cfg, shard).await?;
         // First leader of a new shard: record its identity in the replicated state.
         let info = shard.config.shard.clone();
         let span = tracing::info_span!(
@@ -187,6 +196,7 @@ async fn publish_once(
     };
     if !published.note.is_empty() && confirmed.is_none_or(|c| c < published.size) {
         // Make sure the newest committed checkpoint is in the store before publishing beyond it.
+        let _writing = writing(cfg, shard).await?;
         put_checkpoint(cfg, shard, published.size, &published.note).await?;
         *confirmed = Some(published.size);
     }
@@ -253,6 +263,8 @@ async fn publish_once(
             signed = cosign(shard, collector, signed, n, published.size).await?;
         }
         let note = signed.to_bytes();
+        // From the commit to the end of the upload the leadership stays here (see `writing`).
+        let _writing = writing(cfg, shard).await?;
         let span = tracing::info_span!(
             "raft_checkpointed",
             shard = shard.id(),
@@ -293,6 +305,19 @@ async fn publish_once(
         shard.sm.traces.unpublished(covered);
     }
     round
+}
+
+/// Holds the shard's gate shared for a Raft write and the checkpoint upload that follows it, so that
+/// a move of the leadership (`placement`) waits for them: the leader that hands over grants its vote
+/// outside the lease the upload's fencing counts on, so no upload of its may be in flight then. Fails
+/// if this node no longer leads the shard once it has the gate.
+async fn writing<'a>(
+    cfg: &Publishing,
+    shard: &'a HostedShard,
+) -> Result<tokio::sync::RwLockReadGuard<'a, ()>, RoundError> {
+    let guard = shard.gate.read().await;
+    crate::shard::ensure_leader(cfg.node, shard).map_err(RoundError::Retry)?;
+    Ok(guard)
 }
 
 /// Asks the shard's witnesses to cosign the checkpoint `note` of `size` (the previous checkpoint was

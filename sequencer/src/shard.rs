@@ -50,6 +50,11 @@ pub(crate) struct HostedShard {
     uploaded_at: Mutex<Option<Instant>>,
     /// The node's latency histograms and counters.
     pub(crate) recorders: Recorders,
+    /// Held shared by each proposal and each publishing round, and exclusively while the leadership
+    /// moves to another node (`placement`), which so pauses the shard's writes.
+    pub(crate) gate: tokio::sync::RwLock<()>,
+    /// Until when an operator's choice of leader holds against the placement balancer.
+    pinned_until: Mutex<Option<Instant>>,
 }
 
 impl HostedShard {
@@ -81,6 +86,8 @@ impl HostedShard {
             held: Mutex::new(None),
             uploaded_at: Mutex::new(None),
             recorders,
+            gate: tokio::sync::RwLock::new(()),
+            pinned_until: Mutex::new(None),
         }
     }
 
@@ -95,6 +102,19 @@ impl HostedShard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map(|t| t.elapsed())
+    }
+
+    /// Keeps the placement balancer away from this shard until `until` (`None`: no longer).
+    pub(crate) fn pin(&self, until: Option<Instant>) {
+        *self.pinned_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
+    /// Whether an operator's choice of leader still holds.
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| Instant::now() < t)
     }
 
     /// The shard id as a metric label.

@@ -176,6 +176,21 @@ impl ShardSm {
         self.lock().published.clone()
     }
 
+    /// The last published checkpoint's signed note alone (what every publication waiter reads).
+    pub fn published_note(&self) -> Vec<u8> {
+        self.lock().published.note.clone()
+    }
+
+    /// Whether the shard is frozen, and how many entries are sequenced but not yet published: what
+    /// every append checks, read without copying the state.
+    pub fn admission(&self) -> (bool, u64) {
+        let inner = self.lock();
+        (
+            inner.state.frozen,
+            inner.state.size.saturating_sub(inner.published.size),
+        )
+    }
+
     /// State and published record read together.
     pub fn view(&self) -> (ReplicatedState, Published) {
         let inner = self.lock();

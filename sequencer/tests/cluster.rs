@@ -542,3 +542,182 @@ async fn wiped_follower_catches_up_from_a_large_snapshot() -> anyhow::Result<()>
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Appends batches to `shard` until `stop`, recording every acknowledged entry and its index.
+fn keep_appending(
+    cluster: Arc<RwLock<Cluster>>,
+    shard: ShardId,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<anyhow::Result<HashMap<Vec<u8>, u64>>> {
+    tokio::spawn(async move {
+        let mut acked = HashMap::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let batch: Vec<Vec<u8>> = (0..20)
+                .map(|i| format!("placement {shard} {n} {i}").into_bytes())
+                .collect();
+            n += 1;
+            let (_, results) = cluster.read().await.append(shard, batch.clone(), T).await?;
+            for (e, r) in batch.into_iter().zip(results) {
+                acked.insert(e, r.index);
+            }
+        }
+        Ok(acked)
+    })
+}
+
+/// Which node leads each shard, once every running node agrees on every shard's leader.
+async fn leaders(cluster: &Cluster, shards: u32) -> anyhow::Result<BTreeMap<ShardId, u64>> {
+    let mut out = BTreeMap::new();
+    for shard in 1..=shards {
+        out.insert(shard, cluster.wait_for_leader(shard, T).await?);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_moves_to_each_voter_under_load_and_loses_nothing() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = Arc::new(RwLock::new(Cluster::start(3, 1).await?));
+    let shard = 1;
+    let bucket = cluster.read().await.shard_bucket(shard)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = watch_checkpoints(bucket, stop.clone());
+    let writer = keep_appending(cluster.clone(), shard, stop.clone());
+    let mut pauses = Vec::new();
+    for _ in 0..3 {
+        let c = cluster.read().await;
+        let mut from = c.wait_for_leader(shard, T).await?;
+        let to = from % 3 + 1;
+        let started = Instant::now();
+        // A leader elected moments ago says to retry (within its lease it would refuse the target its
+        // vote); the move must then succeed from whichever node leads.
+        loop {
+            let attempt = Instant::now();
+            match c.node(from)?.transfer_leader(shard, to).await {
+                Ok(()) => {
+                    pauses.push(attempt.elapsed());
+                    break;
+                }
+                Err(e) => {
+                    anyhow::ensure!(
+                        started.elapsed() < T,
+                        "the leadership never moved to node {to}: {e}"
+                    );
+                    anyhow::ensure!(e.is_retryable(), "moving to node {to}: {e}");
+                    tracing::info!(error = %e, "not moved yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    from = c.wait_for_leader(shard, T).await?;
+                    anyhow::ensure!(from != to, "node {to} leads without a successful move");
+                }
+            }
+        }
+        assert_eq!(
+            c.wait_for_leader(shard, T).await?,
+            to,
+            "node {to} leads after the move"
+        );
+        // Moving it to the node that leads already is a no-op; to a node that is no voter, an error.
+        c.node(to)?.transfer_leader(shard, to).await?;
+        let err = c.node(to)?.transfer_leader(shard, 9).await.unwrap_err();
+        assert!(
+            matches!(err, SequencerError::Invalid(ref m) if m.contains("not a voter")),
+            "{err}"
+        );
+        // A node that does not lead the shard says who does.
+        let err = c.node(from)?.transfer_leader(shard, from).await.unwrap_err();
+        assert!(matches!(err, SequencerError::NotLeader { .. }), "{err}");
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.await??;
+    let seen = seen.await?;
+    anyhow::ensure!(acked.len() > 100, "only {} entries were written", acked.len());
+    let c = cluster.read().await;
+    let size = verify_shard(&c, shard, &acked, &seen).await?;
+    println!(
+        "3 moves of the leadership under load, each call: {pauses:?}; {} entries acknowledged, log size {size}",
+        acked.len()
+    );
+    drop(c);
+    Arc::try_unwrap(cluster)
+        .map_err(|_| anyhow::anyhow!("cluster still shared"))?
+        .into_inner()
+        .shutdown()
+        .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn balancer_spreads_leaders_and_restores_the_spread_after_a_node_returns() -> anyhow::Result<()> {
+    init_tracing();
+    let bucket = Bucket::new(Arc::new(InMemory::new()), Path::from("log"));
+    let mut cluster = Cluster::start_with(3, 3, bucket, |c| {
+        c.balance_interval = Some(Duration::from_millis(200));
+    })
+    .await?;
+    let balanced = |l: &BTreeMap<ShardId, u64>| {
+        let mut nodes: Vec<u64> = l.values().copied().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.len() == l.len()
+    };
+    // Each shard prefers another node: shard 1 node 1, shard 2 node 2, shard 3 node 3.
+    let started = Instant::now();
+    let mut now = leaders(&cluster, 3).await?;
+    while !balanced(&now) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "leaders stay at {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = leaders(&cluster, 3).await?;
+    }
+    let spread = started.elapsed();
+    assert_eq!(now, BTreeMap::from([(1, 1), (2, 2), (3, 3)]));
+    // Writes go on through every shard while node 2 is away and back.
+    for shard in 1..=3 {
+        cluster
+            .append(shard, vec![format!("before {shard}").into_bytes()], T)
+            .await?;
+    }
+    cluster.kill(2).await?;
+    let down = Instant::now();
+    let mut now = leaders(&cluster, 3).await?;
+    // Shard 2's next preference is node 3; node 1 and node 3 lead the three shards between them.
+    while now.get(&2) != Some(&3) || now.values().any(|l| *l == 2) {
+        anyhow::ensure!(
+            down.elapsed() < Duration::from_secs(30),
+            "leaders stay at {now:?} with node 2 down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = leaders(&cluster, 3).await?;
+    }
+    for shard in 1..=3 {
+        cluster
+            .append(shard, vec![format!("while down {shard}").into_bytes()], T)
+            .await?;
+    }
+    cluster.restart(2).await?;
+    let back = Instant::now();
+    let mut now = leaders(&cluster, 3).await?;
+    while now != BTreeMap::from([(1, 1), (2, 2), (3, 3)]) {
+        anyhow::ensure!(
+            back.elapsed() < Duration::from_secs(30),
+            "leaders stay at {now:?} after node 2 returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = leaders(&cluster, 3).await?;
+    }
+    let restored = back.elapsed();
+    for shard in 1..=3 {
+        let (_, r) = cluster
+            .append(shard, vec![format!("after {shard}").into_bytes()], T)
+            .await?;
+        assert_eq!(r[0].index, 2, "shard {shard} holds the three entries in order");
+    }
+    println!("leaders spread {spread:?} after start; balance restored {restored:?} after node 2 returned");
+    cluster.shutdown().await;
+    Ok(())
+}
