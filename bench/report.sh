@@ -31,6 +31,10 @@ echo "{\"embedded_half_published\":$(json "$bin/cairn-bench" write --start embed
 
 say "3-node cluster, max rate (30 s)"
 echo "{\"cluster3_max\":$(json "$bin/cairn-bench" write --start cluster3 --duration 30)}"
+say "3 nodes, 3 shards, every leader on node 1 (30 s)"
+echo "{\"cluster3x3_packed_max\":$(json "$bin/cairn-bench" write --start cluster3x3-packed --duration 30)}"
+say "3 nodes, 3 shards, one leader per node (30 s)"
+echo "{\"cluster3x3_spread_max\":$(json "$bin/cairn-bench" write --start cluster3x3 --duration 30)}"
 
 say "consumers: monitor catch-up, search index, search latency (100,000 entries)"
 echo "{\"consumer\":$(json "$bin/cairn-bench" consumer --entries 100000 --rate 200 --duration 10)}"

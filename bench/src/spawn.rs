@@ -16,6 +16,9 @@ pub enum Topology {
     /// Three sequencer nodes and three shards on loopback; measured once each node leads one shard
     /// (leader placement).
     Cluster3x3,
+    /// The same with leader placement off and every shard's leadership moved to node 1: the layout
+    /// before leader placement, for comparison.
+    Cluster3x3Packed,
 }
 
 /// Running servers; stopped (SIGTERM) by [`Spawned::stop`] or killed on drop.
@@ -83,11 +86,16 @@ pub async fn start(topology: Topology, bin: Option<PathBuf>) -> anyhow::Result<S
             children.push(c);
             g
         }
-        Topology::Cluster3 | Topology::Cluster3x3 => {
-            let shards = if matches!(topology, Topology::Cluster3x3) {
-                3
-            } else {
+        Topology::Cluster3 | Topology::Cluster3x3 | Topology::Cluster3x3Packed => {
+            let shards = if matches!(topology, Topology::Cluster3) {
                 1
+            } else {
+                3
+            };
+            let tuning = if matches!(topology, Topology::Cluster3x3Packed) {
+                "[tuning]\nbalance_leaders_ms = 0\n\n"
+            } else {
+                ""
             };
             let ports: Vec<(u16, u16, u16)> = (0..3)
                 .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
@@ -120,7 +128,7 @@ pub async fn start(topology: Topology, bin: Option<PathBuf>) -> anyhow::Result<S
                 std::fs::create_dir_all(&node)?;
                 let config = format!(
                     "node_id = {}\ndata_dir = \"{}\"\ngrpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
-                     raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n{common}",
+                     raft_addr = \"127.0.0.1:{r}\"\nstore = \"file://{}\"\n\n{tuning}{common}",
                     i + 1,
                     node.display(),
                     store.display()
@@ -134,8 +142,20 @@ pub async fn start(topology: Topology, bin: Option<PathBuf>) -> anyhow::Result<S
             first.ok_or_else(|| anyhow::anyhow!("no node"))?
         }
     };
-    // Ready means a leader accepts writes: one entry through the retrying client.
-    let mut client = cairn_client::LogClient::new(&grpc)?;
+    let spawned = Spawned {
+        children,
+        grpc,
+        _dir: dir,
+    };
+    // On an error the servers are killed (dropping `spawned`) before the directory goes.
+    ready(&spawned.grpc, topology).await?;
+    Ok(spawned)
+}
+
+/// Ready means a leader accepts writes (one entry through the retrying client), and the shard
+/// leaders are where the topology wants them.
+async fn ready(grpc: &str, topology: Topology) -> anyhow::Result<()> {
+    let mut client = cairn_client::LogClient::new(grpc)?;
     client
         .submit(
             vec![b"cairn-bench warm-up".to_vec()],
@@ -143,14 +163,25 @@ pub async fn start(topology: Topology, bin: Option<PathBuf>) -> anyhow::Result<S
         )
         .await
         .context("the servers under test did not accept a first entry")?;
-    if matches!(topology, Topology::Cluster3x3) {
-        wait_for_spread_leaders(&grpc, 3).await?;
+    match topology {
+        Topology::Cluster3x3 => wait_for_spread_leaders(grpc, 3).await?,
+        Topology::Cluster3x3Packed => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            for shard in 1..=3 {
+                // A leader elected moments ago asks to retry.
+                while let Err(e) = client.transfer_leader(shard, 1).await {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "shard {shard} could not be moved to node 1: {e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+            }
+            eprintln!("every shard led by node 1");
+        }
+        _ => {}
     }
-    Ok(Spawned {
-        children,
-        grpc,
-        _dir: dir,
-    })
+    Ok(())
 }
 
 /// Waits until `shards` shards have leaders on as many different nodes (leader placement runs in
