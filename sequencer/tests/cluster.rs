@@ -575,6 +575,27 @@ async fn leaders(cluster: &Cluster, shards: u32) -> anyhow::Result<BTreeMap<Shar
     Ok(out)
 }
 
+/// Polls the leaders of `shards` shards until `want` holds of them (at most 30 s); returns them.
+async fn leaders_until(
+    cluster: &Cluster,
+    shards: u32,
+    what: &str,
+    want: impl Fn(&BTreeMap<ShardId, u64>) -> bool,
+) -> anyhow::Result<BTreeMap<ShardId, u64>> {
+    let started = Instant::now();
+    loop {
+        let now = leaders(cluster, shards).await?;
+        if want(&now) {
+            return Ok(now);
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "leaders stay at {now:?} {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leadership_moves_to_each_voter_under_load_and_loses_nothing() -> anyhow::Result<()> {
     init_tracing();
@@ -665,17 +686,10 @@ async fn balancer_spreads_leaders_and_restores_the_spread_after_a_node_returns()
     };
     // Each shard prefers another node: shard 1 node 1, shard 2 node 2, shard 3 node 3.
     let started = Instant::now();
-    let mut now = leaders(&cluster, 3).await?;
-    while !balanced(&now) {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "leaders stay at {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        now = leaders(&cluster, 3).await?;
-    }
+    let now = leaders_until(&cluster, 3, "after start", balanced).await?;
     let spread = started.elapsed();
-    assert_eq!(now, BTreeMap::from([(1, 1), (2, 2), (3, 3)]));
+    let one_each = BTreeMap::from([(1, 1), (2, 2), (3, 3)]);
+    assert_eq!(now, one_each);
     // Writes go on through every shard while node 2 is away and back.
     for shard in 1..=3 {
         cluster
@@ -683,17 +697,11 @@ async fn balancer_spreads_leaders_and_restores_the_spread_after_a_node_returns()
             .await?;
     }
     cluster.kill(2).await?;
-    let down = Instant::now();
-    let mut now = leaders(&cluster, 3).await?;
     // Shard 2's next preference is node 3; node 1 and node 3 lead the three shards between them.
-    while now.get(&2) != Some(&3) || now.values().any(|l| *l == 2) {
-        anyhow::ensure!(
-            down.elapsed() < Duration::from_secs(30),
-            "leaders stay at {now:?} with node 2 down"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        now = leaders(&cluster, 3).await?;
-    }
+    leaders_until(&cluster, 3, "with node 2 down", |now| {
+        now.get(&2) == Some(&3) && now.values().all(|l| *l != 2)
+    })
+    .await?;
     for shard in 1..=3 {
         cluster
             .append(shard, vec![format!("while down {shard}").into_bytes()], T)
@@ -701,15 +709,7 @@ async fn balancer_spreads_leaders_and_restores_the_spread_after_a_node_returns()
     }
     cluster.restart(2).await?;
     let back = Instant::now();
-    let mut now = leaders(&cluster, 3).await?;
-    while now != BTreeMap::from([(1, 1), (2, 2), (3, 3)]) {
-        anyhow::ensure!(
-            back.elapsed() < Duration::from_secs(30),
-            "leaders stay at {now:?} after node 2 returned"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        now = leaders(&cluster, 3).await?;
-    }
+    leaders_until(&cluster, 3, "after node 2 returned", |now| *now == one_each).await?;
     let restored = back.elapsed();
     for shard in 1..=3 {
         let (_, r) = cluster
