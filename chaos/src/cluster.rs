@@ -218,13 +218,13 @@ impl Cluster {
 
     /// Nodes whose process exited on its own (a crash, or a deliberate stop on a fatal error), with
     /// their exit status; they are marked down.
-    pub fn reap(&mut self) -> Vec<(usize, String)> {
+    pub fn reap(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
         let mut gone = Vec::new();
         for (i, slot) in self.nodes.iter_mut().enumerate() {
             if let Some(p) = slot.proc.as_mut()
                 && let Some(status) = p.exited()
             {
-                gone.push((i, status.to_string()));
+                gone.push((i, status));
                 slot.proc = None;
             }
         }

@@ -77,6 +77,9 @@ pub fn summary(o: &Outcome) -> String {
     for d in &o.disk_full_felt {
         s.push_str(&format!("{d}\n"));
     }
+    for c in &o.storage_stops {
+        s.push_str(&format!("{c}\n"));
+    }
     for c in &o.crashes {
         s.push_str(&format!("{c}\n"));
     }

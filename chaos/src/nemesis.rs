@@ -144,7 +144,7 @@ pub fn inject(f: &Fault, cluster: &mut Cluster, store: &Store) -> anyhow::Result
                 cluster.lab.cut(f.node, p)?;
             }
         }
-        Kind::DiskFull => fill(&cluster.nodes[f.node].data)?,
+        Kind::DiskFull => fill(&cluster.nodes[f.node].data.join(FILLER))?,
         Kind::Wipe => {
             cluster.kill(f.node);
             let data = &cluster.nodes[f.node].data;
@@ -194,9 +194,9 @@ fn peers(f: &Fault, nodes: usize) -> Vec<usize> {
 /// The file that fills a node's disk.
 const FILLER: &str = "chaos-filler";
 
-/// Writes zeros to `dir/chaos-filler` until the filesystem is full.
-fn fill(dir: &std::path::Path) -> anyhow::Result<()> {
-    let mut f = std::fs::File::create(dir.join(FILLER))?;
+/// Writes zeros to the file `path` until its filesystem is full.
+pub fn fill(path: &std::path::Path) -> anyhow::Result<()> {
+    let mut f = std::fs::File::create(path)?;
     let block = vec![0u8; 1 << 20];
     loop {
         match f.write(&block) {

@@ -69,8 +69,12 @@ pub struct Outcome {
     pub faults: BTreeMap<String, usize>,
     /// Faults injected in all (a combined fault counts each part).
     pub fault_count: usize,
-    /// Nodes that exited on their own, with the fault in force and their exit status.
+    /// Nodes that exited on their own, with the fault in force and their exit status (a stop on a
+    /// storage error is not a crash: see `storage_stops`).
     pub crashes: Vec<String>,
+    /// Nodes that stopped on a storage error as documented (exit status 74, so that a supervisor
+    /// restarts them), with the fault in force; the harness restarted them once the fault was healed.
+    pub storage_stops: Vec<String>,
     /// Disk-full faults the node noticed (it logged a write failing for want of space).
     pub disk_full_felt: Vec<String>,
     /// The quorum loss, when run.
@@ -149,6 +153,7 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
 
     let mut violations = Vec::new();
     let mut crashes = Vec::new();
+    let mut storage_stops = Vec::new();
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut fault_count = 0;
     let mut queue = Vec::new();
@@ -157,13 +162,11 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
     let end = Instant::now() + profile.duration;
     tokio::time::sleep(Duration::from_secs(1)).await;
     while Instant::now() < end && violations.is_empty() {
-        // A node that stopped on its own between faults is a crash too: note it and start it again.
+        // A node that stopped on its own between faults: note it and start it again, as its supervisor
+        // would.
         for (i, status) in cluster.reap() {
-            crashes.push(format!(
-                "node-{} exited ({status}) between faults, at {} ms",
-                i + 1,
-                rec.now()
-            ));
+            let at = format!("between faults, at {} ms", rec.now());
+            exited(i, status, &at, &mut crashes, &mut storage_stops);
         }
         if let Err(e) = restart_down(&mut cluster) {
             violations.push(format!("at {} ms: {e:#}", rec.now()));
@@ -205,15 +208,9 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
             }
         }
         for (i, status) in cluster.reap() {
-            crashes.push(format!(
-                "node-{} exited ({status}) during {} at {from} ms",
-                i + 1,
-                planned
-                    .iter()
-                    .map(|f| f.kind.name())
-                    .collect::<Vec<_>>()
-                    .join("+")
-            ));
+            let during = planned.iter().map(|f| f.kind.name()).collect::<Vec<_>>();
+            let at = format!("during {} at {from} ms", during.join("+"));
+            exited(i, status, &at, &mut crashes, &mut storage_stops);
         }
         if let Err(e) = restart_down(&mut cluster) {
             violations.push(format!(
@@ -293,6 +290,7 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
         faults,
         fault_count,
         crashes,
+        storage_stops,
         disk_full_felt,
         quorum,
         calls,
@@ -310,6 +308,28 @@ pub async fn run(profile: &Profile) -> anyhow::Result<Outcome> {
 }
 
 /// Starts every node that is down (not paused).
+/// Files node `i`'s exit (`status`, `at` says when) as a stop on a storage error (the documented exit
+/// status, for a supervisor to restart it) or as a crash.
+fn exited(
+    i: usize,
+    status: std::process::ExitStatus,
+    at: &str,
+    crashes: &mut Vec<String>,
+    storage_stops: &mut Vec<String>,
+) {
+    if status.code() == Some(STORAGE_FAILED) {
+        storage_stops.push(format!(
+            "node-{} stopped on a storage error ({status}) {at}, and was restarted",
+            i + 1
+        ));
+    } else {
+        crashes.push(format!("node-{} exited ({status}) {at}", i + 1));
+    }
+}
+
+/// The exit status of `cairn serve` when a Raft group stops on a storage error.
+const STORAGE_FAILED: i32 = 74;
+
 fn restart_down(cluster: &mut Cluster) -> anyhow::Result<()> {
     for i in 0..cluster.nodes.len() {
         if !cluster.running(i) && !cluster.nodes[i].paused {

@@ -307,8 +307,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let telemetry = telemetry::init(json, Some(&c.telemetry), Some(c.node_id))?;
             let served = cairn_cli::run(c, shutdown_signal()).await;
             telemetry.shutdown();
-            served?;
-            Ok(ExitCode::SUCCESS)
+            match served {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) if e.is::<cairn_cli::serve::StorageFailed>() => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::from(cairn_cli::serve::StorageFailed::EXIT_CODE))
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Submit(args) => commands::submit(args).await,
         Command::Verify {

@@ -232,8 +232,30 @@ async fn wait_for_leader(node: &Node, timeout: Duration) -> bool {
     }
 }
 
+/// Why `cairn serve` stopped without being asked to: a shard's Raft group on this node stopped on a
+/// storage error (the disk full, an I/O error). The process exits with [`StorageFailed::EXIT_CODE`] so
+/// that its supervisor restarts it; the other voters keep every shard writable meanwhile, and the
+/// restarted node reopens the database and catches up from them.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "shard {shard}'s Raft group stopped on a storage error: {why}; the node stopped so that it can be \
+     restarted (free the disk or fix the data directory's volume, then start it again)"
+)]
+pub struct StorageFailed {
+    /// The shard whose group stopped first.
+    pub shard: u32,
+    /// The error.
+    pub why: String,
+}
+
+impl StorageFailed {
+    /// The exit status of `cairn serve` after a storage failure (`EX_IOERR` of sysexits.h).
+    pub const EXIT_CODE: u8 = 74;
+}
+
 /// Runs the configured roles until `shutdown` resolves, then stops them cleanly (the database is closed
-/// when this returns).
+/// when this returns). Returns [`StorageFailed`] (after the same orderly stop) if a shard's Raft group
+/// on this node stops on a storage error first.
 pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     if config.roles.is_empty() {
         bail!("no roles to run");
@@ -576,8 +598,24 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     use std::io::Write;
     std::io::stdout().flush()?;
 
-    shutdown.await;
-    tracing::info!("shutting down");
+    let failure = async {
+        match &node {
+            Some(n) => Some(n.failed().await),
+            None => std::future::pending().await,
+        }
+    };
+    let failed = tokio::select! {
+        _ = shutdown => None,
+        f = failure => f,
+    };
+    match &failed {
+        Some((shard, why)) => tracing::error!(
+            shard,
+            error = %why,
+            "a Raft group stopped on a storage error; stopping the node so that it is restarted"
+        ),
+        None => tracing::info!("shutting down"),
+    }
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
@@ -607,6 +645,9 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         && let Err(e) = m.shutdown()
     {
         tracing::warn!(error = %e, "OpenTelemetry metrics export did not shut down cleanly");
+    }
+    if let Some((shard, why)) = failed {
+        return Err(StorageFailed { shard, why }.into());
     }
     println!("cairn stopped");
     Ok(())

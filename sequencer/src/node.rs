@@ -550,6 +550,38 @@ impl Node {
         self.inner.shards.values().map(|s| s.publisher_stops()).sum()
     }
 
+    /// Resolves when the Raft group of any shard on this node has stopped on a fatal error (a failed
+    /// write or read of the database, such as `ENOSPC` when the disk is full), with the shard and the
+    /// error; never while every group runs. A stopped group is not restarted in place: every group
+    /// shares the database, which refuses writes after such an error until it is reopened, so the
+    /// node must be shut down and started again (a supervisor's restart). An orderly shutdown is not
+    /// a failure.
+    pub async fn failed(&self) -> (ShardId, String) {
+        let watches = self.inner.shards.iter().map(|(id, s)| {
+            let mut metrics = s.raft.metrics();
+            Box::pin(async move {
+                let fatal = |m: &openraft::RaftMetrics<NodeId, BasicNode>| match &m.running_state {
+                    Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                    Err(e) => Some(e.to_string()),
+                };
+                loop {
+                    if let Some(why) = fatal(&metrics.borrow_and_update()) {
+                        return (*id, why);
+                    }
+                    if metrics.changed().await.is_err() {
+                        // The group is gone (the node is shutting down): nothing more to report.
+                        return std::future::pending().await;
+                    }
+                }
+            })
+        });
+        let watches: Vec<_> = watches.collect();
+        if watches.is_empty() {
+            return std::future::pending().await;
+        }
+        futures::future::select_all(watches).await.0
+    }
+
     /// Stops every task and Raft group and closes the database. Returns once the database is closed,
     /// so the same directory can be opened again (or deleted) right away.
     pub async fn shutdown(self) {

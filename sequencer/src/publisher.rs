@@ -73,6 +73,8 @@ use crate::error::SequencerError;
 use crate::shard::{HostedShard, map_write_err};
 use crate::types::{Command, Reply};
 
+/// The longest pause between failed rounds (unless the publishing interval is longer).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Uploads run this many at once.
 const UPLOAD_CONCURRENCY: usize = 16;
 /// Attempts per object before the round gives up (it is retried next round).
@@ -112,7 +114,10 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
         let pause = if failures == 0 {
             interval.saturating_sub(last_start.elapsed())
         } else {
-            (interval * 2u32.pow(failures.min(6))).min(Duration::from_secs(5))
+            // Backoff after failed rounds, capped low: writers of a Sigstore shard wait for publication,
+            // so every second of backoff after the store or the leadership recovered is a second of
+            // write stall. One round a second is no load for any store.
+            (interval * 2u32.pow(failures.min(6))).min(MAX_BACKOFF.max(interval))
         };
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

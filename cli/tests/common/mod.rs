@@ -123,6 +123,11 @@ impl Server {
         Ok(())
     }
 
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let status = Command::new("kill")
