@@ -242,7 +242,7 @@ async fn wait_for_leader(node: &Node, timeout: Duration) -> bool {
      restarted (free the disk or fix the data directory's volume, then start it again)"
 )]
 pub struct StorageFailed {
-    /// The shard whose group stopped first.
+    /// The shard whose group stopped (the first seen, when several did).
     pub shard: u32,
     /// The error.
     pub why: String,

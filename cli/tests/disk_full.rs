@@ -120,7 +120,7 @@ async fn a_full_disk_stops_the_node_for_a_restart_and_loses_nothing() -> anyhow:
         // A write the failing node does not acknowledge is simply not counted; the client's retries
         // are cut short so the loop notices the exit.
         let call = client.submit(batch.clone(), Wait::Sequenced);
-        if let Ok(Ok(done)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+        if let Ok(Ok(done)) = tokio::time::timeout(Duration::from_secs(5), call).await {
             record(&mut acked, &done, batch);
         }
     };
@@ -146,6 +146,7 @@ async fn a_full_disk_stops_the_node_for_a_restart_and_loses_nothing() -> anyhow:
 
     // Room again: the restarted node holds everything it acknowledged and takes writes.
     std::fs::remove_file(&filler)?;
+    let log = d.join("serve-restarted.log");
     let server = Server::start_logging_to(d, &args, "warn,openraft=error", &log)?;
     let mut client = LogClient::new(&server.grpc)?;
     let batch = entries(next, 50);

@@ -551,8 +551,8 @@ impl Node {
     }
 
     /// Resolves when the Raft group of any shard on this node has stopped on a fatal error (a failed
-    /// write or read of the database, such as `ENOSPC` when the disk is full), with the shard and the
-    /// error; never while every group runs. A stopped group is not restarted in place: every group
+    /// write or read of the database, such as `ENOSPC` when the disk is full, or a panic), with the
+    /// shard and the error; never while every group runs. A stopped group is not restarted in place: every group
     /// shares the database, which refuses writes after such an error until it is reopened, so the
     /// node must be shut down and started again (a supervisor's restart). An orderly shutdown is not
     /// a failure.
@@ -569,7 +569,14 @@ impl Node {
                         return (*id, why);
                     }
                     if metrics.changed().await.is_err() {
-                        // The group is gone (the node is shutting down): nothing more to report.
+                        // The Raft core is gone. An orderly stop says so (`Fatal::Stopped`) before it
+                        // goes; a core that panicked never reports: it ended while still running.
+                        if metrics.borrow().running_state.is_ok() {
+                            return (
+                                *id,
+                                "the Raft core ended without reporting why (it panicked)".into(),
+                            );
+                        }
                         return std::future::pending().await;
                     }
                 }
