@@ -90,6 +90,18 @@ impl Log for Ceiling {
     ) -> Result<Response<cairn_proto::v1::TransferLeaderResponse>, Status> {
         Err(Status::unimplemented("ceiling server"))
     }
+    async fn add_node(
+        &self,
+        _: Request<cairn_proto::v1::AddNodeRequest>,
+    ) -> Result<Response<cairn_proto::v1::AddNodeResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
+    async fn remove_node(
+        &self,
+        _: Request<cairn_proto::v1::RemoveNodeRequest>,
+    ) -> Result<Response<cairn_proto::v1::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
 }
 
 /// Starts the ceiling server on a loopback port; returns its URL and a stop handle.

@@ -266,14 +266,29 @@ fn admin_client(server: &str, token: Option<String>, tls: &TlsArgs) -> anyhow::R
     })
 }
 
+/// The sequencer a `cairn cluster` command asks, and how.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AdminArgs {
+    /// gRPC URL of a sequencer node's API.
+    #[arg(long, default_value = "http://127.0.0.1:7400")]
+    pub server: String,
+    /// Admin token.
+    #[arg(long, env = "CAIRN_ADMIN_TOKEN")]
+    pub token: Option<String>,
+    /// TLS to an `https://` server.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+impl AdminArgs {
+    fn client(&self) -> anyhow::Result<LogClient> {
+        admin_client(&self.server, self.token.clone(), &self.tls)
+    }
+}
+
 /// `cairn cluster status`: one line per shard (JSON with `--json`).
-pub async fn cluster_status(
-    server: &str,
-    token: Option<String>,
-    json: bool,
-    tls: &TlsArgs,
-) -> anyhow::Result<ExitCode> {
-    let status = admin_client(server, token, tls)?.cluster_status().await?;
+pub async fn cluster_status(admin: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let status = admin.client()?.cluster_status().await?;
     if json {
         let groups: Vec<serde_json::Value> = status
             .groups
@@ -336,17 +351,23 @@ pub async fn cluster_status(
 }
 
 /// `cairn cluster transfer-leader`.
-pub async fn cluster_transfer_leader(
-    server: &str,
-    token: Option<String>,
-    shard: u32,
-    to: u64,
-    tls: &TlsArgs,
-) -> anyhow::Result<ExitCode> {
-    admin_client(server, token, tls)?
-        .transfer_leader(shard, to)
-        .await?;
+pub async fn cluster_transfer_leader(admin: &AdminArgs, shard: u32, to: u64) -> anyhow::Result<ExitCode> {
+    admin.client()?.transfer_leader(shard, to).await?;
     println!("node {to} leads shard {shard}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn cluster add-node`.
+pub async fn cluster_add_node(admin: &AdminArgs, id: u64, raft: &str) -> anyhow::Result<ExitCode> {
+    let shards = admin.client()?.add_node(id, raft).await?;
+    println!("node {id} is a voter of shards {shards:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn cluster remove-node`.
+pub async fn cluster_remove_node(admin: &AdminArgs, id: u64) -> anyhow::Result<ExitCode> {
+    let shards = admin.client()?.remove_node(id).await?;
+    println!("node {id} is no longer a member of shards {shards:?}; it can be stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -146,35 +146,47 @@ enum ClusterCommand {
     /// Every shard's Raft group as a sequencer node sees it: leader, term, voters, learners, log
     /// positions (and, on the groups it leads, how far each member is behind).
     Status {
-        /// gRPC URL of a sequencer node's API.
-        #[arg(long, default_value = "http://127.0.0.1:7400")]
-        server: String,
-        /// Admin token.
-        #[arg(long, env = "CAIRN_ADMIN_TOKEN")]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: commands::AdminArgs,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        tls: commands::TlsArgs,
     },
     /// Move a shard's leadership to another voter; returns once it leads. Writes to the shard pause
-    /// for a few Raft round trips and are retried by clients.
+    /// for a few Raft round trips and are retried by clients. The request reaches the shard's leader.
     TransferLeader {
-        /// gRPC URL of a sequencer node's API (the request reaches the shard's leader).
-        #[arg(long, default_value = "http://127.0.0.1:7400")]
-        server: String,
-        /// Admin token.
-        #[arg(long, env = "CAIRN_ADMIN_TOKEN")]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: commands::AdminArgs,
         /// Shard id.
         #[arg(long)]
         shard: u32,
         /// The node to lead it.
         #[arg(long)]
         to: u64,
+    },
+    /// Make a running sequencer node a voter of every shard's Raft group: each group's leader adds
+    /// it as a learner, waits until it has caught up, then promotes it (joint consensus). Start the
+    /// node first with the shards and their keys configured and `initialize = false`. Safe to repeat.
+    AddNode {
         #[command(flatten)]
-        tls: commands::TlsArgs,
+        admin: commands::AdminArgs,
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its Raft address (`host:port`), as the other sequencers reach it.
+        #[arg(long)]
+        raft: String,
+    },
+    /// Remove a sequencer node from every shard's Raft group (a group it leads hands its leadership
+    /// to another voter first). Refused, with nothing changed, when a majority of the remaining
+    /// voters does not answer. Works for a node that is down or whose disk is lost; ask another
+    /// node. Safe to repeat.
+    RemoveNode {
+        #[command(flatten)]
+        admin: commands::AdminArgs,
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -339,19 +351,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ShardCommand::Add { config, id, origin } => commands::shard_add(&config, id, &origin),
         },
         Command::Cluster { command } => match command {
-            ClusterCommand::Status {
-                server,
-                token,
-                json,
-                tls,
-            } => commands::cluster_status(&server, token, json, &tls).await,
-            ClusterCommand::TransferLeader {
-                server,
-                token,
-                shard,
-                to,
-                tls,
-            } => commands::cluster_transfer_leader(&server, token, shard, to, &tls).await,
+            ClusterCommand::Status { admin, json } => commands::cluster_status(&admin, json).await,
+            ClusterCommand::TransferLeader { admin, shard, to } => {
+                commands::cluster_transfer_leader(&admin, shard, to).await
+            }
+            ClusterCommand::AddNode { admin, id, raft } => {
+                commands::cluster_add_node(&admin, id, &raft).await
+            }
+            ClusterCommand::RemoveNode { admin, id } => commands::cluster_remove_node(&admin, id).await,
         },
     }
 }

@@ -61,10 +61,14 @@ async fn agreed_leader(
     }
 }
 
-/// Starts three `cairn serve` processes with two shards in `d` (heartbeat 50 ms), and waits for both
-/// shards to have a leader every node agrees on.
-async fn start_cluster(d: &std::path::Path) -> anyhow::Result<(Vec<Node>, Vec<Option<Server>>)> {
-    let (shards, _) = keygen_shards(d, "failover.test", 2, true)?;
+/// Starts three `cairn serve` processes with `shard_count` shards in `d` (heartbeat 50 ms), and waits
+/// for every shard to have a leader every node agrees on. Returns the nodes, their processes and the
+/// `[[shards]]` tables.
+async fn start_cluster(
+    d: &std::path::Path,
+    shard_count: u32,
+) -> anyhow::Result<(Vec<Node>, Vec<Option<Server>>, String)> {
+    let (shards, _) = keygen_shards(d, "failover.test", shard_count, true)?;
     let (ports, peers) = cluster_ports(3)?;
     let mut nodes = Vec::new();
     let mut servers: Vec<Option<Server>> = Vec::new();
@@ -85,10 +89,10 @@ async fn start_cluster(d: &std::path::Path) -> anyhow::Result<(Vec<Node>, Vec<Op
         servers.push(Some(server));
     }
     let http = reqwest::Client::new();
-    for shard in 1..=2 {
+    for shard in 1..=shard_count {
         agreed_leader(&http, &nodes, &[0, 1, 2], shard).await?;
     }
-    Ok((nodes, servers))
+    Ok((nodes, servers, shards))
 }
 
 /// A writer's task: its call count and the attempts it retried.
@@ -105,13 +109,15 @@ struct Loaded {
     writers: Vec<Writer>,
 }
 
-/// A three-node cluster ([`start_cluster`]) with three writers ([`spawn_writers`]) running.
+/// A three-node cluster with two shards ([`start_cluster`]) and three writers ([`spawn_writers`])
+/// running.
 async fn loaded_cluster() -> anyhow::Result<Loaded> {
     let dir = tempfile::tempdir()?;
-    let (nodes, servers) = start_cluster(dir.path()).await?;
+    let (nodes, servers, _) = start_cluster(dir.path(), 2).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let writers = spawn_writers(&nodes, &stop, &seen);
+    let urls: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
+    let writers = spawn_writers(&urls, &stop, &seen);
     Ok(Loaded {
         _dir: dir,
         nodes,
@@ -131,14 +137,13 @@ struct Seen {
     acks: Vec<(Vec<u8>, Submitted)>,
 }
 
-/// Three writers, each starting at a different node and knowing all three, sending calls of 20
-/// entries with the client's documented retries until `stop`; each returns its call count and the
-/// attempts it retried.
-fn spawn_writers(nodes: &[Node], stop: &Arc<AtomicBool>, seen: &Arc<Mutex<Seen>>) -> Vec<Writer> {
-    let urls: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
+/// Three writers, each starting at a different one of `urls` and knowing all of them, sending calls
+/// of 20 entries with the client's documented retries until `stop`; each returns its call count and
+/// the attempts it retried.
+fn spawn_writers(urls: &[String], stop: &Arc<AtomicBool>, seen: &Arc<Mutex<Seen>>) -> Vec<Writer> {
     (0..3usize)
         .map(|w| {
-            let mut order = urls.clone();
+            let mut order = urls.to_vec();
             order.rotate_left(w);
             let (stop, seen) = (stop.clone(), seen.clone());
             tokio::spawn(async move {
@@ -423,8 +428,8 @@ async fn rolling_restart_under_load_loses_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cairn cluster status --json` against `node`: each shard's leader (0 when unknown).
-fn leaders_by_status(dir: &std::path::Path, node: &Node) -> anyhow::Result<Vec<(u64, u64)>> {
+/// `cairn cluster status --json` against `node`: each shard's (id, leader (0 when unknown), voters).
+fn groups_by_status(dir: &std::path::Path, node: &Node) -> anyhow::Result<Vec<(u64, u64, Vec<u64>)>> {
     let (ok, out, err) = cairn(
         dir,
         &["cluster", "status", "--json", "--server", &node.grpc],
@@ -437,11 +442,24 @@ fn leaders_by_status(dir: &std::path::Path, node: &Node) -> anyhow::Result<Vec<(
         .ok_or_else(|| anyhow::anyhow!("no groups in {out}"))?
         .iter()
         .map(|g| {
+            let voters = g["voters"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+                .unwrap_or_default();
             (
                 g["shard"].as_u64().unwrap_or(0),
                 g["leader"].as_u64().unwrap_or(0),
+                voters,
             )
         })
+        .collect())
+}
+
+/// `cairn cluster status --json` against `node`: each shard's leader (0 when unknown).
+fn leaders_by_status(dir: &std::path::Path, node: &Node) -> anyhow::Result<Vec<(u64, u64)>> {
+    Ok(groups_by_status(dir, node)?
+        .into_iter()
+        .map(|(shard, leader, _)| (shard, leader))
         .collect())
 }
 
@@ -514,6 +532,258 @@ async fn cluster_commands_show_and_move_shard_leaders() -> anyhow::Result<()> {
     let audited = audit(&l.nodes[0].http, &acks).await?;
     println!("{calls} calls, {audited} entries audited across the moves");
     for s in l.servers.iter_mut().filter_map(Option::take) {
+        anyhow::ensure!(s.stop()?.success(), "unclean exit");
+    }
+    Ok(())
+}
+
+/// Polls until every node of `among` (indexes) reports, for every shard, the voters `voters` (node
+/// ids) and the same leader, the leaders of the shards all different: the cluster's membership is
+/// `voters` everywhere and its shard leaders are spread one per node. Returns how long it took.
+async fn balanced(
+    dir: &std::path::Path,
+    nodes: &[Node],
+    among: &[usize],
+    voters: &[u64],
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for &i in among {
+            views.push(groups_by_status(dir, &nodes[i]).unwrap_or_default());
+        }
+        let first = &views[0];
+        let mut leaders: Vec<u64> = first.iter().map(|(_, l, _)| *l).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        if !first.is_empty()
+            && views.iter().all(|v| v == first)
+            && first.iter().all(|(_, l, v)| v == voters && voters.contains(l))
+            && leaders.len() == first.len()
+        {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < within,
+            "not balanced over voters {voters:?} within {within:?}: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Membership changes under load through the real binary, with three shards: a fourth node is
+/// started and `cairn cluster add-node` makes it a voter of every shard; `cairn cluster remove-node`
+/// removes node 1 (which leads a shard: it hands the leadership over first) and node 1, now refusing
+/// writes, is stopped; node 2 loses its disk (SIGKILL, data directory deleted), is removed, and a new
+/// node 5 on an empty disk takes its place. After each change the shard leaders spread again, one per
+/// node, within the bound (each time is printed). A removal that would leave the remaining voters
+/// without an answering majority is refused with nothing changed. Writers run through it all: every
+/// call succeeds with the client's retries, and every acknowledged entry is in the published log at
+/// its index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_added_removed_and_replaced_under_load() -> anyhow::Result<()> {
+    const BALANCE: Duration = Duration::from_secs(30);
+    let tmp = tempfile::tempdir()?;
+    let d = tmp.path();
+    let (mut nodes, mut servers, shards) = start_cluster(d, 3).await?;
+    let extra: Vec<common::Ports> = (0..2)
+        .map(|_| Ok((common::free_port()?, common::free_port()?, common::free_port()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let peer = |id: usize, (g, _, r): common::Ports| {
+        format!("[[peers]]\nid = {id}\nraft = \"127.0.0.1:{r}\"\ngrpc = \"http://127.0.0.1:{g}\"\n\n")
+    };
+    let grpc_of = |(g, _, _): common::Ports| format!("http://127.0.0.1:{g}");
+    let mut urls: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
+    urls.extend(extra.iter().map(|p| grpc_of(*p)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let writers = spawn_writers(&urls, &stop, &seen);
+    let start = Instant::now();
+    let at = |t: Instant| t.saturating_duration_since(start).as_millis();
+    let ports_of = |n: &Node| -> anyhow::Result<common::Ports> {
+        let text = std::fs::read_to_string(&n.config)?;
+        let port = |key: &str| -> anyhow::Result<u16> {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(key))
+                .ok_or_else(|| anyhow::anyhow!("no {key}"))?;
+            Ok(line
+                .trim_end_matches('"')
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .parse()?)
+        };
+        Ok((port("grpc_addr")?, port("http_addr")?, port("raft_addr")?))
+    };
+    let original: Vec<common::Ports> = nodes.iter().map(ports_of).collect::<anyhow::Result<_>>()?;
+    let start_node = |id: usize, ports: common::Ports, peers: &[(usize, common::Ports)]| {
+        let peers: String = peers.iter().map(|(i, p)| peer(*i, *p)).collect();
+        let (dir, config) = node_config(
+            d,
+            id,
+            ports,
+            "heartbeat_ms = 50\n",
+            "",
+            &format!("{peers}{shards}"),
+        )?;
+        let server = Server::start(&dir, &["--config", &config.display().to_string()])?;
+        Ok::<_, anyhow::Error>((
+            Node {
+                config,
+                dir,
+                grpc: server.grpc.clone(),
+                http: server.http.clone(),
+            },
+            server,
+        ))
+    };
+    let admin = |server: &Node, args: &[&str]| -> anyhow::Result<(bool, String, String)> {
+        let mut full = vec!["cluster"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--server", &server.grpc]);
+        cairn(d, &full, None)
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 1. A fourth node: started with the shards and the peers, then added to every group.
+    let (n4, s4) = start_node(
+        4,
+        extra[0],
+        &[
+            (1, original[0]),
+            (2, original[1]),
+            (3, original[2]),
+            (4, extra[0]),
+        ],
+    )?;
+    nodes.push(n4);
+    servers.push(Some(s4));
+    let raft4 = format!("127.0.0.1:{}", extra[0].2);
+    let t = Instant::now();
+    let (ok, out, err) = admin(&nodes[0], &["add-node", "--id", "4", "--raft", &raft4])?;
+    anyhow::ensure!(ok, "add-node 4 failed: {err}");
+    assert!(out.contains("node 4 is a voter of shards [1, 2, 3]"), "{out}");
+    let added = t.elapsed();
+    // Adding it again changes nothing; a wrong address is refused before anything changes.
+    let (ok, _, err) = admin(&nodes[1], &["add-node", "--id", "4", "--raft", &raft4])?;
+    anyhow::ensure!(ok, "repeating add-node 4 failed: {err}");
+    let (ok, _, err) = admin(&nodes[1], &["add-node", "--id", "6", "--raft", &raft4])?;
+    assert!(!ok && err.contains("is node 4, not node 6"), "{err}");
+    for (shard, _, voters) in groups_by_status(d, &nodes[3])? {
+        assert_eq!(voters, vec![1, 2, 3, 4], "shard {shard} as node 4 sees it");
+    }
+    println!(
+        "{} ms: node 4 added to every group in {} ms",
+        at(Instant::now()),
+        added.as_millis()
+    );
+
+    // 2. Node 1 removed (asked of node 2), then stopped.
+    let t = Instant::now();
+    let (ok, out, err) = admin(&nodes[1], &["remove-node", "--id", "1"])?;
+    anyhow::ensure!(ok, "remove-node 1 failed: {err}");
+    assert!(
+        out.contains("node 1 is no longer a member of shards [1, 2, 3]"),
+        "{out}"
+    );
+    let removed = t.elapsed();
+    // Node 1 learns it was removed and refuses writes, naming the reason.
+    let mut client = LogClient::with_servers(&[nodes[0].grpc.clone()])?.with_retry(RetryPolicy {
+        deadline: Duration::ZERO,
+        ..RetryPolicy::default()
+    })?;
+    let deadline = Instant::now() + T;
+    loop {
+        match client
+            .submit(vec![b"to a removed node".to_vec()], Wait::Sequenced)
+            .await
+        {
+            Err(e) if e.to_string().contains("votes in no shard's group") => break,
+            other => anyhow::ensure!(
+                Instant::now() < deadline,
+                "node 1 still takes writes after its removal: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s1 = servers[0].take().ok_or_else(|| anyhow::anyhow!("node 1 down"))?;
+    anyhow::ensure!(s1.stop()?.success(), "node 1 did not stop cleanly");
+    let spread = balanced(d, &nodes, &[1, 2, 3], &[2, 3, 4], BALANCE).await?;
+    println!(
+        "{} ms: node 1 removed in {} ms; leaders one per node of 2, 3, 4 {} ms after",
+        at(Instant::now()),
+        removed.as_millis(),
+        spread.as_millis()
+    );
+
+    // 3. Node 2's disk is lost: it is killed, its data deleted, removed, and node 5 replaces it.
+    let s2 = servers[1].take().ok_or_else(|| anyhow::anyhow!("node 2 down"))?;
+    s2.kill()?;
+    std::fs::remove_dir_all(nodes[1].dir.join("db"))?;
+    let t = Instant::now();
+    let (ok, _, err) = admin(&nodes[2], &["remove-node", "--id", "2"])?;
+    anyhow::ensure!(ok, "remove-node 2 failed: {err}");
+    let (n5, s5) = start_node(5, extra[1], &[(3, original[2]), (4, extra[0]), (5, extra[1])])?;
+    nodes.push(n5);
+    servers.push(Some(s5));
+    let raft5 = format!("127.0.0.1:{}", extra[1].2);
+    let (ok, _, err) = admin(&nodes[3], &["add-node", "--id", "5", "--raft", &raft5])?;
+    anyhow::ensure!(ok, "add-node 5 failed: {err}");
+    let replaced = t.elapsed();
+    let spread = balanced(d, &nodes, &[2, 3, 4], &[3, 4, 5], BALANCE).await?;
+    println!(
+        "{} ms: node 2 (disk lost) replaced by node 5 in {} ms; leaders one per node of 3, 4, 5 {} ms after",
+        at(Instant::now()),
+        replaced.as_millis(),
+        spread.as_millis()
+    );
+
+    // 4. With node 5 paused, removing node 4 would leave voters 3 and 5 with one answering: refused,
+    // nothing changed.
+    let s5 = servers[4]
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("node 5 down"))?;
+    s5.signal("STOP")?;
+    let (ok, _, err) = admin(&nodes[2], &["remove-node", "--id", "4"])?;
+    s5.signal("CONT")?;
+    assert!(!ok && err.contains("majority of the remaining voters"), "{err}");
+    for (shard, _, voters) in groups_by_status(d, &nodes[2])? {
+        assert_eq!(voters, vec![3, 4, 5], "shard {shard} after the refused removal");
+    }
+    balanced(d, &nodes, &[2, 3, 4], &[3, 4, 5], BALANCE).await?;
+
+    stop.store(true, Ordering::SeqCst);
+    let (mut calls, mut retried) = (0, 0);
+    let mut bad = Vec::new();
+    for writer in writers {
+        let (c, failed) = writer.await??;
+        calls += c;
+        retried += failed.len();
+        bad.extend(
+            failed
+                .iter()
+                .filter(|f| f.answered && !matches!(f.code, Code::Unavailable | Code::ResourceExhausted))
+                .map(|f| format!("{} from {}: {}", f.code, f.server, f.message)),
+        );
+    }
+    anyhow::ensure!(
+        bad.is_empty(),
+        "answers the API does not document for retry: {bad:?}"
+    );
+    let seen = seen.lock().await;
+    let (gap_start, longest) = longest_gap(&seen, start);
+    let distinct = audit(&nodes[2].http, &seen.acks).await?;
+    println!(
+        "membership: {calls} calls of 20 entries over {:.1} s, {retried} attempts retried; {distinct} entries \
+         acknowledged, all found at their indexes; longest interval without a successful write: {} ms (from {} ms)",
+        start.elapsed().as_secs_f64(),
+        longest.as_millis(),
+        at(gap_start)
+    );
+    anyhow::ensure!(calls > 0, "no writes went through");
+    for s in servers.into_iter().flatten() {
         anyhow::ensure!(s.stop()?.success(), "unclean exit");
     }
     Ok(())

@@ -495,4 +495,25 @@ impl LogClient {
         self.raw.transfer_leader(req).await?;
         Ok(())
     }
+
+    /// Makes the running sequencer `node` (Raft address `raft_addr`) a voter of every shard's group
+    /// (admin token); returns the shards, once it is a voter of each. Safe to repeat.
+    pub async fn add_node(&mut self, node: u64, raft_addr: &str) -> Result<Vec<u32>, ClientError> {
+        let req = self.request(cairn_proto::v1::AddNodeRequest {
+            node_id: node,
+            raft_addr: raft_addr.to_owned(),
+            shard_id: 0,
+        })?;
+        Ok(self.raw.add_node(req).await?.into_inner().shards)
+    }
+
+    /// Removes sequencer `node` from every shard's group (admin token); returns the shards. Safe to
+    /// repeat.
+    pub async fn remove_node(&mut self, node: u64) -> Result<Vec<u32>, ClientError> {
+        let req = self.request(cairn_proto::v1::RemoveNodeRequest {
+            node_id: node,
+            shard_id: 0,
+        })?;
+        Ok(self.raw.remove_node(req).await?.into_inner().shards)
+    }
 }

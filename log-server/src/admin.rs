@@ -1,10 +1,16 @@
 //! Cluster administration on the gRPC API (admin token): the Raft groups as a sequencer sees them
-//! (`ClusterStatus`), and moving a shard's leadership (`TransferLeader`, answered by the shard's
-//! leader: a request reaching another node is forwarded to it once).
+//! (`ClusterStatus`), moving a shard's leadership (`TransferLeader`), and adding and removing
+//! sequencer nodes (`AddNode`, `RemoveNode`, every shard's group in turn). Each change is made by the
+//! shard's leader: a request reaching another node is forwarded to it once.
 
 use cairn_proto::metadata::FORWARDED_SHARD;
-use cairn_proto::v1::{ClusterStatusResponse, GroupStatus, MemberProgress, TransferLeaderRequest};
-use cairn_sequencer::{NodeId, ShardId};
+use std::time::Duration;
+
+use cairn_proto::v1::{
+    AddNodeRequest, ClusterStatusResponse, GroupStatus, MemberProgress, RemoveNodeRequest,
+    TransferLeaderRequest,
+};
+use cairn_sequencer::{Node, NodeId, ShardId};
 use tonic::metadata::MetadataMap;
 
 use crate::error::LogError;
@@ -52,6 +58,25 @@ impl Inner {
         })
     }
 
+    /// Where a request for `shard`'s leader goes: here, or (once: a forwarded request is not
+    /// forwarded again) to the leader's API.
+    fn route(&self, shard: ShardId, metadata: &MetadataMap) -> Result<Route<'_>, LogError> {
+        let node = self.node.as_ref().ok_or_else(no_sequencer)?;
+        let leader = node.leader(shard);
+        if leader == Some(node.id()) {
+            return Ok(Route::Here(node));
+        }
+        match leader {
+            Some(l) if metadata.get(FORWARDED_SHARD).is_none() => self.peer(l),
+            _ => None,
+        }
+        .map(Route::There)
+        .ok_or_else(|| LogError::Unavailable {
+            reason: format!("no reachable leader for shard {shard}; retry"),
+            leader: None,
+        })
+    }
+
     pub(crate) async fn transfer_leader(
         &self,
         metadata: &MetadataMap,
@@ -61,21 +86,13 @@ impl Inner {
         self.auth.admin(metadata)?;
         self.shard(shard)?;
         let node = self.node.as_ref().ok_or_else(no_sequencer)?;
-        let leader = node.leader(shard);
-        if leader == Some(node.id()) {
-            return node.transfer_leader(shard, to).await.map_err(|e| self.seq_err(e));
-        }
-        if leader == Some(to) {
+        if node.leader(shard) == Some(to) {
             return Ok(());
         }
-        let url = match leader {
-            Some(l) if metadata.get(FORWARDED_SHARD).is_none() => self.peer(l),
-            _ => None,
-        }
-        .ok_or_else(|| LogError::Unavailable {
-            reason: format!("no reachable leader for shard {shard}; retry"),
-            leader: None,
-        })?;
+        let url = match self.route(shard, metadata)? {
+            Route::Here(node) => return node.transfer_leader(shard, to).await.map_err(|e| self.seq_err(e)),
+            Route::There(url) => url,
+        };
         let req = Self::forward_request(
             shard,
             TransferLeaderRequest {
@@ -90,4 +107,142 @@ impl Inner {
             .map_err(LogError::from_forwarded)?;
         Ok(())
     }
+
+    /// The shards a membership request names: one, or every shard this sequencer hosts.
+    fn member_shards(&self, shard: ShardId) -> Result<Vec<ShardId>, LogError> {
+        let node = self.node.as_ref().ok_or_else(no_sequencer)?;
+        if shard == 0 {
+            return Ok(node.shard_ids());
+        }
+        self.shard(shard)?;
+        Ok(vec![shard])
+    }
+
+    /// Adds a node to the groups of the requested shards, one after the other, each on its leader.
+    pub(crate) async fn add_node(
+        &self,
+        metadata: &MetadataMap,
+        req: AddNodeRequest,
+    ) -> Result<Vec<ShardId>, LogError> {
+        self.auth.admin(metadata)?;
+        if req.node_id == 0 {
+            return Err(LogError::Invalid(
+                "node_id must be set (node ids start at 1)".into(),
+            ));
+        }
+        if req.raft_addr.is_empty() {
+            return Err(LogError::Invalid(
+                "raft_addr must be set: the node's Raft address (host:port), as the sequencers reach it"
+                    .into(),
+            ));
+        }
+        let shards = self.member_shards(req.shard_id)?;
+        for &shard in &shards {
+            self.change_member(metadata, shard, Change::Add(&req)).await?;
+        }
+        Ok(shards)
+    }
+
+    /// Removes a node from the groups of the requested shards, one after the other, each on its
+    /// leader.
+    pub(crate) async fn remove_node(
+        &self,
+        metadata: &MetadataMap,
+        req: RemoveNodeRequest,
+    ) -> Result<Vec<ShardId>, LogError> {
+        self.auth.admin(metadata)?;
+        if req.node_id == 0 {
+            return Err(LogError::Invalid(
+                "node_id must be set (node ids start at 1)".into(),
+            ));
+        }
+        let shards = self.member_shards(req.shard_id)?;
+        for &shard in &shards {
+            self.change_member(metadata, shard, Change::Remove(req.node_id))
+                .await?;
+        }
+        Ok(shards)
+    }
+
+    /// One shard's membership change, on its leader. While leadership moves (an election, the
+    /// balancer, or the removal of the leader itself) the change goes to the new leader, until
+    /// [`MEMBERSHIP_DEADLINE`].
+    async fn change_member(
+        &self,
+        metadata: &MetadataMap,
+        shard: ShardId,
+        change: Change<'_>,
+    ) -> Result<(), LogError> {
+        let deadline = tokio::time::Instant::now() + MEMBERSHIP_DEADLINE;
+        loop {
+            let result = match self.route(shard, metadata) {
+                Ok(Route::Here(node)) => match change {
+                    Change::Add(r) => node.add_member(shard, r.node_id, &r.raft_addr, CATCH_UP).await,
+                    Change::Remove(id) => node.remove_member(shard, id).await,
+                }
+                .map_err(|e| self.seq_err(e)),
+                Ok(Route::There(url)) => self.forward_change(&url, metadata, shard, change).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(LogError::Unavailable { .. } | LogError::LeaderUnreachable { .. })
+                    if metadata.get(FORWARDED_SHARD).is_none() && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward_change(
+        &self,
+        url: &str,
+        metadata: &MetadataMap,
+        shard: ShardId,
+        change: Change<'_>,
+    ) -> Result<(), LogError> {
+        let mut client = self.client(url)?;
+        match change {
+            Change::Add(r) => {
+                let body = AddNodeRequest {
+                    shard_id: shard,
+                    ..r.clone()
+                };
+                client
+                    .add_node(Self::forward_request(shard, body, metadata))
+                    .await
+                    .map(drop)
+            }
+            Change::Remove(id) => {
+                let body = RemoveNodeRequest {
+                    node_id: id,
+                    shard_id: shard,
+                };
+                client
+                    .remove_node(Self::forward_request(shard, body, metadata))
+                    .await
+                    .map(drop)
+            }
+        }
+        .map_err(LogError::from_forwarded)
+    }
 }
+
+/// Where a request for a shard's leader goes.
+enum Route<'a> {
+    Here(&'a Node),
+    There(String),
+}
+
+/// A membership change of one node.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    Add(&'a AddNodeRequest),
+    Remove(NodeId),
+}
+
+/// How long a membership request keeps following a shard's moving leadership.
+const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a node being added may take to catch up with one shard as a learner.
+const CATCH_UP: Duration = Duration::from_secs(120);

@@ -49,6 +49,9 @@ pub enum LogError {
     /// Every shard is frozen: nothing will accept entries until a new shard is added.
     #[error("{0}")]
     Frozen(String),
+    /// The request cannot be carried out in the cluster's present state; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     /// No such shard, or a tree size that is not published yet.
     #[error("{0}")]
     NotFound(String),
@@ -88,6 +91,7 @@ impl LogError {
                 reason: format!("temporarily unavailable: {m}"),
                 leader: None,
             },
+            SequencerError::Refused(m) => Self::Refused(m),
             SequencerError::Fatal(m) => Self::Internal(m),
         }
     }
@@ -141,6 +145,7 @@ impl LogError {
                 (S::SERVICE_UNAVAILABLE, Code::Unavailable)
             }
             LogError::Frozen(_) => (S::METHOD_NOT_ALLOWED, Code::Unimplemented),
+            LogError::Refused(_) => (S::CONFLICT, Code::FailedPrecondition),
             LogError::NotFound(_) => (S::NOT_FOUND, Code::NotFound),
             LogError::Timeout(_) => (S::GATEWAY_TIMEOUT, Code::DeadlineExceeded),
             LogError::Internal(_) => (S::INTERNAL_SERVER_ERROR, Code::Internal),
@@ -216,7 +221,7 @@ impl From<LogError> for Status {
                 }
                 s
             }
-            LogError::Frozen(_) => Status::failed_precondition(message),
+            LogError::Frozen(_) | LogError::Refused(_) => Status::failed_precondition(message),
             LogError::NotFound(_) => Status::not_found(message),
             LogError::Timeout(_) => Status::deadline_exceeded(message),
             LogError::Internal(detail) => {

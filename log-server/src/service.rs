@@ -9,9 +9,10 @@ use cairn_proto::metadata::FORWARDED_SHARD;
 use cairn_proto::v1::log_client::LogClient;
 use cairn_proto::v1::log_server::{Log, LogServer as LogService};
 use cairn_proto::v1::{
-    AddEntriesRequest, AddEntriesResponse, ClusterStatusRequest, ClusterStatusResponse, FreezeShardRequest,
-    FreezeShardResponse, GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
-    GetInclusionProofRequest, ListShardsRequest, ListShardsResponse, ProofResponse, TransferLeaderRequest,
+    AddEntriesRequest, AddEntriesResponse, AddNodeRequest, AddNodeResponse, ClusterStatusRequest,
+    ClusterStatusResponse, FreezeShardRequest, FreezeShardResponse, GetCheckpointRequest,
+    GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest, ListShardsRequest,
+    ListShardsResponse, ProofResponse, RemoveNodeRequest, RemoveNodeResponse, TransferLeaderRequest,
     TransferLeaderResponse,
 };
 use cairn_sequencer::{Node, SequencerError, ShardId};
@@ -137,8 +138,14 @@ impl Inner {
         ids
     }
 
+    /// The gRPC API URL of node `id`: configured, or (for a node added at runtime) as the sequencer
+    /// here learned it from the node.
     pub(crate) fn peer(&self, id: u64) -> Option<String> {
-        self.config.peers.get(&id).cloned()
+        self.config
+            .peers
+            .get(&id)
+            .cloned()
+            .or_else(|| self.node.as_ref()?.api_url(id))
     }
 
     pub(crate) fn seq_err(&self, e: SequencerError) -> LogError {
@@ -310,6 +317,27 @@ impl Log for LogServer {
             .await?;
         tracing::info!(shard = body.shard_id, to = body.to_node, "shard leadership moved");
         Ok(Response::new(TransferLeaderResponse {}))
+    }
+
+    async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<AddNodeResponse>, Status> {
+        let (metadata, _, body) = req.into_parts();
+        let (node, addr) = (body.node_id, body.raft_addr.clone());
+        let span = tracing::info_span!("add_node", node, addr = %addr, shard = body.shard_id);
+        let shards = self.inner.add_node(&metadata, body).instrument(span).await?;
+        tracing::info!(node, %addr, ?shards, "node added");
+        Ok(Response::new(AddNodeResponse { shards }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let (metadata, _, body) = req.into_parts();
+        let node = body.node_id;
+        let span = tracing::info_span!("remove_node", node, shard = body.shard_id);
+        let shards = self.inner.remove_node(&metadata, body).instrument(span).await?;
+        tracing::info!(node, ?shards, "node removed");
+        Ok(Response::new(RemoveNodeResponse { shards }))
     }
 }
 

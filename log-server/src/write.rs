@@ -130,6 +130,17 @@ impl Inner {
         validate(&entries, &self.config.limits)?;
         let forwarded = forwarded_shard(metadata)?;
         self.auth.writer(metadata, entries.len())?;
+        if let Some(node) = &self.node
+            && node.removed()
+        {
+            return Err(LogError::Unavailable {
+                reason: format!(
+                    "node {} votes in no shard's group (removed from the cluster, or still being added) and takes no writes; send them to another node",
+                    node.id()
+                ),
+                leader: None,
+            });
+        }
         let active = self.active(kind);
         // A shard the caller named (here, or at the server that forwarded the request: opaque shards
         // only, as `POST /logs/<id>/add` allows) takes every entry; otherwise the leaf hash routes.

@@ -125,6 +125,11 @@ pub struct NodeConfig {
     /// TLS between peers: the Raft listener requires a client certificate from the cluster CA, and
     /// connections to peers check theirs and present this node's. Plain TCP when `None`.
     pub tls: Option<std::sync::Arc<cairn_proto::tls::Tls>>,
+    /// This node's gRPC API URL, which it tells peers that ask (`Describe`): how a node added at
+    /// runtime becomes reachable for forwarded writes without editing the other nodes' configuration.
+    pub api_url: Option<String>,
+    /// The peers' API URLs known from the configuration; members not in it are asked.
+    pub peer_urls: std::collections::BTreeMap<NodeId, String>,
 }
 
 impl NodeConfig {
@@ -152,6 +157,8 @@ impl NodeConfig {
             balance_interval: None,
             max_unpublished: 2_000_000,
             tls: None,
+            api_url: None,
+            peer_urls: Default::default(),
         }
     }
 

@@ -30,6 +30,9 @@ pub enum SequencerError {
     /// The caller sent something invalid.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The operation cannot be done in the cluster's present state; nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The operation did not finish in time; it may still take effect.
     #[error("timed out: {0}")]
     Timeout(String),

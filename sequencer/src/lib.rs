@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod error;
+pub mod membership;
 mod metrics;
 pub mod network;
 pub mod node;

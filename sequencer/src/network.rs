@@ -209,6 +209,8 @@ pub trait RaftRegistry: Send + Sync + 'static {
     /// Answers a `Campaign` request (leader placement) for `shard`: a postcard payload in, the
     /// postcard reply out.
     fn campaign(&self, shard: ShardId, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
+    /// Answers `Describe`: this node's identity (`membership::Identity`), postcard-encoded.
+    fn describe(&self) -> Result<Vec<u8>, Status>;
 }
 
 /// The gRPC server side of the Raft transport.
@@ -267,6 +269,14 @@ impl<R: RaftRegistry> raft_server::Raft for RaftService<R> {
             return Err(Status::unavailable("partitioned"));
         }
         let payload = self.registry.campaign(req.shard, req.payload).await?;
+        Ok(Response::new(RaftReply { payload }))
+    }
+
+    async fn describe(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        if self.registry.partitions().is_blocked(req.get_ref().from) {
+            return Err(Status::unavailable("partitioned"));
+        }
+        let payload = self.registry.describe()?;
         Ok(Response::new(RaftReply { payload }))
     }
 }

@@ -33,6 +33,8 @@ struct NodeInner {
     partitions: Arc<Partitions>,
     /// Channels to the peers' Raft listeners (shared with every shard's Raft network).
     channels: Channels,
+    /// The members' gRPC API URLs.
+    directory: Arc<crate::membership::Directory>,
 }
 
 impl RaftRegistry for NodeInner {
@@ -59,6 +61,14 @@ impl RaftRegistry for NodeInner {
             let result = crate::placement::serve_campaign(s, req).await;
             postcard::to_allocvec(&result).map_err(|e| tonic::Status::internal(e.to_string()))
         })
+    }
+
+    fn describe(&self) -> Result<Vec<u8>, tonic::Status> {
+        let me = crate::membership::Identity {
+            id: self.id,
+            api_url: self.config.api_url.clone(),
+        };
+        postcard::to_allocvec(&me).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
@@ -179,6 +189,7 @@ impl Node {
             shards,
             partitions,
             channels,
+            directory: Arc::new(crate::membership::Directory::new(config.peer_urls.clone())),
         });
         let registry = metrics::registry(config.id, &inner.shards, &recorders);
         let mut tasks = Vec::new();
@@ -206,6 +217,13 @@ impl Node {
                 stop.subscribe(),
             )));
         }
+        tasks.push(tokio::spawn(crate::membership::resolve(
+            inner.channels.clone(),
+            config.id,
+            inner.shards.values().cloned().collect(),
+            inner.directory.clone(),
+            stop.subscribe(),
+        )));
         let service = RaftService::new(inner.clone());
         let mut stop_rx = stop.subscribe();
         let incoming = cairn_proto::tls::Incoming::new(
@@ -402,6 +420,64 @@ impl Node {
             .await
             .map_err(|e| map_write_err(shard, e))?;
         Ok(())
+    }
+
+    /// Makes the running node `id`, reached at the Raft address `addr`, a voter of `shard` (this
+    /// node must lead it): checks who answers there, adds it as a learner, waits at most `catch_up`
+    /// for it to catch up, then promotes it. Returns at once if it is a voter already. See
+    /// `membership`.
+    pub async fn add_member(
+        &self,
+        shard: ShardId,
+        id: NodeId,
+        addr: &str,
+        catch_up: Duration,
+    ) -> Result<(), SequencerError> {
+        let s = self.shard(shard)?;
+        let inner = &self.inner;
+        crate::membership::add(
+            &inner.channels,
+            &inner.config.timing,
+            inner.id,
+            s,
+            id,
+            addr,
+            catch_up,
+        )
+        .await
+    }
+
+    /// Removes node `id` from `shard`'s group (this node must lead it); returns at once if it is not
+    /// a member. Asked to remove itself, this node hands the leadership to another voter and answers
+    /// `NotLeader` naming it. [`SequencerError::Refused`] (nothing changed) when a majority of the
+    /// remaining voters does not answer. See `membership`.
+    pub async fn remove_member(&self, shard: ShardId, id: NodeId) -> Result<(), SequencerError> {
+        let s = self.shard(shard)?;
+        let inner = &self.inner;
+        crate::membership::remove(&inner.channels, &inner.config.timing, inner.id, s, id).await
+    }
+
+    /// The gRPC API URL of node `id`: from the configuration, or as the member told this node.
+    pub fn api_url(&self, id: NodeId) -> Option<String> {
+        if id == self.inner.id {
+            return self.inner.config.api_url.clone();
+        }
+        self.inner.directory.get(id)
+    }
+
+    /// Whether this node votes in none of its shards' groups although they have a configuration:
+    /// it was removed from the cluster (it learns so as a learner first, see `membership`), or it
+    /// is a learner still being added. Its API then refuses writes, so clients go to other nodes.
+    pub fn removed(&self) -> bool {
+        let me = self.inner.id;
+        !self.inner.shards.is_empty()
+            && self.inner.shards.values().all(|s| {
+                let metrics = s.raft.metrics();
+                let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                // An uninitialized group (a node waiting to be added) has no members yet.
+                m.membership_config.log_id().is_some() && !membership.voter_ids().any(|id| id == me)
+            })
     }
 
     /// Appends entries to a shard; returns once they are committed on a majority and applied, with each

@@ -141,7 +141,7 @@ async fn ask(
 }
 
 /// The log index `node` is known to hold, as the leader's replication metrics say.
-fn matched(m: &RaftMetrics<NodeId, openraft::BasicNode>, node: NodeId) -> Option<u64> {
+pub(crate) fn matched(m: &RaftMetrics<NodeId, openraft::BasicNode>, node: NodeId) -> Option<u64> {
     m.replication
         .as_ref()
         .and_then(|r| r.get(&node))
@@ -167,6 +167,23 @@ impl Drop for Quiet<'_> {
 
 fn rpc_timeout(timing: &RaftTiming) -> Duration {
     Duration::from_millis(timing.election_min_ms.max(300))
+}
+
+/// Whether the node at `addr` answers for `shard` (it runs and hosts the shard), whatever its role.
+pub(crate) async fn hosts(
+    channels: &Channels,
+    timing: &RaftTiming,
+    me: NodeId,
+    shard: ShardId,
+    addr: &str,
+) -> Result<(), String> {
+    let req = Campaign {
+        probe: true,
+        pin: false,
+    };
+    ask(channels, addr, shard, me, req, rpc_timeout(timing))
+        .await
+        .map(drop)
 }
 
 /// Whether `to` (at `addr`) answers, is a voter of `shard` and could publish it: nothing is paused
