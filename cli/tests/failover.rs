@@ -27,6 +27,13 @@ struct Node {
     http: String,
 }
 
+impl Node {
+    /// Starts the node's process again with its configuration.
+    fn restart(&self) -> anyhow::Result<Server> {
+        Server::start(&self.dir, &["--config", &self.config.display().to_string()])
+    }
+}
+
 /// The leader of `shard` as `node` reports it on /metrics (`None` while unknown).
 async fn leader_seen(http: &reqwest::Client, node: &Node, shard: u32) -> Option<u64> {
     cairn_chaos::cluster::shard_gauge(http, &node.http, "cairn_shard_leader", shard)
@@ -254,10 +261,7 @@ async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
             // Let writes run without the node for a while, then restart it.
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let node = &nodes[victim];
-            servers[victim] = Some(Server::start(
-                &node.dir,
-                &["--config", &node.config.display().to_string()],
-            )?);
+            servers[victim] = Some(node.restart()?);
         } else {
             // SIGSTOP the leader for 5 s, over ten times the 400 ms election timeout and longer than
             // the 4 s gap bound: writers whose connection is to the paused node must notice the stall
@@ -387,10 +391,7 @@ async fn rolling_restart_under_load_loses_nothing() -> anyhow::Result<()> {
         // Writes go on without it for a second, then it comes back and catches up.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let node = &nodes[i];
-        servers[i] = Some(Server::start(
-            &node.dir,
-            &["--config", &node.config.display().to_string()],
-        )?);
+        servers[i] = Some(node.restart()?);
         for shard in 1..=2 {
             agreed_leader(&http, &nodes, &all, shard).await?;
         }
@@ -783,6 +784,125 @@ async fn nodes_are_added_removed_and_replaced_under_load() -> anyhow::Result<()>
         at(gap_start)
     );
     anyhow::ensure!(calls > 0, "no writes went through");
+    for s in servers.into_iter().flatten() {
+        anyhow::ensure!(s.stop()?.success(), "unclean exit");
+    }
+    Ok(())
+}
+
+/// `cairn shard list` against `node`: each shard's (id, state).
+fn states(dir: &std::path::Path, node: &Node) -> anyhow::Result<Vec<(u64, String)>> {
+    let (ok, out, err) = cairn(dir, &["shard", "list", "--server", &node.grpc], None)?;
+    anyhow::ensure!(ok, "cairn shard list failed: {err}");
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            Ok((
+                v["id"].as_u64().unwrap_or(0),
+                v["state"].as_str().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Operator changes with a node down and with the quorum lost, through the real binary: with one of
+/// three nodes killed, `cairn shard freeze` freezes shard 1; with a second one killed too, freezing
+/// shard 2 (asked of its leader, the one node left) fails within seconds, saying that the leader does
+/// not reach a majority (`FAILED_PRECONDITION`; or `UNAVAILABLE` if it has stepped down already), and so
+/// does removing a node. Nothing was half-applied: once
+/// the nodes are back, shard 2 is still active, takes writes, and every group still has its three
+/// voters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_changes_need_a_quorum_and_half_apply_nothing() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let d = tmp.path();
+    let (nodes, mut servers, _) = start_cluster(d, 2).await?;
+    let http = reqwest::Client::new();
+    let all: Vec<usize> = (0..3).collect();
+    let keep = agreed_leader(&http, &nodes, &all, 2).await?;
+    let others: Vec<usize> = all.iter().copied().filter(|i| *i != keep).collect();
+
+    // One node down: the freeze goes through.
+    servers[others[0]]
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("node down"))?
+        .kill()?;
+    agreed_leader(&http, &nodes, &[keep, others[1]], 1).await?;
+    let (ok, out, err) = cairn(d, &["shard", "freeze", "1", "--server", &nodes[keep].grpc], None)?;
+    anyhow::ensure!(ok, "freeze with a node down failed: {err}");
+    assert!(out.contains("shard 1 frozen"), "{out}");
+
+    // Two nodes down: refused, quickly, with the documented retryable error.
+    servers[others[1]]
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("node down"))?
+        .kill()?;
+    let t = Instant::now();
+    let (ok, _, err) = cairn(d, &["shard", "freeze", "2", "--server", &nodes[keep].grpc], None)?;
+    let refused = t.elapsed();
+    assert!(!ok, "a freeze without a quorum succeeded");
+    assert!(
+        err.contains("does not reach a majority") || err.contains("no reachable leader"),
+        "{err}"
+    );
+    anyhow::ensure!(refused < Duration::from_secs(10), "the refusal took {refused:?}");
+    let t = Instant::now();
+    let (ok, _, remove_err) = cairn(
+        d,
+        &[
+            "cluster",
+            "remove-node",
+            "--id",
+            &(others[0] + 1).to_string(),
+            "--server",
+            &nodes[keep].grpc,
+        ],
+        None,
+    )?;
+    let remove_refused = t.elapsed();
+    assert!(!ok, "a removal without a quorum succeeded");
+    assert!(
+        remove_err.contains("does not reach a majority")
+            || remove_err.contains("majority of the remaining voters")
+            || remove_err.contains("no reachable leader"),
+        "{remove_err}"
+    );
+    println!(
+        "without a quorum: freeze refused in {} ms ({}); remove-node refused in {} ms ({})",
+        refused.as_millis(),
+        err.trim(),
+        remove_refused.as_millis(),
+        remove_err.trim()
+    );
+
+    // The nodes come back: nothing of the refused changes happened.
+    for &i in &others {
+        let node = &nodes[i];
+        servers[i] = Some(node.restart()?);
+    }
+    for shard in 1..=2 {
+        agreed_leader(&http, &nodes, &all, shard).await?;
+    }
+    // The node that was down first catches up with the freeze it missed; shard 2 stays active.
+    let expected = vec![(1, "frozen".to_owned()), (2, "active".to_owned())];
+    let deadline = Instant::now() + T;
+    for &i in &all {
+        let mut seen = states(d, &nodes[i])?;
+        while seen != expected {
+            anyhow::ensure!(Instant::now() < deadline, "node {} lists {seen:?}", i + 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen = states(d, &nodes[i])?;
+        }
+    }
+    for (shard, _, voters) in groups_by_status(d, &nodes[keep])? {
+        assert_eq!(voters, vec![1, 2, 3], "shard {shard}");
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
+    let mut client = LogClient::with_servers(&urls)?;
+    let acks = client
+        .submit(vec![b"after the quorum came back".to_vec()], Wait::Sequenced)
+        .await?;
+    assert_eq!(acks[0].shard, 2, "the write went to shard {}", acks[0].shard);
     for s in servers.into_iter().flatten() {
         anyhow::ensure!(s.stop()?.success(), "unclean exit");
     }

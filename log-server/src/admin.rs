@@ -243,6 +243,6 @@ enum Change<'a> {
 }
 
 /// How long a membership request keeps following a shard's moving leadership.
-const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
+const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a node being added may take to catch up with one shard as a learner.
 const CATCH_UP: Duration = Duration::from_secs(120);

@@ -59,6 +59,14 @@ impl Default for RaftTiming {
     }
 }
 
+impl RaftTiming {
+    /// How long a leader waits for a majority to acknowledge it before an operator's change (a
+    /// freeze, a membership change): two of the longest election timeouts.
+    pub(crate) fn quorum_check(&self) -> Duration {
+        Duration::from_millis(self.election_max_ms * 2)
+    }
+}
+
 /// How entries are grouped into Raft proposals.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchConfig {

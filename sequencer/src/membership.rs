@@ -204,6 +204,7 @@ pub(crate) async fn add(
                 "node {id} does not host shard {shard} ({e}); add the shard to its configuration and restart it"
             ))
         })?;
+    crate::shard::confirm_quorum(me, s, timing.quorum_check()).await?;
     let added = {
         let _writing = s.gate.read().await;
         s.raft
@@ -305,6 +306,7 @@ pub(crate) async fn remove(
             )));
         }
     }
+    crate::shard::confirm_quorum(me, s, timing.quorum_check()).await?;
     if voters.contains(&id) {
         let addr = nodes.get(&id).cloned().unwrap_or_default();
         let answers = crate::placement::hosts(channels, timing, me, shard, &addr)

@@ -25,6 +25,9 @@ use crate::store::{LogStore, open_db};
 use crate::types::{Appended, Command, NodeId, ShardId, TypeConfig};
 use crate::{proposer, publisher};
 
+/// How long a freeze may take to commit once the leader has confirmed its majority.
+pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the node's tasks and the Raft server share.
 struct NodeInner {
     id: NodeId,
@@ -585,17 +588,26 @@ impl Node {
         Ok(self.shard(shard)?.sm.state().info)
     }
 
-    /// Freezes a shard: later appends are refused and the publisher writes a final checkpoint.
+    /// Freezes a shard: later appends are refused and the publisher writes a final checkpoint. This
+    /// node must lead the shard and reach a majority of its voters: without one the freeze is refused
+    /// (`Refused`) with nothing changed. A freeze that does not commit within [`FREEZE_TIMEOUT`]
+    /// (the majority went away just then) is a `Timeout` and may still take effect.
     pub async fn freeze(&self, shard: ShardId) -> Result<(), SequencerError> {
         let s = self.shard(shard)?;
+        crate::shard::confirm_quorum(self.inner.id, s, self.inner.config.timing.quorum_check()).await?;
         let _writing = s.gate.read().await;
         let span = tracing::info_span!("raft_freeze", shard, raft_index = tracing::field::Empty);
-        let resp = s
-            .raft
-            .client_write(Command::Freeze)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| map_write_err(shard, e))?;
+        let resp = tokio::time::timeout(
+            FREEZE_TIMEOUT,
+            s.raft.client_write(Command::Freeze).instrument(span.clone()),
+        )
+        .await
+        .map_err(|_| {
+            SequencerError::Timeout(format!(
+                "for the freeze of shard {shard} to commit (a majority of its voters stopped answering); it may still take effect: see `cairn shard list`"
+            ))
+        })?
+        .map_err(|e| map_write_err(shard, e))?;
         span.record("raft_index", resp.log_id.index);
         Ok(())
     }

@@ -187,6 +187,37 @@ pub(crate) fn ensure_leader(me: NodeId, s: &HostedShard) -> Result<(), Sequencer
     })
 }
 
+/// Confirms that this node leads `s` and a majority of its voters acknowledge it now (a round of
+/// heartbeats, at most `within`). Operator changes (a freeze, a membership change) check this first:
+/// proposed to a leader that has lost its quorum, a change would wait in its log and might commit
+/// much later, after the operator was told it failed. What remains is a change whose quorum goes
+/// away in the moment between the check and the commit: its caller then times out and says that the
+/// change may still take effect.
+pub(crate) async fn confirm_quorum(
+    me: NodeId,
+    s: &HostedShard,
+    within: std::time::Duration,
+) -> Result<(), SequencerError> {
+    ensure_leader(me, s)?;
+    let shard = s.config.shard.id;
+    let lost = |why: String| {
+        SequencerError::Refused(format!(
+            "the leader of shard {shard} does not reach a majority of its voters now ({why}); nothing was changed"
+        ))
+    };
+    match tokio::time::timeout(within, s.raft.ensure_linearizable()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            let why = e.to_string();
+            match map_write_err(shard, e) {
+                e @ SequencerError::NotLeader { .. } => Err(e),
+                _ => Err(lost(why)),
+            }
+        }
+        Err(_) => Err(lost(format!("no majority answered within {within:?}"))),
+    }
+}
+
 /// Classifies an error of a Raft write (proposal, membership change, linearizable read).
 pub(crate) fn map_write_err<E>(shard: ShardId, e: RaftError<NodeId, E>) -> SequencerError
 where
