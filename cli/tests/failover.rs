@@ -68,12 +68,13 @@ async fn agreed_leader(
     }
 }
 
-/// Starts three `cairn serve` processes with `shard_count` shards in `d` (heartbeat 50 ms), and waits
-/// for every shard to have a leader every node agrees on. Returns the nodes, their processes and the
-/// `[[shards]]` tables.
+/// Starts three `cairn serve` processes with `shard_count` shards in `d` (heartbeat 50 ms, and the
+/// `[tuning]` lines in `tuning`), and waits for every shard to have a leader every node agrees on.
+/// Returns the nodes, their processes and the `[[shards]]` tables.
 async fn start_cluster(
     d: &std::path::Path,
     shard_count: u32,
+    tuning: &str,
 ) -> anyhow::Result<(Vec<Node>, Vec<Option<Server>>, String)> {
     let (shards, _) = keygen_shards(d, "failover.test", shard_count, true)?;
     let (ports, peers) = cluster_ports(3)?;
@@ -85,7 +86,8 @@ async fn start_cluster(
         // is elected 0.6 to 0.8 s after the old one stopped, longer when a candidate with a shorter
         // log went first and lost (it then backs off by twice the longest timeout).
         let cluster = format!("{peers}{shards}");
-        let (node_dir, path) = node_config(d, i + 1, *p, "heartbeat_ms = 50\n", "", &cluster)?;
+        let tuning = format!("heartbeat_ms = 50\n{tuning}");
+        let (node_dir, path) = node_config(d, i + 1, *p, &tuning, "", &cluster)?;
         let server = Server::start(&node_dir, &["--config", &path.display().to_string()])?;
         nodes.push(Node {
             config: path,
@@ -120,7 +122,7 @@ struct Loaded {
 /// running.
 async fn loaded_cluster() -> anyhow::Result<Loaded> {
     let dir = tempfile::tempdir()?;
-    let (nodes, servers, _) = start_cluster(dir.path(), 2).await?;
+    let (nodes, servers, _) = start_cluster(dir.path(), 2, "").await?;
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let urls: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
@@ -578,16 +580,17 @@ async fn balanced(
 /// removes node 1 (which leads a shard: it hands the leadership over first) and node 1, now refusing
 /// writes, is stopped; node 2 loses its disk (SIGKILL, data directory deleted), is removed, and a new
 /// node 5 on an empty disk takes its place. After each change the shard leaders spread again, one per
-/// node, within the bound (each time is printed). A removal that would leave the remaining voters
+/// node, within 60 s (each time is printed). A removal that would leave the remaining voters
 /// without an answering majority is refused with nothing changed. Writers run through it all: every
 /// call succeeds with the client's retries, and every acknowledged entry is in the published log at
 /// its index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_are_added_removed_and_replaced_under_load() -> anyhow::Result<()> {
-    const BALANCE: Duration = Duration::from_secs(30);
+    // A failed leader move makes the balancer leave the shard alone for 20 s: room for one.
+    const BALANCE: Duration = Duration::from_secs(60);
     let tmp = tempfile::tempdir()?;
     let d = tmp.path();
-    let (mut nodes, mut servers, shards) = start_cluster(d, 3).await?;
+    let (mut nodes, mut servers, shards) = start_cluster(d, 3, "").await?;
     let extra: Vec<common::Ports> = (0..2)
         .map(|_| Ok((common::free_port()?, common::free_port()?, common::free_port()?)))
         .collect::<anyhow::Result<_>>()?;
@@ -816,7 +819,8 @@ fn states(dir: &std::path::Path, node: &Node) -> anyhow::Result<Vec<(u64, String
 async fn operator_changes_need_a_quorum_and_half_apply_nothing() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let d = tmp.path();
-    let (nodes, mut servers, _) = start_cluster(d, 2).await?;
+    // Leaders stay where elections put them: the node kept must stay shard 2's leader.
+    let (nodes, mut servers, _) = start_cluster(d, 2, "balance_leaders_ms = 0\n").await?;
     let http = reqwest::Client::new();
     let all: Vec<usize> = (0..3).collect();
     let keep = agreed_leader(&http, &nodes, &all, 2).await?;

@@ -137,9 +137,7 @@ impl Inner {
             ));
         }
         let shards = self.member_shards(req.shard_id)?;
-        for &shard in &shards {
-            self.change_member(metadata, shard, Change::Add(&req)).await?;
-        }
+        self.each_shard(metadata, &shards, Change::Add(&req)).await?;
         Ok(shards)
     }
 
@@ -157,11 +155,32 @@ impl Inner {
             ));
         }
         let shards = self.member_shards(req.shard_id)?;
-        for &shard in &shards {
-            self.change_member(metadata, shard, Change::Remove(req.node_id))
-                .await?;
-        }
+        self.each_shard(metadata, &shards, Change::Remove(req.node_id))
+            .await?;
         Ok(shards)
+    }
+
+    /// The change on each of `shards` in turn; a failure stops there and says which groups changed.
+    async fn each_shard(
+        &self,
+        metadata: &MetadataMap,
+        shards: &[ShardId],
+        change: Change<'_>,
+    ) -> Result<(), LogError> {
+        if let [shard] = shards {
+            return self.change_member(metadata, *shard, change).await;
+        }
+        for (i, &shard) in shards.iter().enumerate() {
+            self.change_member(metadata, shard, change).await.map_err(|e| {
+                let done = &shards[..i];
+                e.in_context(&if done.is_empty() {
+                    format!("shard {shard}")
+                } else {
+                    format!("shard {shard} (shards {done:?} were changed; repeat the request to go on)")
+                })
+            })?;
+        }
+        Ok(())
     }
 
     /// One shard's membership change, on its leader. While leadership moves (an election, the

@@ -98,6 +98,38 @@ impl LogError {
 }
 
 impl LogError {
+    /// The same error with `what` before its message (the caller's code and hints are kept).
+    pub(crate) fn in_context(self, what: &str) -> Self {
+        let put = |m: String| format!("{what}: {m}");
+        match self {
+            Self::Invalid(m) => Self::Invalid(put(m)),
+            Self::Busy { reason, retry_after } => Self::Busy {
+                reason: put(reason),
+                retry_after,
+            },
+            Self::Unavailable { reason, leader } => Self::Unavailable {
+                reason: put(reason),
+                leader,
+            },
+            Self::LeaderUnreachable { reason, leader } => Self::LeaderUnreachable {
+                reason: put(reason),
+                leader,
+            },
+            Self::Frozen(m) => Self::Frozen(put(m)),
+            Self::Refused(m) => Self::Refused(put(m)),
+            Self::NotFound(m) => Self::NotFound(put(m)),
+            Self::Timeout(m) => Self::Timeout(put(m)),
+            Self::Forwarded(s) => Self::Forwarded(Status::with_metadata(
+                s.code(),
+                put(s.message().to_owned()),
+                s.metadata().clone(),
+            )),
+            other @ (Self::Unauthenticated(_) | Self::PermissionDenied(_) | Self::Internal(_)) => other,
+        }
+    }
+}
+
+impl LogError {
     /// The one mapping of a status received from a forwarded call. A transport failure (no answer
     /// from the leader: `UNKNOWN` "transport error", a reset that tonic reports as `INTERNAL`, a call
     /// cancelled before the leader answered) or an answer saying it no longer leads the shard is

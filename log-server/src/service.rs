@@ -138,14 +138,13 @@ impl Inner {
         ids
     }
 
-    /// The gRPC API URL of node `id`: configured, or (for a node added at runtime) as the sequencer
-    /// here learned it from the node.
+    /// The gRPC API URL of node `id`: as the sequencer here last heard it from the node (which covers
+    /// nodes added at runtime and addresses that changed), else as configured.
     pub(crate) fn peer(&self, id: u64) -> Option<String> {
-        self.config
-            .peers
-            .get(&id)
-            .cloned()
-            .or_else(|| self.node.as_ref()?.api_url(id))
+        self.node
+            .as_ref()
+            .and_then(|n| n.api_url(id))
+            .or_else(|| self.config.peers.get(&id).cloned())
     }
 
     pub(crate) fn seq_err(&self, e: SequencerError) -> LogError {

@@ -11,6 +11,15 @@
 //! behind would hold up commits (with three voters, one lagging voter plus one failure stops the
 //! shard). Each step is idempotent, so an operator repeats a failed call.
 //!
+//! # Every change
+//!
+//! Each configuration change first confirms that the leader reaches a majority now (else it is
+//! refused with nothing changed, rather than left in the leader's log to commit later), runs in a task
+//! of its own (a caller that goes away cannot stop openraft between its two steps, joint then final
+//! configuration) and is waited for at most ten seconds (then the caller hears it may still take
+//! effect). A shard found in a joint configuration (its leader failed between the steps) is finished
+//! by repeating the request: the change is proposed again toward the same target.
+//!
 //! # Removing a node
 //!
 //! A leader that is asked to remove itself hands the leadership to another voter first (as the
@@ -54,7 +63,9 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// A learner is caught up once it is within this many log entries of the leader.
 const CAUGHT_UP: u64 = 64;
 /// How long a removal waits for the node to hear that it is a learner before removing it entirely.
-const TELL_REMOVED: Duration = Duration::from_secs(3);
+const TELL_REMOVED: Duration = Duration::from_secs(5);
+/// How long one membership change may take to commit once the leader has confirmed its majority.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A node's answer to `Describe`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -81,21 +92,50 @@ pub(crate) async fn describe(channels: &Channels, addr: &str, from: NodeId) -> R
     postcard::from_bytes(&reply.into_inner().payload).map_err(|e| e.to_string())
 }
 
-/// Node id to gRPC API URL: the configured peers, and what members told this node.
+/// Node id to gRPC API URL: seeded from the configured peers, then what each member at its current
+/// Raft address said itself (so a node re-added at another address is followed).
 #[derive(Default)]
-pub(crate) struct Directory(RwLock<BTreeMap<NodeId, String>>);
+pub(crate) struct Directory(RwLock<BTreeMap<NodeId, Entry>>);
+
+#[derive(Clone)]
+struct Entry {
+    url: String,
+    /// The Raft address the member answered at; `None` for a configured URL not yet confirmed.
+    at: Option<String>,
+}
 
 impl Directory {
     pub(crate) fn new(known: BTreeMap<NodeId, String>) -> Self {
+        let known = known
+            .into_iter()
+            .map(|(id, url)| (id, Entry { url, at: None }))
+            .collect();
         Self(RwLock::new(known))
     }
 
     pub(crate) fn get(&self, id: NodeId) -> Option<String> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|e| e.url.clone())
     }
 
-    fn insert(&self, id: NodeId, url: String) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(id, url);
+    /// Whether what is known of `id` was said by the member at `addr`.
+    fn confirmed(&self, id: NodeId, addr: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .is_some_and(|e| e.at.as_deref() == Some(addr))
+    }
+
+    fn insert(&self, id: NodeId, url: String, at: &str) {
+        let at = Some(at.to_owned());
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Entry { url, at });
     }
 }
 
@@ -103,7 +143,8 @@ impl Directory {
 fn members(shards: &[Arc<HostedShard>]) -> BTreeMap<NodeId, String> {
     let mut out = BTreeMap::new();
     for s in shards {
-        let m = s.raft.metrics().borrow().clone();
+        let metrics = s.raft.metrics();
+        let m = metrics.borrow();
         for (id, node) in m.membership_config.membership().nodes() {
             out.entry(*id).or_insert_with(|| node.addr.clone());
         }
@@ -111,7 +152,8 @@ fn members(shards: &[Arc<HostedShard>]) -> BTreeMap<NodeId, String> {
     out
 }
 
-/// Until `stop`: asks every member without a known API URL for it.
+/// Until `stop`: asks every member whose API URL it has not heard from the member at its present Raft
+/// address.
 pub(crate) async fn resolve(
     channels: Channels,
     me: NodeId,
@@ -121,7 +163,7 @@ pub(crate) async fn resolve(
 ) {
     loop {
         for (id, addr) in members(&shards) {
-            if id == me || directory.get(id).is_some() {
+            if id == me || directory.confirmed(id, &addr) {
                 continue;
             }
             match describe(&channels, &addr, me).await {
@@ -129,8 +171,10 @@ pub(crate) async fn resolve(
                     id: said,
                     api_url: Some(url),
                 }) if said == id => {
-                    tracing::info!(node = id, %url, "learned a member's API URL");
-                    directory.insert(id, url);
+                    if directory.get(id).as_ref() != Some(&url) {
+                        tracing::info!(node = id, %url, "learned a member's API URL");
+                    }
+                    directory.insert(id, url, &addr);
                 }
                 Ok(other) => tracing::debug!(node = id, ?other, "member did not say its API URL"),
                 Err(e) => tracing::debug!(node = id, error = %e, "member did not answer Describe"),
@@ -143,19 +187,79 @@ pub(crate) async fn resolve(
     }
 }
 
-/// The voters and every member of `s`'s group, as this node knows them.
+/// `s`'s group as this node knows it: the voters it is heading to (the last half of a joint
+/// configuration, or the only one), every member's Raft address, and whether a change is under way.
 fn config_of(s: &HostedShard) -> (BTreeSet<NodeId>, BTreeMap<NodeId, String>, bool) {
-    let m = s.raft.metrics().borrow().clone();
+    let metrics = s.raft.metrics();
+    let m = metrics.borrow();
     let membership = m.membership_config.membership();
-    let voters = membership.voter_ids().collect();
+    let joint = membership.get_joint_config();
+    let target = joint.last().cloned().unwrap_or_default();
     let nodes = membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
-    (voters, nodes, membership.get_joint_config().len() > 1)
+    (target, nodes, joint.len() > 1)
 }
 
-fn in_progress(shard: u32) -> SequencerError {
-    SequencerError::Retryable(format!(
-        "a membership change of shard {shard} is in progress; retry when it is done"
-    ))
+/// Proposes `change` and waits at most [`CHANGE_TIMEOUT`] for it to commit. The proposal runs in a
+/// task of its own, so a caller that goes away (a dropped request) cannot stop it between openraft's
+/// two steps (joint, then final configuration); a shard left in a joint configuration anyway (its
+/// leader failed in between) is finished by repeating the request, which proposes the same target.
+async fn commit(
+    timing: &RaftTiming,
+    me: NodeId,
+    s: &Arc<HostedShard>,
+    change: ChangeMembers<NodeId, BasicNode>,
+    retain: bool,
+) -> Result<openraft::raft::ClientWriteResponse<crate::types::TypeConfig>, SequencerError> {
+    let shard = s.id();
+    crate::shard::confirm_quorum(me, s, timing.quorum_check()).await?;
+    let task = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let _writing = s.gate.read().await;
+            s.raft.change_membership(change, retain).await
+        })
+    };
+    match tokio::time::timeout(CHANGE_TIMEOUT, task).await {
+        Ok(Ok(result)) => result.map_err(|e| map_write_err(shard, e)),
+        Ok(Err(e)) => Err(SequencerError::Fatal(format!("membership change task: {e}"))),
+        Err(_) => Err(SequencerError::Timeout(format!(
+            "for a membership change of shard {shard} to commit (a majority stopped answering); it may still take effect: see `cairn cluster status`, and repeat the request to finish it"
+        ))),
+    }
+}
+
+/// Makes the learner `id` a voter of `s` (or finishes that change).
+async fn promote(
+    timing: &RaftTiming,
+    me: NodeId,
+    s: &Arc<HostedShard>,
+    id: NodeId,
+) -> Result<(), SequencerError> {
+    let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+    commit(timing, me, s, change, true).await.map(drop)
+}
+
+/// Whether the node at `addr` runs and hosts `shard`: `Invalid` when it answers that it does not
+/// host it, `Retryable` when it does not answer.
+async fn check_hosts(
+    channels: &Channels,
+    timing: &RaftTiming,
+    me: NodeId,
+    shard: u32,
+    id: NodeId,
+    addr: &str,
+) -> Result<(), SequencerError> {
+    crate::placement::hosts(channels, timing, me, shard, addr)
+        .await
+        .map_err(|e| {
+            if e.contains("is not hosted here") {
+                SequencerError::Invalid(format!(
+                    "node {id} does not host shard {shard}; add the shard to its configuration and restart it"
+                ))
+            } else {
+                SequencerError::Retryable(format!("node {id} does not answer for shard {shard}: {e}"))
+            }
+        })
 }
 
 /// Makes node `id` at `addr` a voter of `s` (this node, `me`, must lead it): see the module docs.
@@ -164,7 +268,7 @@ pub(crate) async fn add(
     channels: &Channels,
     timing: &RaftTiming,
     me: NodeId,
-    s: &HostedShard,
+    s: &Arc<HostedShard>,
     id: NodeId,
     addr: &str,
     catch_up: Duration,
@@ -174,7 +278,7 @@ pub(crate) async fn add(
     if id == 0 {
         return Err(SequencerError::Invalid("node ids start at 1".into()));
     }
-    let (voters, nodes, joint) = config_of(s);
+    let (target, nodes, joint) = config_of(s);
     if let Some(known) = nodes.get(&id)
         && known != addr
     {
@@ -182,11 +286,12 @@ pub(crate) async fn add(
             "node {id} is a member of shard {shard} at {known}, not {addr}; remove it first to move it"
         )));
     }
-    if voters.contains(&id) {
+    if target.contains(&id) {
+        if joint {
+            // An interrupted promotion: finish it.
+            promote(timing, me, s, id).await?;
+        }
         return Ok(());
-    }
-    if joint {
-        return Err(in_progress(shard));
     }
     let who = describe(channels, addr, me)
         .await
@@ -197,36 +302,25 @@ pub(crate) async fn add(
             who.id
         )));
     }
-    crate::placement::hosts(channels, timing, me, shard, addr)
-        .await
-        .map_err(|e| {
-            SequencerError::Invalid(format!(
-                "node {id} does not host shard {shard} ({e}); add the shard to its configuration and restart it"
-            ))
-        })?;
-    crate::shard::confirm_quorum(me, s, timing.quorum_check()).await?;
-    let added = {
-        let _writing = s.gate.read().await;
-        s.raft
-            .add_learner(id, BasicNode::new(addr), false)
-            .await
-            .map_err(|e| map_write_err(shard, e))?
-    };
+    check_hosts(channels, timing, me, shard, id, addr).await?;
+    let learner = BTreeMap::from([(id, BasicNode::new(addr))]);
+    let added = commit(timing, me, s, ChangeMembers::AddNodes(learner), true).await?;
     // The learner must reach the membership entry that added it and stay near the leader's end.
     let mut metrics = s.raft.metrics();
-    let target = added.log_id.index;
+    let target_index = added.log_id.index;
     let caught = tokio::time::timeout(catch_up, async {
         metrics
             .wait_for(|m| {
-                crate::placement::matched(m, id)
-                    .is_some_and(|h| h >= target && h + CAUGHT_UP >= m.last_log_index.unwrap_or(0))
+                m.state != openraft::ServerState::Leader
+                    || crate::placement::matched(m, id)
+                        .is_some_and(|h| h >= target_index && h + CAUGHT_UP >= m.last_log_index.unwrap_or(0))
             })
             .await
             .map(drop)
     })
     .await;
     match caught {
-        Ok(Ok(_)) => {}
+        Ok(Ok(())) => ensure_leader(me, s)?,
         Ok(Err(_)) => return Err(SequencerError::Retryable("the node is shutting down".into())),
         Err(_) => {
             let m = s.raft.metrics().borrow().clone();
@@ -237,12 +331,7 @@ pub(crate) async fn add(
             )));
         }
     }
-    ensure_leader(me, s)?;
-    let _writing = s.gate.read().await;
-    s.raft
-        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
-        .await
-        .map_err(|e| map_write_err(shard, e))?;
+    promote(timing, me, s, id).await?;
     tracing::info!(shard, node = id, "node added as a voter");
     Ok(())
 }
@@ -253,20 +342,17 @@ pub(crate) async fn remove(
     channels: &Channels,
     timing: &RaftTiming,
     me: NodeId,
-    s: &HostedShard,
+    s: &Arc<HostedShard>,
     id: NodeId,
 ) -> Result<(), SequencerError> {
     let shard = s.id();
     ensure_leader(me, s)?;
-    let (voters, nodes, joint) = config_of(s);
+    let (target, nodes, joint) = config_of(s);
     if !nodes.contains_key(&id) {
         return Ok(());
     }
-    if joint {
-        return Err(in_progress(shard));
-    }
-    let remaining: Vec<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
-    if voters.contains(&id) && remaining.is_empty() {
+    let remaining: Vec<NodeId> = target.iter().copied().filter(|v| *v != id).collect();
+    if remaining.is_empty() {
         return Err(SequencerError::Refused(format!(
             "node {id} is the last voter of shard {shard}; add another node first"
         )));
@@ -289,39 +375,38 @@ pub(crate) async fn remove(
             why.join("; ")
         )));
     }
-    if voters.contains(&id) {
-        // This node counts; the others must answer now.
-        let mut answering = 1;
-        let mut silent = Vec::new();
-        for v in remaining.iter().filter(|v| **v != me) {
-            let addr = nodes.get(v).map(String::as_str).unwrap_or_default();
-            match crate::placement::hosts(channels, timing, me, shard, addr).await {
-                Ok(()) => answering += 1,
-                Err(_) => silent.push(*v),
-            }
-        }
-        if answering * 2 <= remaining.len() {
-            return Err(SequencerError::Refused(format!(
-                "removing node {id} from shard {shard} needs a majority of the remaining voters {remaining:?} to answer; {silent:?} do not"
-            )));
+    // This node counts; the other remaining voters must answer now.
+    let mut answering = 1;
+    let mut silent = Vec::new();
+    for v in remaining.iter().filter(|v| **v != me) {
+        let addr = nodes.get(v).map(String::as_str).unwrap_or_default();
+        match crate::placement::hosts(channels, timing, me, shard, addr).await {
+            Ok(()) => answering += 1,
+            Err(_) => silent.push(*v),
         }
     }
-    crate::shard::confirm_quorum(me, s, timing.quorum_check()).await?;
-    if voters.contains(&id) {
+    if answering * 2 <= remaining.len() {
+        return Err(SequencerError::Refused(format!(
+            "removing node {id} from shard {shard} needs a majority of the remaining voters {remaining:?} to answer; {silent:?} do not"
+        )));
+    }
+    if target.contains(&id) || joint {
         let addr = nodes.get(&id).cloned().unwrap_or_default();
         let answers = crate::placement::hosts(channels, timing, me, shard, &addr)
             .await
             .is_ok();
         // First a learner: learners still receive the log, so the node learns that it no longer
         // votes (the configuration without it at all may never reach it: the leader stops
-        // replicating to a node once it is gone), and a learner never stands for election.
-        let demoted = {
-            let _writing = s.gate.read().await;
-            s.raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
-                .await
-                .map_err(|e| map_write_err(shard, e))?
-        };
+        // replicating to a node once it is gone), and a learner never stands for election. (Also
+        // finishes an interrupted change.)
+        let demoted = commit(
+            timing,
+            me,
+            s,
+            ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            true,
+        )
+        .await?;
         let mut metrics = s.raft.metrics();
         let wait = if answers { TELL_REMOVED } else { Duration::ZERO };
         let told = tokio::time::timeout(wait, async {
@@ -339,13 +424,14 @@ pub(crate) async fn remove(
             );
         }
     }
-    {
-        let _writing = s.gate.read().await;
-        s.raft
-            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| map_write_err(shard, e))?;
-    }
+    commit(
+        timing,
+        me,
+        s,
+        ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        false,
+    )
+    .await?;
     tracing::info!(shard, node = id, "node removed");
     Ok(())
 }

@@ -460,7 +460,7 @@ impl Node {
         crate::membership::remove(&inner.channels, &inner.config.timing, inner.id, s, id).await
     }
 
-    /// The gRPC API URL of node `id`: from the configuration, or as the member told this node.
+    /// The gRPC API URL of node `id`: as the member told this node, else from the configuration.
     pub fn api_url(&self, id: NodeId) -> Option<String> {
         if id == self.inner.id {
             return self.inner.config.api_url.clone();

@@ -187,12 +187,12 @@ pub(crate) fn ensure_leader(me: NodeId, s: &HostedShard) -> Result<(), Sequencer
     })
 }
 
-/// Confirms that this node leads `s` and a majority of its voters acknowledge it now (a round of
-/// heartbeats, at most `within`). Operator changes (a freeze, a membership change) check this first:
-/// proposed to a leader that has lost its quorum, a change would wait in its log and might commit
-/// much later, after the operator was told it failed. What remains is a change whose quorum goes
-/// away in the moment between the check and the commit: its caller then times out and says that the
-/// change may still take effect.
+/// Confirms that this node leads `s` and a majority of its voters acknowledge it now: rounds of
+/// heartbeats (openraft's leader check, one round per call) until one gets a majority, for at most
+/// `within`. Operator changes (a freeze, a membership change) check this first: proposed to a leader
+/// that has lost its quorum, a change would wait in its log and might commit much later, after the
+/// operator was told it failed. What remains is a change whose quorum goes away in the moment between
+/// the check and the commit: its caller then times out and says that the change may still take effect.
 pub(crate) async fn confirm_quorum(
     me: NodeId,
     s: &HostedShard,
@@ -200,21 +200,26 @@ pub(crate) async fn confirm_quorum(
 ) -> Result<(), SequencerError> {
     ensure_leader(me, s)?;
     let shard = s.config.shard.id;
-    let lost = |why: String| {
-        SequencerError::Refused(format!(
-            "the leader of shard {shard} does not reach a majority of its voters now ({why}); nothing was changed"
-        ))
-    };
-    match tokio::time::timeout(within, s.raft.ensure_linearizable()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => {
-            let why = e.to_string();
-            match map_write_err(shard, e) {
-                e @ SequencerError::NotLeader { .. } => Err(e),
-                _ => Err(lost(why)),
+    let deadline = tokio::time::Instant::now() + within;
+    let mut why = format!("no majority answered within {within:?}");
+    loop {
+        match tokio::time::timeout_at(deadline, s.raft.get_read_log_id()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if let e @ SequencerError::NotLeader { .. } = map_write_err(shard, e) {
+                    return Err(e);
+                }
+                why = text;
             }
+            Err(_) => {}
         }
-        Err(_) => Err(lost(format!("no majority answered within {within:?}"))),
+        if tokio::time::Instant::now() + std::time::Duration::from_millis(20) >= deadline {
+            return Err(SequencerError::Refused(format!(
+                "the leader of shard {shard} does not reach a majority of its voters now ({why}); nothing was changed"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
