@@ -338,10 +338,18 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         nc.balance_interval = (config.tuning.balance_leaders_ms > 0)
             .then(|| Duration::from_millis(config.tuning.balance_leaders_ms));
         nc.tls = tls.clone();
-        nc.peer_urls = config.peers.iter().map(|p| (p.id, p.grpc.clone())).collect();
+        nc.peer_urls = config
+            .peers
+            .iter()
+            .map(|p| (p.id, (p.raft.clone(), p.grpc.clone())))
+            .collect();
+        // What this node tells peers that ask: its own `[[peers]]` entry, else its gRPC listener when
+        // that names a host others can reach.
         nc.api_url = match config.peers.iter().find(|p| p.id == config.node_id) {
             Some(me) => Some(me.grpc.clone()),
-            None if config.has(Role::Log) => Some(format!("{scheme}://{}", config.grpc_addr)),
+            None if config.has(Role::Log) && !config.grpc_addr.ip().is_unspecified() => {
+                Some(format!("{scheme}://{}", config.grpc_addr))
+            }
             None => None,
         };
         let node = Node::start(nc).await?;

@@ -136,8 +136,9 @@ pub struct NodeConfig {
     /// This node's gRPC API URL, which it tells peers that ask (`Describe`): how a node added at
     /// runtime becomes reachable for forwarded writes without editing the other nodes' configuration.
     pub api_url: Option<String>,
-    /// The peers' API URLs known from the configuration; members not in it are asked.
-    pub peer_urls: std::collections::BTreeMap<NodeId, String>,
+    /// The configured peers: (Raft address, API URL) by node id. A member that is not among them, or
+    /// is at another Raft address, is asked for its URL.
+    pub peer_urls: std::collections::BTreeMap<NodeId, (String, String)>,
 }
 
 impl NodeConfig {

@@ -45,6 +45,20 @@ pub enum SequencerError {
 }
 
 impl SequencerError {
+    /// The same error, saying first what an earlier step of the operation already did (a refusal's
+    /// "nothing was changed" then holds for this step only).
+    pub fn after(self, done: &str) -> Self {
+        let put = |m: String| format!("{done}: {m}");
+        match self {
+            Self::Invalid(m) => Self::Invalid(put(m)),
+            Self::Timeout(m) => Self::Timeout(put(m)),
+            Self::Retryable(m) => Self::Retryable(put(m)),
+            Self::Refused(m) => Self::Refused(put(m)),
+            Self::Fatal(m) => Self::Fatal(put(m)),
+            other => other,
+        }
+    }
+
     /// Whether retrying the same request later can succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -13,12 +13,15 @@
 //!
 //! # Every change
 //!
-//! Each configuration change first confirms that the leader reaches a majority now (else it is
-//! refused with nothing changed, rather than left in the leader's log to commit later), runs in a task
-//! of its own (a caller that goes away cannot stop openraft between its two steps, joint then final
-//! configuration) and is waited for at most ten seconds (then the caller hears it may still take
-//! effect). A shard found in a joint configuration (its leader failed between the steps) is finished
-//! by repeating the request: the change is proposed again toward the same target.
+//! Each configuration change first confirms that the leader reaches a majority now (else that step
+//! is refused and not taken, rather than left in the leader's log to commit later; an error after an
+//! earlier step says what that step did), runs in a task of its own (a caller that goes away cannot
+//! stop openraft between its two steps, joint then final configuration) and is waited for at most
+//! ten seconds (then the caller hears it may still take effect). A shard found in a joint
+//! configuration (its leader failed between the steps) is finished first by the next add or remove
+//! request: proposed again toward the same target. While the change waits for its commit it holds
+//! the shard's gate shared, so a leadership move meanwhile gives up after its one-second drain and the
+//! balancer retries later.
 //!
 //! # Removing a node
 //!
@@ -100,15 +103,17 @@ pub(crate) struct Directory(RwLock<BTreeMap<NodeId, Entry>>);
 #[derive(Clone)]
 struct Entry {
     url: String,
-    /// The Raft address the member answered at; `None` for a configured URL not yet confirmed.
+    /// The Raft address this holds for: where the member answered, or its configured one.
     at: Option<String>,
 }
 
 impl Directory {
-    pub(crate) fn new(known: BTreeMap<NodeId, String>) -> Self {
+    /// Seeded with the configured peers' (Raft address, API URL): trusted while the member is at that
+    /// address.
+    pub(crate) fn new(known: BTreeMap<NodeId, (String, String)>) -> Self {
         let known = known
             .into_iter()
-            .map(|(id, url)| (id, Entry { url, at: None }))
+            .map(|(id, (raft, url))| (id, Entry { url, at: Some(raft) }))
             .collect();
         Self(RwLock::new(known))
     }
@@ -162,11 +167,16 @@ pub(crate) async fn resolve(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        for (id, addr) in members(&shards) {
-            if id == me || directory.confirmed(id, &addr) {
-                continue;
-            }
-            match describe(&channels, &addr, me).await {
+        let unknown = members(&shards)
+            .into_iter()
+            .filter(|(id, addr)| *id != me && !directory.confirmed(*id, addr));
+        // Asked at once: a member that is down must not hold up learning about the others.
+        let asked = unknown.map(|(id, addr)| {
+            let channels = &channels;
+            async move { (id, describe(channels, &addr, me).await, addr) }
+        });
+        for (id, answer, addr) in futures::future::join_all(asked).await {
+            match answer {
                 Ok(Identity {
                     id: said,
                     api_url: Some(url),
@@ -228,7 +238,24 @@ async fn commit(
     }
 }
 
-/// Makes the learner `id` a voter of `s` (or finishes that change).
+/// `s`'s configuration ([`config_of`]) once no change is under way: a joint configuration left by a
+/// leader that failed between openraft's two steps is finished first (proposed again toward the same
+/// target); until then nothing else could change, nor could leadership move.
+async fn finished_config(
+    timing: &RaftTiming,
+    me: NodeId,
+    s: &Arc<HostedShard>,
+) -> Result<(BTreeSet<NodeId>, BTreeMap<NodeId, String>, bool), SequencerError> {
+    let config = config_of(s);
+    if !config.2 {
+        return Ok(config);
+    }
+    tracing::info!(shard = s.id(), "finishing a membership change left half done");
+    commit(timing, me, s, ChangeMembers::AddVoterIds(BTreeSet::new()), true).await?;
+    Ok(config_of(s))
+}
+
+/// Makes the learner `id` a voter of `s`.
 async fn promote(
     timing: &RaftTiming,
     me: NodeId,
@@ -278,7 +305,7 @@ pub(crate) async fn add(
     if id == 0 {
         return Err(SequencerError::Invalid("node ids start at 1".into()));
     }
-    let (target, nodes, joint) = config_of(s);
+    let (target, nodes, _) = finished_config(timing, me, s).await?;
     if let Some(known) = nodes.get(&id)
         && known != addr
     {
@@ -287,10 +314,6 @@ pub(crate) async fn add(
         )));
     }
     if target.contains(&id) {
-        if joint {
-            // An interrupted promotion: finish it.
-            promote(timing, me, s, id).await?;
-        }
         return Ok(());
     }
     let who = describe(channels, addr, me)
@@ -331,7 +354,11 @@ pub(crate) async fn add(
             )));
         }
     }
-    promote(timing, me, s, id).await?;
+    promote(timing, me, s, id).await.map_err(|e| {
+        e.after(&format!(
+            "node {id} is a learner of shard {shard}, not yet a voter"
+        ))
+    })?;
     tracing::info!(shard, node = id, "node added as a voter");
     Ok(())
 }
@@ -347,7 +374,7 @@ pub(crate) async fn remove(
 ) -> Result<(), SequencerError> {
     let shard = s.id();
     ensure_leader(me, s)?;
-    let (target, nodes, joint) = config_of(s);
+    let (target, nodes, _) = finished_config(timing, me, s).await?;
     if !nodes.contains_key(&id) {
         return Ok(());
     }
@@ -390,15 +417,14 @@ pub(crate) async fn remove(
             "removing node {id} from shard {shard} needs a majority of the remaining voters {remaining:?} to answer; {silent:?} do not"
         )));
     }
-    if target.contains(&id) || joint {
+    if target.contains(&id) {
         let addr = nodes.get(&id).cloned().unwrap_or_default();
         let answers = crate::placement::hosts(channels, timing, me, shard, &addr)
             .await
             .is_ok();
         // First a learner: learners still receive the log, so the node learns that it no longer
         // votes (the configuration without it at all may never reach it: the leader stops
-        // replicating to a node once it is gone), and a learner never stands for election. (Also
-        // finishes an interrupted change.)
+        // replicating to a node once it is gone), and a learner never stands for election.
         let demoted = commit(
             timing,
             me,
@@ -424,14 +450,12 @@ pub(crate) async fn remove(
             );
         }
     }
-    commit(
-        timing,
-        me,
-        s,
-        ChangeMembers::RemoveNodes(BTreeSet::from([id])),
-        false,
-    )
-    .await?;
+    let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+    commit(timing, me, s, change, false).await.map_err(|e| {
+        e.after(&format!(
+            "node {id} is a learner of shard {shard}, no longer a voter"
+        ))
+    })?;
     tracing::info!(shard, node = id, "node removed");
     Ok(())
 }

@@ -207,7 +207,9 @@ pub(crate) async fn confirm_quorum(
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => {
                 let text = e.to_string();
-                if let e @ SequencerError::NotLeader { .. } = map_write_err(shard, e) {
+                if let e @ (SequencerError::NotLeader { .. } | SequencerError::Fatal(_)) =
+                    map_write_err(shard, e)
+                {
                     return Err(e);
                 }
                 why = text;
