@@ -57,7 +57,7 @@ use crate::config::RaftTiming;
 use crate::error::SequencerError;
 use crate::network::Channels;
 use crate::shard::{HostedShard, ensure_leader, map_write_err};
-use crate::types::NodeId;
+use crate::types::{NodeId, ShardId};
 
 /// How often a node looks for members whose API URL it does not know.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
@@ -458,4 +458,93 @@ pub(crate) async fn remove(
     })?;
     tracing::info!(shard, node = id, "node removed");
     Ok(())
+}
+
+/// Membership changes and the member directory, as the node's API.
+impl crate::Node {
+    /// Adds `id` as a learner of `shard` (this node must lead it) and waits until it has caught up.
+    pub async fn add_learner(&self, shard: ShardId, id: NodeId, addr: String) -> Result<(), SequencerError> {
+        let s = self.shard(shard)?;
+        let _writing = s.gate.read().await;
+        s.raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+            .map_err(|e| map_write_err(shard, e))?;
+        Ok(())
+    }
+
+    /// Makes `voters` the voting members of `shard` (this node must lead it); other members become
+    /// learners if `keep_learners`, or are removed.
+    pub async fn change_membership(
+        &self,
+        shard: ShardId,
+        voters: BTreeSet<NodeId>,
+        keep_learners: bool,
+    ) -> Result<(), SequencerError> {
+        let s = self.shard(shard)?;
+        let _writing = s.gate.read().await;
+        s.raft
+            .change_membership(voters, keep_learners)
+            .await
+            .map_err(|e| map_write_err(shard, e))?;
+        Ok(())
+    }
+
+    /// Makes the running node `id`, reached at the Raft address `addr`, a voter of `shard` (this
+    /// node must lead it): checks who answers there, adds it as a learner, waits at most `catch_up`
+    /// for it to catch up, then promotes it. Returns at once if it is a voter already. See
+    /// `membership`.
+    pub async fn add_member(
+        &self,
+        shard: ShardId,
+        id: NodeId,
+        addr: &str,
+        catch_up: Duration,
+    ) -> Result<(), SequencerError> {
+        let s = self.shard(shard)?;
+        let inner = &self.inner;
+        crate::membership::add(
+            &inner.channels,
+            &inner.config.timing,
+            inner.id,
+            s,
+            id,
+            addr,
+            catch_up,
+        )
+        .await
+    }
+
+    /// Removes node `id` from `shard`'s group (this node must lead it); returns at once if it is not
+    /// a member. Asked to remove itself, this node hands the leadership to another voter and answers
+    /// `NotLeader` naming it. [`SequencerError::Refused`] (nothing changed) when a majority of the
+    /// remaining voters does not answer. See `membership`.
+    pub async fn remove_member(&self, shard: ShardId, id: NodeId) -> Result<(), SequencerError> {
+        let s = self.shard(shard)?;
+        let inner = &self.inner;
+        crate::membership::remove(&inner.channels, &inner.config.timing, inner.id, s, id).await
+    }
+
+    /// The gRPC API URL of node `id`: as the member told this node, else from the configuration.
+    pub fn api_url(&self, id: NodeId) -> Option<String> {
+        if id == self.inner.id {
+            return self.inner.config.api_url.clone();
+        }
+        self.inner.directory.get(id)
+    }
+
+    /// Whether this node votes in none of its shards' groups although they have a configuration:
+    /// it was removed from the cluster (it learns so as a learner first, see `membership`), or it
+    /// is a learner still being added. Its API then refuses writes, so clients go to other nodes.
+    pub fn removed(&self) -> bool {
+        let me = self.inner.id;
+        !self.inner.shards.is_empty()
+            && self.inner.shards.values().all(|s| {
+                let metrics = s.raft.metrics();
+                let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                // An uninitialized group (a node waiting to be added) has no members yet.
+                m.membership_config.log_id().is_some() && !membership.voter_ids().any(|id| id == me)
+            })
+    }
 }

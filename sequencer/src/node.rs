@@ -1,7 +1,7 @@
 //! A sequencer node: starts the Raft groups of the shards it hosts with their proposers and publishers
 //! (each shard's runtime is in `shard.rs`), and is the library API the log-server calls.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,15 +29,15 @@ use crate::{proposer, publisher};
 pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the node's tasks and the Raft server share.
-struct NodeInner {
-    id: NodeId,
-    config: NodeConfig,
-    shards: HashMap<ShardId, Arc<HostedShard>>,
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    pub(crate) config: NodeConfig,
+    pub(crate) shards: HashMap<ShardId, Arc<HostedShard>>,
     partitions: Arc<Partitions>,
     /// Channels to the peers' Raft listeners (shared with every shard's Raft network).
-    channels: Channels,
+    pub(crate) channels: Channels,
     /// The members' gRPC API URLs.
-    directory: Arc<crate::membership::Directory>,
+    pub(crate) directory: Arc<crate::membership::Directory>,
 }
 
 impl RaftRegistry for NodeInner {
@@ -102,7 +102,7 @@ pub struct GroupStatus {
 
 /// A running node. Dropping it without [`Node::shutdown`] leaves tasks running until the runtime ends.
 pub struct Node {
-    inner: Arc<NodeInner>,
+    pub(crate) inner: Arc<NodeInner>,
     db: Arc<rocksdb::DB>,
     addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -300,7 +300,7 @@ impl Node {
         ids
     }
 
-    fn shard(&self, id: ShardId) -> Result<&Arc<HostedShard>, SequencerError> {
+    pub(crate) fn shard(&self, id: ShardId) -> Result<&Arc<HostedShard>, SequencerError> {
         self.inner.shards.get(&id).ok_or(SequencerError::UnknownShard(id))
     }
 
@@ -395,92 +395,6 @@ impl Node {
             applied_index: m.last_applied.map(|l| l.index),
             matched,
         })
-    }
-
-    /// Adds `id` as a learner of `shard` (this node must lead it) and waits until it has caught up.
-    pub async fn add_learner(&self, shard: ShardId, id: NodeId, addr: String) -> Result<(), SequencerError> {
-        let s = self.shard(shard)?;
-        let _writing = s.gate.read().await;
-        s.raft
-            .add_learner(id, BasicNode::new(addr), true)
-            .await
-            .map_err(|e| map_write_err(shard, e))?;
-        Ok(())
-    }
-
-    /// Makes `voters` the voting members of `shard` (this node must lead it); other members become
-    /// learners if `keep_learners`, or are removed.
-    pub async fn change_membership(
-        &self,
-        shard: ShardId,
-        voters: BTreeSet<NodeId>,
-        keep_learners: bool,
-    ) -> Result<(), SequencerError> {
-        let s = self.shard(shard)?;
-        let _writing = s.gate.read().await;
-        s.raft
-            .change_membership(voters, keep_learners)
-            .await
-            .map_err(|e| map_write_err(shard, e))?;
-        Ok(())
-    }
-
-    /// Makes the running node `id`, reached at the Raft address `addr`, a voter of `shard` (this
-    /// node must lead it): checks who answers there, adds it as a learner, waits at most `catch_up`
-    /// for it to catch up, then promotes it. Returns at once if it is a voter already. See
-    /// `membership`.
-    pub async fn add_member(
-        &self,
-        shard: ShardId,
-        id: NodeId,
-        addr: &str,
-        catch_up: Duration,
-    ) -> Result<(), SequencerError> {
-        let s = self.shard(shard)?;
-        let inner = &self.inner;
-        crate::membership::add(
-            &inner.channels,
-            &inner.config.timing,
-            inner.id,
-            s,
-            id,
-            addr,
-            catch_up,
-        )
-        .await
-    }
-
-    /// Removes node `id` from `shard`'s group (this node must lead it); returns at once if it is not
-    /// a member. Asked to remove itself, this node hands the leadership to another voter and answers
-    /// `NotLeader` naming it. [`SequencerError::Refused`] (nothing changed) when a majority of the
-    /// remaining voters does not answer. See `membership`.
-    pub async fn remove_member(&self, shard: ShardId, id: NodeId) -> Result<(), SequencerError> {
-        let s = self.shard(shard)?;
-        let inner = &self.inner;
-        crate::membership::remove(&inner.channels, &inner.config.timing, inner.id, s, id).await
-    }
-
-    /// The gRPC API URL of node `id`: as the member told this node, else from the configuration.
-    pub fn api_url(&self, id: NodeId) -> Option<String> {
-        if id == self.inner.id {
-            return self.inner.config.api_url.clone();
-        }
-        self.inner.directory.get(id)
-    }
-
-    /// Whether this node votes in none of its shards' groups although they have a configuration:
-    /// it was removed from the cluster (it learns so as a learner first, see `membership`), or it
-    /// is a learner still being added. Its API then refuses writes, so clients go to other nodes.
-    pub fn removed(&self) -> bool {
-        let me = self.inner.id;
-        !self.inner.shards.is_empty()
-            && self.inner.shards.values().all(|s| {
-                let metrics = s.raft.metrics();
-                let m = metrics.borrow();
-                let membership = m.membership_config.membership();
-                // An uninitialized group (a node waiting to be added) has no members yet.
-                m.membership_config.log_id().is_some() && !membership.voter_ids().any(|id| id == me)
-            })
     }
 
     /// Appends entries to a shard; returns once they are committed on a majority and applied, with each
