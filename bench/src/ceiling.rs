@@ -102,6 +102,12 @@ impl Log for Ceiling {
     ) -> Result<Response<cairn_proto::v1::RemoveNodeResponse>, Status> {
         Err(Status::unimplemented("ceiling server"))
     }
+    async fn add_shard(
+        &self,
+        _: Request<cairn_proto::v1::AddShardRequest>,
+    ) -> Result<Response<cairn_proto::v1::AddShardResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
 }
 
 /// Starts the ceiling server on a loopback port; returns its URL and a stop handle.

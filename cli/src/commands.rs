@@ -360,14 +360,46 @@ pub async fn cluster_transfer_leader(admin: &AdminArgs, shard: u32, to: u64) -> 
 /// `cairn cluster add-node`.
 pub async fn cluster_add_node(admin: &AdminArgs, id: u64, raft: &str) -> anyhow::Result<ExitCode> {
     let shards = admin.client()?.add_node(id, raft).await?;
-    println!("node {id} is a voter of shards {shards:?}");
+    println!("node {id} is a voter of {}", groups(&shards));
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cairn cluster remove-node`.
 pub async fn cluster_remove_node(admin: &AdminArgs, id: u64) -> anyhow::Result<ExitCode> {
     let shards = admin.client()?.remove_node(id).await?;
-    println!("node {id} is no longer a member of shards {shards:?}; it can be stopped");
+    println!(
+        "node {id} is no longer a member of {}; it can be stopped",
+        groups(&shards)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Raft groups as an operator reads them: the control group (id 0), then the shards.
+fn groups(ids: &[u32]) -> String {
+    let shards: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != cairn_sequencer::CONTROL)
+        .collect();
+    if shards.len() == ids.len() {
+        format!("shards {shards:?}")
+    } else {
+        format!("the control group and shards {shards:?}")
+    }
+}
+
+/// `cairn shard add` through the running cluster.
+pub async fn shard_add_live(
+    admin: &AdminArgs,
+    req: cairn_proto::v1::AddShardRequest,
+) -> anyhow::Result<ExitCode> {
+    let id = req.shard_id;
+    let (state, waiting) = admin.client()?.add_shard(req).await?;
+    if waiting.is_empty() {
+        println!("shard {id} is {state}");
+    } else {
+        println!("shard {id} is {state}: waiting for {waiting}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

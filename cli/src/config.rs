@@ -50,9 +50,14 @@ pub struct ServeConfig {
     /// Submitters and their tokens; none means anonymous writes, allowed only on loopback.
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
-    /// Token for `cairn shard freeze`.
+    /// Token for `cairn shard freeze|add` and `cairn cluster`.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Where this sequencer finds the signing keys of shards added at runtime (`cairn shard add`
+    /// without `--config`): `shard-<id>.key` files (`cairn keygen`, mode 0600), relative to
+    /// `data_dir` unless absolute; default `keys`. In Kubernetes, a mounted Secret.
+    #[serde(default)]
+    pub key_dir: Option<PathBuf>,
     /// Batching and publishing.
     #[serde(default)]
     pub tuning: Tuning,
@@ -397,6 +402,7 @@ impl ServeConfig {
             ],
             tenants: Vec::new(),
             admin_token: None,
+            key_dir: None,
             tuning: Tuning::default(),
             sigstore: SigstoreFile::default(),
             witnessing: WitnessingFile::default(),
@@ -422,6 +428,12 @@ impl ServeConfig {
             .any(|r| matches!(r, Role::Sequencer | Role::Log | Role::Tiles));
         if config.shards.is_empty() && serves_shards {
             bail!("at least one [[shards]] is required (the sequencer, log and tiles roles serve them)");
+        }
+        if config.shards.iter().any(|s| s.id == cairn_sequencer::CONTROL) {
+            bail!(
+                "shard id {} is the control group's (the replicated shard map); give the shard another id",
+                cairn_sequencer::CONTROL
+            );
         }
         let mut ids: Vec<u32> = config.shards.iter().map(|s| s.id).collect();
         ids.sort_unstable();
@@ -526,4 +538,18 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<Signer> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
     Signer::parse(text.trim()).with_context(|| format!("parsing key file {}", path.display()))
+}
+
+/// The signing keys of shards added at runtime, as files `shard-<id>.key` in a directory.
+#[derive(Debug)]
+pub struct KeyDir(pub PathBuf);
+
+impl cairn_sequencer::KeyProvider for KeyDir {
+    fn signer(&self, shard: &cairn_store::Shard) -> Result<Option<Signer>, String> {
+        let path = self.0.join(format!("shard-{}.key", shard.id));
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_key_file(&path).map(Some).map_err(|e| format!("{e:#}"))
+    }
 }

@@ -213,17 +213,34 @@ enum ShardCommand {
         #[command(flatten)]
         tls: commands::TlsArgs,
     },
-    /// Add a shard to a configuration file (generating its key); nodes pick it up when restarted.
+    /// Add a shard. Through the running cluster (admin token): it is planned at once and active once
+    /// a majority of the sequencers hold its key in their key directory (`keys/shard-<id>.key` under
+    /// the data directory) and its window has started; no restart. With `--config`: appends it to a
+    /// configuration file (generating its key), and nodes pick it up when restarted.
     Add {
-        /// Configuration file to extend.
+        /// Configuration file to extend instead (the offline way).
         #[arg(long)]
-        config: PathBuf,
-        /// New shard id.
+        config: Option<PathBuf>,
+        /// New shard id (never reused).
         #[arg(long)]
         id: u32,
         /// Its origin.
         #[arg(long)]
         origin: String,
+        /// Its verifier key (`cairn keygen` prints it).
+        #[arg(long, conflicts_with_all = ["config", "key_file"])]
+        vkey: Option<String>,
+        /// Or the key file to read the verifier key from.
+        #[arg(long, conflicts_with = "config")]
+        key_file: Option<PathBuf>,
+        /// Start of its window (Unix seconds): it takes entries from then on.
+        #[arg(long)]
+        valid_from: Option<u64>,
+        /// End of its window (Unix seconds): its leader freezes it then.
+        #[arg(long)]
+        valid_until: Option<u64>,
+        #[command(flatten)]
+        admin: commands::AdminArgs,
     },
 }
 
@@ -348,7 +365,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 id,
                 tls,
             } => commands::shard_freeze(&server, token, id, &tls).await,
-            ShardCommand::Add { config, id, origin } => commands::shard_add(&config, id, &origin),
+            ShardCommand::Add {
+                config: Some(config),
+                id,
+                origin,
+                ..
+            } => commands::shard_add(&config, id, &origin),
+            ShardCommand::Add {
+                config: None,
+                id,
+                origin,
+                vkey,
+                key_file,
+                valid_from,
+                valid_until,
+                admin,
+            } => {
+                let vkey = match (vkey, key_file) {
+                    (Some(v), _) => v,
+                    (None, Some(path)) => cairn_cli::config::read_key_file(&path)?.verifier().to_string(),
+                    (None, None) => anyhow::bail!(
+                        "give --vkey or --key-file (or --config to extend a configuration file)"
+                    ),
+                };
+                commands::shard_add_live(
+                    &admin,
+                    cairn_proto::v1::AddShardRequest {
+                        shard_id: id,
+                        origin,
+                        vkey,
+                        kind: String::new(),
+                        base_url: String::new(),
+                        valid_from: valid_from.unwrap_or(0),
+                        valid_until: valid_until.unwrap_or(0),
+                    },
+                )
+                .await
+            }
         },
         Command::Cluster { command } => match command {
             ClusterCommand::Status { admin, json } => commands::cluster_status(&admin, json).await,

@@ -207,6 +207,12 @@ fn resolve_shards(
     Ok(out)
 }
 
+/// The shards added at runtime, as the sequencer in this process has applied the control log.
+fn catalog(node: &Arc<Node>) -> cairn_store::Catalog {
+    let weak: Weak<Node> = Arc::downgrade(node);
+    cairn_store::Catalog::new(move || weak.upgrade().map(|n| n.catalog()).unwrap_or_default())
+}
+
 /// How often the `[tls]` files are checked for changes.
 const TLS_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -338,6 +344,9 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         nc.balance_interval = (config.tuning.balance_leaders_ms > 0)
             .then(|| Duration::from_millis(config.tuning.balance_leaders_ms));
         nc.tls = tls.clone();
+        nc.keys = Some(Arc::new(crate::config::KeyDir(
+            config.data_path(config.key_dir.as_deref().unwrap_or(Path::new("keys"))),
+        )));
         nc.peer_urls = config
             .peers
             .iter()
@@ -447,6 +456,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         }
         let mut lc = LogServerConfig::new(shards.iter().map(|s| s.config.shard.clone()).collect());
         lc.kinds = kinds.clone();
+        lc.catalog = node.as_ref().map(catalog);
         if let Some(names) = &config.sigstore.key_details {
             lc.sigstore_policy = cairn_sigstore::Policy::from_names(names)
                 .map_err(|e| anyhow::anyhow!("[sigstore] key_details: {e}"))?;
@@ -515,6 +525,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         );
         tc.cache = cache.clone();
         tc.kinds = kinds.clone();
+        tc.catalog = node.as_ref().map(catalog);
         tc.valid_from = shards
             .iter()
             .filter_map(|s| {

@@ -507,6 +507,17 @@ impl LogClient {
         Ok(self.raw.add_node(req).await?.into_inner().shards)
     }
 
+    /// Adds a shard through the cluster's control group (admin token); returns its state (`planned`
+    /// or `active`) and, while planned, what it waits for. Safe to repeat.
+    pub async fn add_shard(
+        &mut self,
+        req: cairn_proto::v1::AddShardRequest,
+    ) -> Result<(String, String), ClientError> {
+        let req = self.request(req)?;
+        let reply = self.raw.add_shard(req).await?.into_inner();
+        Ok((reply.state, reply.waiting_for))
+    }
+
     /// Removes sequencer `node` from every shard's group (admin token); returns the shards. Safe to
     /// repeat.
     pub async fn remove_node(&mut self, node: u64) -> Result<Vec<u32>, ClientError> {

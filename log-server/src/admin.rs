@@ -7,8 +7,8 @@ use cairn_proto::metadata::FORWARDED_SHARD;
 use std::time::Duration;
 
 use cairn_proto::v1::{
-    AddNodeRequest, ClusterStatusResponse, GroupStatus, MemberProgress, RemoveNodeRequest,
-    TransferLeaderRequest,
+    AddNodeRequest, AddShardRequest, AddShardResponse, ClusterStatusResponse, GroupStatus, MemberProgress,
+    RemoveNodeRequest, TransferLeaderRequest,
 };
 use cairn_sequencer::{Node, NodeId, ShardId};
 use tonic::metadata::MetadataMap;
@@ -108,11 +108,84 @@ impl Inner {
         Ok(())
     }
 
-    /// The shards a membership request names: one, or every shard this sequencer hosts.
-    fn member_shards(&self, shard: ShardId) -> Result<Vec<ShardId>, LogError> {
+    /// Adds a shard through the control group (`AddShard`).
+    pub(crate) async fn add_shard(
+        &self,
+        metadata: &MetadataMap,
+        req: AddShardRequest,
+    ) -> Result<AddShardResponse, LogError> {
+        self.auth.admin(metadata)?;
         let node = self.node.as_ref().ok_or_else(no_sequencer)?;
-        if shard == 0 {
-            return Ok(node.shard_ids());
+        let id = req.shard_id;
+        if id == cairn_sequencer::CONTROL {
+            return Err(LogError::Invalid(format!(
+                "shard_id must be set, and not {}: that is the control group's",
+                cairn_sequencer::CONTROL
+            )));
+        }
+        if req.origin.is_empty() || req.vkey.is_empty() {
+            return Err(LogError::Invalid(
+                "origin and vkey must be set (`cairn keygen --origin <origin>` prints the vkey)".into(),
+            ));
+        }
+        let kind = match req.kind.as_str() {
+            "" | "opaque" => cairn_store::ShardKind::Opaque,
+            "sigstore" => {
+                return Err(LogError::Invalid(
+                    "Sigstore shards are added by configuration for now: the trust documents that list them are built when the read path starts".into(),
+                ));
+            }
+            other => {
+                return Err(LogError::Invalid(format!(
+                    "kind {other:?} is unknown: opaque or sigstore"
+                )));
+            }
+        };
+        if let Some(s) = self
+            .config
+            .shards
+            .iter()
+            .find(|s| s.id == id || s.origin == req.origin)
+        {
+            return Err(LogError::Invalid(format!(
+                "shard {} ({}) is in the configuration already",
+                s.id, s.origin
+            )));
+        }
+        let spec = cairn_sequencer::ShardSpec {
+            shard: cairn_store::Shard {
+                id,
+                origin: req.origin,
+                vkey: req.vkey,
+            },
+            kind,
+            base_url: (!req.base_url.is_empty()).then_some(req.base_url),
+            valid_from: (req.valid_from > 0).then_some(req.valid_from),
+            valid_until: (req.valid_until > 0).then_some(req.valid_until),
+        };
+        node.add_shard(spec).await.map_err(|e| self.seq_err(e))?;
+        let state = node
+            .catalog()
+            .into_iter()
+            .find(|l| l.id == id)
+            .map_or(cairn_store::Lifecycle::Planned, |l| l.state);
+        Ok(AddShardResponse {
+            state: state.as_str().into(),
+            waiting_for: node.waiting_for(id).unwrap_or_default(),
+        })
+    }
+
+    /// The groups a membership request names: one shard's, or every group this sequencer hosts (the
+    /// control group's and every shard's).
+    /// A request one node forwarded to a group's leader names that one group, the control group's
+    /// id 0 included.
+    fn member_shards(&self, shard: ShardId, metadata: &MetadataMap) -> Result<Vec<ShardId>, LogError> {
+        let node = self.node.as_ref().ok_or_else(no_sequencer)?;
+        if shard == cairn_sequencer::CONTROL {
+            if metadata.get(FORWARDED_SHARD).is_some() {
+                return Ok(vec![shard]);
+            }
+            return Ok(node.group_ids());
         }
         self.shard(shard)?;
         Ok(vec![shard])
@@ -136,7 +209,7 @@ impl Inner {
                     .into(),
             ));
         }
-        let shards = self.member_shards(req.shard_id)?;
+        let shards = self.member_shards(req.shard_id, metadata)?;
         self.each_shard(metadata, &shards, Change::Add(&req)).await?;
         Ok(shards)
     }
@@ -154,7 +227,7 @@ impl Inner {
                 "node_id must be set (node ids start at 1)".into(),
             ));
         }
-        let shards = self.member_shards(req.shard_id)?;
+        let shards = self.member_shards(req.shard_id, metadata)?;
         self.each_shard(metadata, &shards, Change::Remove(req.node_id))
             .await?;
         Ok(shards)

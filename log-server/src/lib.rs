@@ -64,6 +64,8 @@ pub struct LogServerConfig {
     /// What each shard logs (a shard not listed is opaque). Entries are routed among the active shards
     /// of their kind: `cairn.v1.Log` writes to opaque shards, the Rekor v2 API to Sigstore shards.
     pub kinds: BTreeMap<ShardId, ShardKind>,
+    /// Shards added while the process runs (the cluster's control group), beside `shards`.
+    pub catalog: Option<cairn_store::Catalog>,
     /// The signing algorithms Sigstore shards accept.
     pub sigstore_policy: cairn_sigstore::Policy,
     /// gRPC URL (`http://host:port`, or `https://` with TLS) of each sequencer node's log API, for
@@ -92,6 +94,7 @@ impl LogServerConfig {
         Self {
             shards,
             kinds: BTreeMap::new(),
+            catalog: None,
             sigstore_policy: cairn_sigstore::Policy::default(),
             peers: BTreeMap::new(),
             tls: None,

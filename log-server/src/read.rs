@@ -12,10 +12,17 @@ use crate::error::LogError;
 use crate::service::Inner;
 
 impl Inner {
-    pub(crate) fn reader(&self, shard: ShardId) -> Result<&Arc<TileReader<Bucket>>, LogError> {
-        self.readers
-            .get(&shard)
-            .ok_or_else(|| LogError::NotFound(format!("unknown shard {shard}")))
+    pub(crate) fn reader(&self, shard: ShardId) -> Result<Arc<TileReader<Bucket>>, LogError> {
+        if let Some(r) = self.readers.lock().ok().and_then(|r| r.get(&shard).cloned()) {
+            return Ok(r);
+        }
+        // A shard added at runtime: its reader is made on first use.
+        let s = self.shard(shard)?;
+        let reader = Arc::new(self.new_reader(&s)?);
+        if let Ok(mut r) = self.readers.lock() {
+            r.entry(shard).or_insert_with(|| reader.clone());
+        }
+        Ok(reader)
     }
 
     /// The shard's latest checkpoint in object storage, verified with its key.

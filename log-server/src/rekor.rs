@@ -66,6 +66,19 @@ impl Rekor {
         }
         Ok(Self { server, log_ids })
     }
+
+    /// A Sigstore shard's log id: configured, or from the key of a shard added at runtime.
+    fn log_id(&self, shard: ShardId) -> Option<[u8; 32]> {
+        if let Some(id) = self.log_ids.get(&shard) {
+            return Some(*id);
+        }
+        let inner = &self.server.inner;
+        if inner.kind(shard) != ShardKind::Sigstore {
+            return None;
+        }
+        let key = inner.shard(shard).ok()?.verifier().ok()?;
+        Some(cairn_sigstore::log_id(&key))
+    }
 }
 
 /// The Rekor v2 write routes, for the HTTP listener of a process running the log role. Fails if a
@@ -149,7 +162,7 @@ impl Rekor {
         if result.duplicate {
             return Err(Refused::Duplicate(result.index));
         }
-        let log_id = self.log_ids.get(&result.shard_id).copied().ok_or_else(|| {
+        let log_id = self.log_id(result.shard_id).ok_or_else(|| {
             Refused::Log(LogError::Internal(format!(
                 "the entry went to shard {}, which is not a Sigstore shard",
                 result.shard_id

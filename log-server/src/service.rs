@@ -9,11 +9,11 @@ use cairn_proto::metadata::FORWARDED_SHARD;
 use cairn_proto::v1::log_client::LogClient;
 use cairn_proto::v1::log_server::{Log, LogServer as LogService};
 use cairn_proto::v1::{
-    AddEntriesRequest, AddEntriesResponse, AddNodeRequest, AddNodeResponse, ClusterStatusRequest,
-    ClusterStatusResponse, FreezeShardRequest, FreezeShardResponse, GetCheckpointRequest,
-    GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest, ListShardsRequest,
-    ListShardsResponse, ProofResponse, RemoveNodeRequest, RemoveNodeResponse, TransferLeaderRequest,
-    TransferLeaderResponse,
+    AddEntriesRequest, AddEntriesResponse, AddNodeRequest, AddNodeResponse, AddShardRequest,
+    AddShardResponse, ClusterStatusRequest, ClusterStatusResponse, FreezeShardRequest, FreezeShardResponse,
+    GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest,
+    ListShardsRequest, ListShardsResponse, ProofResponse, RemoveNodeRequest, RemoveNodeResponse,
+    TransferLeaderRequest, TransferLeaderResponse,
 };
 use cairn_sequencer::{Node, SequencerError, ShardId};
 use cairn_store::{Bucket, Lifecycle, Shard, ShardKind, ShardListing, TileReader};
@@ -42,8 +42,11 @@ pub(crate) struct Inner {
     pub(crate) metrics: ApiMetrics,
     pub(crate) config: LogServerConfig,
     pub(crate) node: Option<Arc<Node>>,
-    /// Each shard's published log, verified against its key.
-    pub(crate) readers: HashMap<ShardId, Arc<TileReader<Bucket>>>,
+    /// Each shard's published log, verified against its key (made on first use).
+    pub(crate) readers: Mutex<HashMap<ShardId, Arc<TileReader<Bucket>>>>,
+    /// Where the shards publish, and the tile cache proofs read through.
+    bucket: Bucket,
+    cache: cairn_store::TileCache,
     pub(crate) auth: Auth,
     /// gRPC clients of peers, by URL.
     pub(crate) clients: Mutex<HashMap<String, LogClient<Channel>>>,
@@ -58,21 +61,16 @@ impl LogServer {
     pub fn new(config: LogServerConfig, backend: Backend) -> Result<Self, LogError> {
         let mut readers = HashMap::new();
         for s in &config.shards {
-            let key = s
-                .verifier()
-                .map_err(|e| LogError::Invalid(format!("shard {}: verifier key: {e}", s.id)))?;
-            // Every request reads the stored checkpoint afresh (as the read path's short TTL would
-            // otherwise hide a just-published one); tiles come from the cache.
-            let reader = TileReader::new(backend.bucket.child(&s.prefix()), key, backend.cache.clone())
-                .with_checkpoint_ttl(std::time::Duration::ZERO);
-            readers.insert(s.id, Arc::new(reader));
+            readers.insert(s.id, Arc::new(new_reader(&backend.bucket, &backend.cache, s)?));
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 auth: Auth::new(&config.auth),
                 config,
                 node: backend.node,
-                readers,
+                readers: Mutex::new(readers),
+                bucket: backend.bucket,
+                cache: backend.cache,
                 clients: Mutex::default(),
                 leaders: Mutex::default(),
                 frozen: Mutex::default(),
@@ -88,32 +86,74 @@ impl LogServer {
 
     /// The shards with their current state.
     pub fn shards(&self) -> Vec<ShardListing> {
-        self.inner
+        self.inner.listings()
+    }
+}
+
+/// A reader of `shard`'s published log. Every request reads the stored checkpoint afresh (as the read
+/// path's short TTL would otherwise hide a just-published one); tiles come from the cache.
+fn new_reader(
+    bucket: &Bucket,
+    cache: &cairn_store::TileCache,
+    s: &Shard,
+) -> Result<TileReader<Bucket>, LogError> {
+    let key = s
+        .verifier()
+        .map_err(|e| LogError::Invalid(format!("shard {}: verifier key: {e}", s.id)))?;
+    Ok(TileReader::new(bucket.child(&s.prefix()), key, cache.clone())
+        .with_checkpoint_ttl(std::time::Duration::ZERO))
+}
+
+impl Inner {
+    pub(crate) fn new_reader(&self, s: &Shard) -> Result<TileReader<Bucket>, LogError> {
+        new_reader(&self.bucket, &self.cache, s)
+    }
+
+    /// Every shard: the configured ones, then those added at runtime, with their state now.
+    pub(crate) fn listings(&self) -> Vec<ShardListing> {
+        let mut out: Vec<ShardListing> = self
             .config
             .shards
             .iter()
             .map(|s| {
-                let state = if self.inner.is_frozen(s.id) {
+                let state = if self.is_frozen(s.id) {
                     Lifecycle::Frozen
                 } else {
                     Lifecycle::Active
                 };
-                ShardListing::new(s.clone(), self.inner.kind(s.id), state)
+                ShardListing::new(s.clone(), self.kind(s.id), state)
             })
-            .collect()
+            .collect();
+        if let Some(catalog) = &self.config.catalog {
+            let added: Vec<ShardListing> = catalog
+                .shards()
+                .into_iter()
+                .filter(|l| !out.iter().any(|c| c.id == l.id))
+                .collect();
+            out.extend(added);
+        }
+        out
     }
-}
 
-impl Inner {
-    pub(crate) fn shard(&self, id: ShardId) -> Result<&Shard, LogError> {
-        self.config
-            .shards
-            .iter()
-            .find(|s| s.id == id)
+    /// A shard added at runtime.
+    fn added(&self, id: ShardId) -> Option<ShardListing> {
+        let catalog = self.config.catalog.as_ref()?;
+        catalog.shards().into_iter().find(|l| l.id == id)
+    }
+
+    pub(crate) fn shard(&self, id: ShardId) -> Result<Shard, LogError> {
+        if let Some(s) = self.config.shards.iter().find(|s| s.id == id) {
+            return Ok(s.clone());
+        }
+        self.added(id)
+            .map(|l| l.shard)
             .ok_or_else(|| LogError::NotFound(format!("unknown shard {id}")))
     }
 
     pub(crate) fn is_frozen(&self, id: ShardId) -> bool {
+        if !self.config.shards.iter().any(|s| s.id == id) {
+            return self.added(id).is_some_and(|l| l.state == Lifecycle::Frozen);
+        }
         match &self.node {
             Some(node) => node.frozen(id).unwrap_or(false),
             None => self.frozen.lock().map(|f| f.contains(&id)).unwrap_or(false),
@@ -122,17 +162,29 @@ impl Inner {
 
     /// What `id` logs.
     pub(crate) fn kind(&self, id: ShardId) -> ShardKind {
-        self.config.kinds.get(&id).copied().unwrap_or_default()
+        match self.config.kinds.get(&id) {
+            Some(k) => *k,
+            None if self.config.shards.iter().any(|s| s.id == id) => ShardKind::default(),
+            None => self.added(id).map(|l| l.kind).unwrap_or_default(),
+        }
     }
 
-    /// The active shards of `kind`, in id order: where entries of that kind are routed.
+    /// The active shards of `kind`, in id order: where entries of that kind are routed. A shard added
+    /// at runtime counts while it is active and its window holds now.
     pub(crate) fn active(&self, kind: ShardKind) -> Vec<ShardId> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut ids: Vec<ShardId> = self
-            .config
-            .shards
-            .iter()
-            .map(|s| s.id)
-            .filter(|id| self.kind(*id) == kind && !self.is_frozen(*id))
+            .listings()
+            .into_iter()
+            .filter(|l| {
+                l.kind == kind
+                    && l.state == Lifecycle::Active
+                    && l.valid_from.is_none_or(|from| from <= now)
+                    && l.valid_until.is_none_or(|until| now < until)
+            })
+            .map(|l| l.id)
             .collect();
         ids.sort_unstable();
         ids
@@ -295,6 +347,15 @@ impl Log for LogServer {
             .await?;
         tracing::info!(shard = body.shard_id, "shard frozen");
         Ok(Response::new(FreezeShardResponse {}))
+    }
+
+    async fn add_shard(&self, req: Request<AddShardRequest>) -> Result<Response<AddShardResponse>, Status> {
+        let (metadata, _, body) = req.into_parts();
+        let (id, origin) = (body.shard_id, body.origin.clone());
+        let span = tracing::info_span!("add_shard", shard = id, %origin);
+        let reply = self.inner.add_shard(&metadata, body).instrument(span).await?;
+        tracing::info!(shard = id, %origin, state = %reply.state, "shard added");
+        Ok(Response::new(reply))
     }
 
     async fn cluster_status(

@@ -93,7 +93,7 @@ impl Inner {
 
     /// The shard a caller named (`POST /logs/<id>/add`), if it takes entries of `kind`.
     fn named_shard(&self, shard: ShardId, kind: ShardKind, active: &[ShardId]) -> Result<ShardId, LogError> {
-        if !self.config.shards.iter().any(|s| s.id == shard) {
+        if self.shard(shard).is_err() {
             return Err(LogError::NotFound(format!(
                 "this log has no shard {shard}; shards.json lists its shards"
             )));
@@ -111,7 +111,7 @@ impl Inner {
         }
         if !active.contains(&shard) {
             return Err(LogError::Frozen(format!(
-                "shard {shard} is frozen and takes no entries; shards.json lists the active ones"
+                "shard {shard} is not active (frozen, or planned) and takes no entries; shards.json lists the active ones"
             )));
         }
         Ok(shard)
@@ -219,7 +219,9 @@ impl Inner {
         metadata: &MetadataMap,
         forwarded: bool,
     ) -> Result<Vec<EntryResult>, LogError> {
-        if let Some(node) = &self.node {
+        // A shard this node does not host (added at runtime; its key is not here) goes to its
+        // leader among the peers, like a write at a server without a sequencer.
+        if let Some(node) = self.node.as_ref().filter(|n| n.hosts(shard)) {
             return match node.leader(shard) {
                 Some(l) if l == node.id() => {
                     // A leader cut off from its majority takes no entries (openraft keeps it leader

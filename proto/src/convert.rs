@@ -19,7 +19,7 @@ impl From<ShardListing> for v1::Shard {
     }
 }
 
-/// A `cairn.v1.Shard` whose state is neither `active` nor `frozen`.
+/// A `cairn.v1.Shard` whose state is not `active`, `frozen` or `planned`.
 #[derive(Debug, thiserror::Error)]
 #[error("shard {id} has unknown state or kind {state:?}")]
 pub struct UnknownState {
@@ -33,15 +33,11 @@ impl TryFrom<v1::Shard> for ShardListing {
     type Error = UnknownState;
 
     fn try_from(s: v1::Shard) -> Result<Self, UnknownState> {
-        let state = match s.state.as_str() {
-            "active" => Lifecycle::Active,
-            "frozen" => Lifecycle::Frozen,
-            _ => {
-                return Err(UnknownState {
-                    id: s.id,
-                    state: s.state,
-                });
-            }
+        let Some(state) = Lifecycle::parse(&s.state) else {
+            return Err(UnknownState {
+                id: s.id,
+                state: s.state,
+            });
         };
         let kind = match s.kind.as_str() {
             "" | "opaque" => ShardKind::Opaque,
@@ -63,6 +59,7 @@ impl TryFrom<v1::Shard> for ShardListing {
             state,
             http_prefix: s.prefix,
             valid_from: None,
+            valid_until: None,
         })
     }
 }

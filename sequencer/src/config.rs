@@ -139,6 +139,9 @@ pub struct NodeConfig {
     /// The configured peers: (Raft address, API URL) by node id. A member that is not among them, or
     /// is at another Raft address, is asked for its URL.
     pub peer_urls: std::collections::BTreeMap<NodeId, (String, String)>,
+    /// Where this node finds the signing keys of shards added at runtime (`control`). Without one it
+    /// hosts only its configured shards.
+    pub keys: Option<Arc<dyn crate::control::KeyProvider>>,
 }
 
 impl NodeConfig {
@@ -168,6 +171,7 @@ impl NodeConfig {
             tls: None,
             api_url: None,
             peer_urls: Default::default(),
+            keys: None,
         }
     }
 

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod membership;
 mod metrics;
@@ -37,6 +38,7 @@ pub use cairn_store::Shard;
 pub use cairn_store::bucket;
 pub use cairn_store::{Bucket, PutError};
 pub use config::{BatchConfig, NodeConfig, RaftTiming, ShardConfig};
+pub use control::{CONTROL, KeyProvider, MapEntry, Phase, ShardMap, ShardSpec};
 pub use error::SequencerError;
 pub use node::{GroupStatus, Node};
 pub use state::ReplicatedState;

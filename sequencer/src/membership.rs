@@ -162,12 +162,12 @@ fn members(shards: &[Arc<HostedShard>]) -> BTreeMap<NodeId, String> {
 pub(crate) async fn resolve(
     channels: Channels,
     me: NodeId,
-    shards: Vec<Arc<HostedShard>>,
+    shards: crate::shard::Hosted,
     directory: Arc<Directory>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let unknown = members(&shards)
+        let unknown = members(&shards.all())
             .into_iter()
             .filter(|(id, addr)| *id != me && !directory.confirmed(*id, addr));
         // Asked at once: a member that is down must not hold up learning about the others.
@@ -507,7 +507,7 @@ impl crate::Node {
             &inner.channels,
             &inner.config.timing,
             inner.id,
-            s,
+            &s,
             id,
             addr,
             catch_up,
@@ -522,7 +522,7 @@ impl crate::Node {
     pub async fn remove_member(&self, shard: ShardId, id: NodeId) -> Result<(), SequencerError> {
         let s = self.shard(shard)?;
         let inner = &self.inner;
-        crate::membership::remove(&inner.channels, &inner.config.timing, inner.id, s, id).await
+        crate::membership::remove(&inner.channels, &inner.config.timing, inner.id, &s, id).await
     }
 
     /// The gRPC API URL of node `id`: as the member told this node, else from the configuration.
@@ -538,8 +538,9 @@ impl crate::Node {
     /// is a learner still being added. Its API then refuses writes, so clients go to other nodes.
     pub fn removed(&self) -> bool {
         let me = self.inner.id;
-        !self.inner.shards.is_empty()
-            && self.inner.shards.values().all(|s| {
+        let groups = self.inner.shards.all();
+        !groups.is_empty()
+            && groups.iter().all(|s| {
                 let metrics = s.raft.metrics();
                 let m = metrics.borrow();
                 let membership = m.membership_config.membership();

@@ -2,14 +2,11 @@
 //! lag, queue depth and pushbacks (read live at each scrape), and proposal and publishing-round latency
 //! histograms. [`crate::Node::registry`] holds them; the process serves them on `/metrics`.
 
-use std::sync::{Arc, Weak};
-
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::shard::HostedShard;
-use crate::types::{NodeId, ShardId};
+use crate::types::NodeId;
 
 /// Histograms and counters updated as things happen.
 #[derive(Clone)]
@@ -60,7 +57,8 @@ impl Recorders {
 /// Gauges computed from the shards' live state at each scrape.
 struct Live {
     node: NodeId,
-    shards: Vec<(ShardId, Weak<HostedShard>)>,
+    /// Weak: the registry may outlive the node (it is shared with the read path), the database must not.
+    shards: std::sync::Weak<crate::shard::HostedGroups>,
     term: IntGaugeVec,
     is_leader: IntGaugeVec,
     last_log: IntGaugeVec,
@@ -102,35 +100,34 @@ impl Collector for Live {
             g.reset();
         }
         self.since_publication.reset();
-        for (id, s) in &self.shards {
-            if let Some(s) = s.upgrade() {
-                let shard = id.to_string();
-                let l = [shard.as_str()];
-                let m = s.raft.metrics().borrow().clone();
-                let leader = m.current_leader == Some(self.node);
-                let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-                self.term.with_label_values(&l).set(as_i64(m.current_term));
-                self.is_leader.with_label_values(&l).set(i64::from(leader));
-                self.last_log
+        let hosted = crate::shard::Hosted::upgrade(&self.shards);
+        for s in hosted.iter().flat_map(|h| h.logs()) {
+            let shard = s.id().to_string();
+            let l = [shard.as_str()];
+            let m = s.raft.metrics().borrow().clone();
+            let leader = m.current_leader == Some(self.node);
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.term.with_label_values(&l).set(as_i64(m.current_term));
+            self.is_leader.with_label_values(&l).set(i64::from(leader));
+            self.last_log
+                .with_label_values(&l)
+                .set(as_i64(m.last_log_index.unwrap_or(0)));
+            self.applied
+                .with_label_values(&l)
+                .set(as_i64(m.last_applied.map_or(0, |x| x.index)));
+            let (state, published) = (s.sm.state().size, s.sm.published().size);
+            self.sequenced.with_label_values(&l).set(as_i64(state));
+            self.published.with_label_values(&l).set(as_i64(published));
+            self.unpublished
+                .with_label_values(&l)
+                .set(as_i64(state.saturating_sub(published)));
+            self.queue
+                .with_label_values(&l)
+                .set(as_i64((s.queue.max_capacity() - s.queue.capacity()) as u64));
+            if leader && let Some(age) = s.since_upload() {
+                self.since_publication
                     .with_label_values(&l)
-                    .set(as_i64(m.last_log_index.unwrap_or(0)));
-                self.applied
-                    .with_label_values(&l)
-                    .set(as_i64(m.last_applied.map_or(0, |x| x.index)));
-                let (state, published) = (s.sm.state().size, s.sm.published().size);
-                self.sequenced.with_label_values(&l).set(as_i64(state));
-                self.published.with_label_values(&l).set(as_i64(published));
-                self.unpublished
-                    .with_label_values(&l)
-                    .set(as_i64(state.saturating_sub(published)));
-                self.queue
-                    .with_label_values(&l)
-                    .set(as_i64((s.queue.max_capacity() - s.queue.capacity()) as u64));
-                if leader && let Some(age) = s.since_upload() {
-                    self.since_publication
-                        .with_label_values(&l)
-                        .set(age.as_secs_f64());
-                }
+                    .set(age.as_secs_f64());
             }
         }
         let mut out: Vec<MetricFamily> = self.gauges().iter().flat_map(|g| g.collect()).collect();
@@ -140,18 +137,11 @@ impl Collector for Live {
 }
 
 /// Creates the node's registry with the live gauges over `shards` and the recorders.
-pub(crate) fn registry<'a>(
-    node: NodeId,
-    shards: impl IntoIterator<Item = (&'a ShardId, &'a Arc<HostedShard>)>,
-    recorders: &Recorders,
-) -> Registry {
+pub(crate) fn registry(node: NodeId, shards: crate::shard::Hosted, recorders: &Recorders) -> Registry {
     let gauge = |name: &str, help: &str| defined(IntGaugeVec::new(Opts::new(name, help), &["shard"]));
     let live = Live {
         node,
-        shards: shards
-            .into_iter()
-            .map(|(id, s)| (*id, Arc::downgrade(s)))
-            .collect(),
+        shards: shards.downgrade(),
         term: gauge("cairn_raft_term", "The shard's current Raft term on this node"),
         is_leader: gauge("cairn_raft_is_leader", "1 on the node that leads the shard"),
         last_log: gauge(

@@ -211,6 +211,9 @@ pub trait RaftRegistry: Send + Sync + 'static {
     fn campaign(&self, shard: ShardId, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
     /// Answers `Describe`: this node's identity (`membership::Identity`), postcard-encoded.
     fn describe(&self) -> Result<Vec<u8>, Status>;
+    /// Answers `Control`: appends a peer's operation to the control log if this node leads the control
+    /// group (`control::Op` in, `Result<(), String>` out, postcard-encoded).
+    fn control(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
 }
 
 /// The gRPC server side of the Raft transport.
@@ -277,6 +280,15 @@ impl<R: RaftRegistry> raft_server::Raft for RaftService<R> {
             return Err(Status::unavailable("partitioned"));
         }
         let payload = self.registry.describe()?;
+        Ok(Response::new(RaftReply { payload }))
+    }
+
+    async fn control(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        if self.registry.partitions().is_blocked(req.from) {
+            return Err(Status::unavailable("partitioned"));
+        }
+        let payload = self.registry.control(req.payload).await?;
         Ok(Response::new(RaftReply { payload }))
     }
 }

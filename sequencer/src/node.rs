@@ -1,7 +1,7 @@
 //! A sequencer node: starts the Raft groups of the shards it hosts with their proposers and publishers
 //! (each shard's runtime is in `shard.rs`), and is the library API the log-server calls.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use crate::metrics;
 pub use crate::config::{BatchConfig, NodeConfig, RaftTiming, ShardConfig};
 use crate::error::SequencerError;
 use crate::network::{Channels, NetworkFactory, Partitions, RaftRegistry, RaftService};
-use crate::shard::{HostedShard, PendingAppend, ensure_leader, map_write_err};
+use crate::shard::{Hosted, HostedShard, PendingAppend, ensure_leader, map_write_err};
 use crate::sm::StateMachine;
 use crate::state::{ReplicatedState, ShardSm};
 use crate::store::{LogStore, open_db};
@@ -32,17 +32,77 @@ pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct NodeInner {
     pub(crate) id: NodeId,
     pub(crate) config: NodeConfig,
-    pub(crate) shards: HashMap<ShardId, Arc<HostedShard>>,
+    pub(crate) shards: Hosted,
     partitions: Arc<Partitions>,
     /// Channels to the peers' Raft listeners (shared with every shard's Raft network).
     pub(crate) channels: Channels,
     /// The members' gRPC API URLs.
     pub(crate) directory: Arc<crate::membership::Directory>,
+    /// The shard map, as the control group's log has it here.
+    pub(crate) map: crate::control::MapCache,
+    db: Arc<rocksdb::DB>,
+    raft_config: Arc<Config>,
+    recorders: metrics::Recorders,
+    stop: watch::Sender<bool>,
+    /// The tasks of every group started here (proposers, publishers) and of the node.
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl NodeInner {
+    /// Starts hosting a shard's Raft group (or the control group): its state machine, Raft instance,
+    /// proposer and publisher. The group joins its cluster when a member initializes it or a leader
+    /// replicates to it. Hosting a shard twice is a no-op.
+    pub(crate) async fn host(&self, sc: ShardConfig) -> Result<(), SequencerError> {
+        let id = sc.shard.id;
+        if self.shards.get(id).is_some() {
+            return Ok(());
+        }
+        let sm = ShardSm::open(self.db.clone(), id).map_err(|e| SequencerError::Fatal(e.to_string()))?;
+        let network = NetworkFactory {
+            shard: id,
+            from: self.id,
+            channels: self.channels.clone(),
+            partitions: self.partitions.clone(),
+        };
+        let raft = Raft::new(
+            self.id,
+            self.raft_config.clone(),
+            network,
+            LogStore::new(self.db.clone(), id),
+            StateMachine(sm.clone()),
+        )
+        .await
+        .map_err(|e| SequencerError::Fatal(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(self.config.batch.queue);
+        let bucket = self.config.bucket.child(&sc.shard.prefix());
+        let shard = Arc::new(HostedShard::new(sc, raft, sm, bucket, tx, self.recorders.clone()));
+        if !self.shards.insert(shard.clone()) {
+            // Started meanwhile by another caller; this instance shares its database keys, so stop it.
+            let _ = shard.raft.shutdown().await;
+            return Ok(());
+        }
+        // The control group takes no entries from clients and publishes nothing.
+        if id != crate::control::CONTROL {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.push(tokio::spawn(proposer::run(
+                shard.clone(),
+                self.config.batch,
+                rx,
+                self.stop.subscribe(),
+            )));
+            tasks.push(tokio::spawn(publisher::run(
+                self.config.publishing(),
+                shard,
+                self.stop.subscribe(),
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl RaftRegistry for NodeInner {
     fn raft(&self, shard: ShardId) -> Option<Raft<TypeConfig>> {
-        self.shards.get(&shard).map(|s| s.raft.clone())
+        self.shards.get(shard).map(|s| s.raft.clone())
     }
 
     fn partitions(&self) -> &Partitions {
@@ -57,11 +117,11 @@ impl RaftRegistry for NodeInner {
         Box::pin(async move {
             let s = self
                 .shards
-                .get(&shard)
+                .get(shard)
                 .ok_or_else(|| tonic::Status::not_found(format!("shard {shard} is not hosted here")))?;
             let req: crate::placement::Campaign = postcard::from_bytes(&payload)
                 .map_err(|e| tonic::Status::invalid_argument(format!("bad campaign payload: {e}")))?;
-            let result = crate::placement::serve_campaign(s, req).await;
+            let result = crate::placement::serve_campaign(&s, req).await;
             postcard::to_allocvec(&result).map_err(|e| tonic::Status::internal(e.to_string()))
         })
     }
@@ -72,6 +132,10 @@ impl RaftRegistry for NodeInner {
             api_url: self.config.api_url.clone(),
         };
         postcard::to_allocvec(&me).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+
+    fn control(&self, payload: Vec<u8>) -> futures::future::BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        Box::pin(async move { Ok(crate::control::serve(self, &payload).await) })
     }
 }
 
@@ -105,8 +169,6 @@ pub struct Node {
     pub(crate) inner: Arc<NodeInner>,
     db: Arc<rocksdb::DB>,
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
     registry: prometheus::Registry,
 }
 
@@ -147,75 +209,41 @@ impl Node {
                 .as_ref()
                 .map(|t| t.connector().with_timeout(Duration::from_millis(500))),
         );
-        let partitions = Arc::new(Partitions::default());
         let (stop, _) = watch::channel(false);
-        let mut shards = HashMap::new();
-        let mut queues = Vec::new();
         let recorders = metrics::recorders();
-        for sc in &config.shards {
-            let sm =
-                ShardSm::open(db.clone(), sc.shard.id).map_err(|e| SequencerError::Fatal(e.to_string()))?;
-            let network = NetworkFactory {
-                shard: sc.shard.id,
-                from: config.id,
-                channels: channels.clone(),
-                partitions: partitions.clone(),
-            };
-            let raft = Raft::new(
-                config.id,
-                raft_config.clone(),
-                network,
-                LogStore::new(db.clone(), sc.shard.id),
-                StateMachine(sm.clone()),
-            )
-            .await
-            .map_err(|e| SequencerError::Fatal(e.to_string()))?;
-            let (tx, rx) = mpsc::channel(config.batch.queue);
-            let bucket = config.bucket.child(&sc.shard.prefix());
-            shards.insert(
-                sc.shard.id,
-                Arc::new(HostedShard::new(
-                    sc.clone(),
-                    raft,
-                    sm,
-                    bucket,
-                    tx,
-                    recorders.clone(),
-                )),
-            );
-            queues.push((sc.shard.id, rx));
-        }
         // The same partition table filters outgoing messages (network factories) and incoming ones (server).
         let inner = Arc::new(NodeInner {
             id: config.id,
             config: config.clone(),
-            shards,
-            partitions,
+            shards: Hosted::default(),
+            partitions: Arc::new(Partitions::default()),
             channels,
             directory: Arc::new(crate::membership::Directory::new(config.peer_urls.clone())),
+            map: Default::default(),
+            db: db.clone(),
+            raft_config,
+            recorders: recorders.clone(),
+            stop: stop.clone(),
+            tasks: Default::default(),
         });
-        let registry = metrics::registry(config.id, &inner.shards, &recorders);
-        let mut tasks = Vec::new();
-        for (id, rx) in queues {
-            let shard = inner.shards[&id].clone();
-            tasks.push(tokio::spawn(proposer::run(
-                shard.clone(),
-                config.batch,
-                rx,
-                stop.subscribe(),
-            )));
-            tasks.push(tokio::spawn(publisher::run(
-                config.publishing(),
-                shard,
-                stop.subscribe(),
-            )));
+        for sc in &config.shards {
+            if sc.shard.id == crate::control::CONTROL {
+                return Err(SequencerError::Invalid(format!(
+                    "shard id {} is the control group's; give the shard another id",
+                    crate::control::CONTROL
+                )));
+            }
+            inner.host(sc.clone()).await?;
         }
+        inner.host(crate::control::control_config()).await?;
+        let registry = metrics::registry(config.id, inner.shards.clone(), &recorders);
+        let mut tasks = Vec::new();
         if let Some(interval) = config.balance_interval {
             tasks.push(tokio::spawn(crate::placement::balance(
                 inner.channels.clone(),
                 config.timing,
                 config.id,
-                inner.shards.values().cloned().collect(),
+                inner.shards.clone(),
                 interval,
                 stop.subscribe(),
             )));
@@ -223,10 +251,11 @@ impl Node {
         tasks.push(tokio::spawn(crate::membership::resolve(
             inner.channels.clone(),
             config.id,
-            inner.shards.values().cloned().collect(),
+            inner.shards.clone(),
             inner.directory.clone(),
             stop.subscribe(),
         )));
+        tasks.push(tokio::spawn(crate::control::run(inner.clone(), stop.subscribe())));
         let service = RaftService::new(inner.clone());
         let mut stop_rx = stop.subscribe();
         let incoming = cairn_proto::tls::Incoming::new(
@@ -246,13 +275,16 @@ impl Node {
                 tracing::error!(error = %e, "raft gRPC server failed");
             }
         }));
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
         tracing::info!(node = config.id, %addr, shards = config.shards.len(), "sequencer node started");
         Ok(Self {
             inner,
             db,
             addr,
-            stop,
-            tasks,
             registry,
         })
     }
@@ -293,15 +325,20 @@ impl Node {
         &self.inner.partitions
     }
 
-    /// The ids of the shards hosted here.
+    /// The ids of the log shards hosted here (configured ones and those of the control map this node
+    /// holds the key of), in order.
     pub fn shard_ids(&self) -> Vec<ShardId> {
-        let mut ids: Vec<ShardId> = self.inner.shards.keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        self.inner.shards.logs().iter().map(|s| s.id()).collect()
     }
 
-    pub(crate) fn shard(&self, id: ShardId) -> Result<&Arc<HostedShard>, SequencerError> {
-        self.inner.shards.get(&id).ok_or(SequencerError::UnknownShard(id))
+    /// The ids of every Raft group hosted here: the control group ([`crate::control::CONTROL`]) and
+    /// the log shards. Membership changes apply to all of them.
+    pub fn group_ids(&self) -> Vec<ShardId> {
+        self.inner.shards.all().iter().map(|s| s.id()).collect()
+    }
+
+    pub(crate) fn shard(&self, id: ShardId) -> Result<Arc<HostedShard>, SequencerError> {
+        self.inner.shards.get(id).ok_or(SequencerError::UnknownShard(id))
     }
 
     /// The Raft handle of a shard (metrics, membership, tests).
@@ -323,7 +360,7 @@ impl Node {
     pub fn leader(&self, shard: ShardId) -> Option<NodeId> {
         self.inner
             .shards
-            .get(&shard)
+            .get(shard)
             .and_then(|s| s.raft.metrics().borrow().current_leader)
     }
 
@@ -334,7 +371,7 @@ impl Node {
             .into_iter()
             .map(|(id, addr)| (id, BasicNode::new(addr)))
             .collect();
-        for shard in self.inner.shards.values() {
+        for shard in self.inner.shards.all() {
             // A restarted node already has its membership; asking again would only log an error.
             if shard.raft.is_initialized().await.map_err(to_retryable)? {
                 continue;
@@ -359,7 +396,7 @@ impl Node {
             &self.inner.channels,
             &self.inner.config.timing,
             self.inner.id,
-            s,
+            &s,
             to,
             true,
         )
@@ -404,6 +441,9 @@ impl Node {
         shard: ShardId,
         entries: Vec<Vec<u8>>,
     ) -> Result<Vec<Appended>, SequencerError> {
+        if shard == crate::control::CONTROL {
+            return Err(SequencerError::UnknownShard(shard));
+        }
         let s = self.shard(shard)?;
         for (i, e) in entries.iter().enumerate() {
             cairn_tlog::bundle::check_entry(i, e).map_err(|e| SequencerError::Invalid(e.to_string()))?;
@@ -411,7 +451,7 @@ impl Node {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        ensure_leader(self.inner.id, s)?;
+        ensure_leader(self.inner.id, &s)?;
         let (frozen, unpublished) = s.sm.admission();
         if frozen {
             return Err(SequencerError::Frozen(shard));
@@ -507,49 +547,34 @@ impl Node {
     /// (`Refused`) with nothing changed. A freeze that does not commit within [`FREEZE_TIMEOUT`]
     /// (the majority went away just then) is a `Timeout` and may still take effect.
     pub async fn freeze(&self, shard: ShardId) -> Result<(), SequencerError> {
-        let s = self.shard(shard)?;
-        crate::shard::confirm_quorum(self.inner.id, s, self.inner.config.timing.quorum_check()).await?;
-        let _writing = s.gate.read().await;
-        let span = tracing::info_span!("raft_freeze", shard, raft_index = tracing::field::Empty);
-        let resp = tokio::time::timeout(
-            FREEZE_TIMEOUT,
-            s.raft.client_write(Command::Freeze).instrument(span.clone()),
-        )
-        .await
-        .map_err(|_| {
-            SequencerError::Timeout(format!(
-                "for the freeze of shard {shard} to commit (a majority of its voters stopped answering); it may still take effect: see `cairn shard list`"
-            ))
-        })?
-        .map_err(|e| map_write_err(shard, e))?;
-        span.record("raft_index", resp.log_id.index);
-        Ok(())
+        if shard == crate::control::CONTROL {
+            return Err(SequencerError::UnknownShard(shard));
+        }
+        freeze_hosted(&self.inner, &self.shard(shard)?).await
     }
 
     /// Why this node stopped publishing `shard` for good (a fatal error such as a tile in object storage
     /// that differs from the replicated log), or `None` while its publisher runs (or for an unknown
     /// shard). Only a restart of the node starts a stopped publisher again.
     pub fn publishing_stopped(&self, shard: ShardId) -> Option<String> {
-        self.inner.shards.get(&shard).and_then(|s| s.publishing_stopped())
+        self.inner.shards.get(shard).and_then(|s| s.publishing_stopped())
     }
 
     /// Every shard whose publisher stopped on this node, with the reason, by shard id (for readiness
     /// checks).
     pub fn stopped_shards(&self) -> Vec<(ShardId, String)> {
-        let mut out: Vec<(ShardId, String)> = self
-            .inner
+        self.inner
             .shards
+            .logs()
             .iter()
-            .filter_map(|(id, s)| s.publishing_stopped().map(|why| (*id, why)))
-            .collect();
-        out.sort_unstable_by_key(|(id, _)| *id);
-        out
+            .filter_map(|s| s.publishing_stopped().map(|why| (s.id(), why)))
+            .collect()
     }
 
     /// How many times a publisher on this node stopped on a fatal error since the node started (a
     /// counter for metrics).
     pub fn publisher_stops(&self) -> u64 {
-        self.inner.shards.values().map(|s| s.publisher_stops()).sum()
+        self.inner.shards.logs().iter().map(|s| s.publisher_stops()).sum()
     }
 
     /// Resolves when the Raft group of any shard on this node has stopped on a fatal error (a failed
@@ -559,48 +584,36 @@ impl Node {
     /// node must be shut down and started again (a supervisor's restart). An orderly shutdown is not
     /// a failure.
     pub async fn failed(&self) -> (ShardId, String) {
-        let watches = self.inner.shards.iter().map(|(id, s)| {
-            let mut metrics = s.raft.metrics();
-            Box::pin(async move {
-                let fatal = |m: &openraft::RaftMetrics<NodeId, BasicNode>| match &m.running_state {
-                    Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
-                    Err(e) => Some(e.to_string()),
-                };
-                loop {
-                    if let Some(why) = fatal(&metrics.borrow_and_update()) {
-                        return (*id, why);
-                    }
-                    if metrics.changed().await.is_err() {
-                        // The Raft core is gone. An orderly stop says so (`Fatal::Stopped`) before it
-                        // goes; a core that panicked never reports: it ended while still running.
-                        if metrics.borrow().running_state.is_ok() {
-                            return (
-                                *id,
-                                "the Raft core ended without reporting why (it panicked)".into(),
-                            );
-                        }
-                        return std::future::pending().await;
-                    }
+        loop {
+            // Groups started later (shards added at runtime) are watched from then on.
+            let mut added = self.inner.shards.watch();
+            added.borrow_and_update();
+            let watches: Vec<_> = self.inner.shards.all().into_iter().map(watch_fatal).collect();
+            let any = async {
+                if watches.is_empty() {
+                    std::future::pending().await
+                } else {
+                    futures::future::select_all(watches).await.0
                 }
-            })
-        });
-        let watches: Vec<_> = watches.collect();
-        if watches.is_empty() {
-            return std::future::pending().await;
+            };
+            tokio::select! {
+                failed = any => return failed,
+                _ = added.changed() => {}
+            }
         }
-        futures::future::select_all(watches).await.0
     }
 
     /// Stops every task and Raft group and closes the database. Returns once the database is closed,
     /// so the same directory can be opened again (or deleted) right away.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for shard in self.inner.shards.values() {
+        let _ = self.inner.stop.send(true);
+        for shard in self.inner.shards.all() {
             if let Err(e) = shard.raft.shutdown().await {
                 tracing::warn!(error = %e, "raft shutdown");
             }
         }
-        for t in self.tasks {
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
             let _ = t.await;
         }
         drop(self.inner);
@@ -613,4 +626,53 @@ impl Node {
             tracing::error!("database still in use after shutdown");
         }
     }
+}
+
+/// Resolves when `s`'s Raft group stops on a fatal error, with the shard and the error.
+fn watch_fatal(s: Arc<HostedShard>) -> futures::future::BoxFuture<'static, (ShardId, String)> {
+    let id = s.id();
+    let mut metrics = s.raft.metrics();
+    Box::pin(async move {
+        let fatal = |m: &openraft::RaftMetrics<NodeId, BasicNode>| match &m.running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        loop {
+            if let Some(why) = fatal(&metrics.borrow_and_update()) {
+                return (id, why);
+            }
+            if metrics.changed().await.is_err() {
+                // The Raft core is gone. An orderly stop says so (`Fatal::Stopped`) before it goes; a
+                // core that panicked never reports: it ended while still running.
+                if metrics.borrow().running_state.is_ok() {
+                    return (
+                        id,
+                        "the Raft core ended without reporting why (it panicked)".into(),
+                    );
+                }
+                return std::future::pending().await;
+            }
+        }
+    })
+}
+
+/// Freezes a shard hosted here (see [`Node::freeze`]).
+pub(crate) async fn freeze_hosted(inner: &NodeInner, s: &Arc<HostedShard>) -> Result<(), SequencerError> {
+    let shard = s.id();
+    crate::shard::confirm_quorum(inner.id, s, inner.config.timing.quorum_check()).await?;
+    let _writing = s.gate.read().await;
+    let span = tracing::info_span!("raft_freeze", shard, raft_index = tracing::field::Empty);
+    let resp = tokio::time::timeout(
+        FREEZE_TIMEOUT,
+        s.raft.client_write(Command::Freeze).instrument(span.clone()),
+    )
+    .await
+    .map_err(|_| {
+        SequencerError::Timeout(format!(
+            "for the freeze of shard {shard} to commit (a majority of its voters stopped answering); it may still take effect: see `cairn shard list`"
+        ))
+    })?
+    .map_err(|e| map_write_err(shard, e))?;
+    span.record("raft_index", resp.log_id.index);
+    Ok(())
 }

@@ -39,7 +39,6 @@
 //! leaves that shard alone for [`PIN`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_proto::raft::RaftRequest;
@@ -97,7 +96,9 @@ pub(crate) async fn serve_campaign(shard: &HostedShard, req: Campaign) -> Result
     let view = PeerView {
         voter,
         last_log_index: m.last_log_index,
-        can_publish: shard.config.signer.is_some() && shard.publishing_stopped().is_none(),
+        // The control group publishes nothing: any voter can lead it.
+        can_publish: shard.id() == crate::control::CONTROL
+            || (shard.config.signer.is_some() && shard.publishing_stopped().is_none()),
     };
     if req.probe {
         return Ok(view);
@@ -367,7 +368,7 @@ pub(crate) async fn balance(
     channels: Channels,
     timing: RaftTiming,
     me: NodeId,
-    shards: Vec<Arc<HostedShard>>,
+    shards: crate::shard::Hosted,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -378,7 +379,8 @@ pub(crate) async fn balance(
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        for s in &shards {
+        // Log shards only (added ones too): the control group's leadership carries no load.
+        for s in &shards.logs() {
             let m = s.raft.metrics().borrow().clone();
             let entry = seen.entry(s.id()).or_default();
             if m.state != ServerState::Leader || m.current_leader != Some(me) {

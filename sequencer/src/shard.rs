@@ -28,6 +28,70 @@ pub(crate) struct PendingAppend {
     pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, SequencerError>>,
 }
 
+/// The Raft groups a node hosts, by shard id: its configured shards, the control group
+/// ([`crate::control::CONTROL`]) and shards added at runtime. A group is never dropped while the node
+/// runs, so a handle taken from here stays valid.
+#[derive(Clone, Default)]
+pub(crate) struct Hosted(Arc<HostedGroups>);
+
+#[derive(Default)]
+pub(crate) struct HostedGroups {
+    groups: std::sync::RwLock<std::collections::BTreeMap<ShardId, Arc<HostedShard>>>,
+    /// How many groups are hosted (changes when one is added).
+    count: watch::Sender<usize>,
+}
+
+impl Hosted {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<ShardId, Arc<HostedShard>>> {
+        self.0.groups.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle that does not keep the groups (and so the database) alive.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<HostedGroups> {
+        Arc::downgrade(&self.0)
+    }
+
+    /// The groups behind a [`Hosted::downgrade`] handle, while the node runs.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<HostedGroups>) -> Option<Self> {
+        weak.upgrade().map(Self)
+    }
+
+    /// Changes when a group is added.
+    pub(crate) fn watch(&self) -> watch::Receiver<usize> {
+        self.0.count.subscribe()
+    }
+
+    /// The group of `id`, if hosted here.
+    pub(crate) fn get(&self, id: ShardId) -> Option<Arc<HostedShard>> {
+        self.read().get(&id).cloned()
+    }
+
+    /// Every group, the control group included, in id order.
+    pub(crate) fn all(&self) -> Vec<Arc<HostedShard>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The log shards (every group but the control group), in id order.
+    pub(crate) fn logs(&self) -> Vec<Arc<HostedShard>> {
+        self.read()
+            .values()
+            .filter(|s| s.id() != crate::control::CONTROL)
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a group; `false` (and nothing changed) when one with the same id is hosted already.
+    pub(crate) fn insert(&self, shard: Arc<HostedShard>) -> bool {
+        let mut map = self.0.groups.write().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(&shard.id()) {
+            return false;
+        }
+        map.insert(shard.id(), shard);
+        self.0.count.send_replace(map.len());
+        true
+    }
+}
+
 /// A shard's runtime on this node.
 pub(crate) struct HostedShard {
     pub(crate) config: ShardConfig,

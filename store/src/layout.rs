@@ -62,14 +62,28 @@ pub enum Lifecycle {
     Active,
     /// Read-only forever; its checkpoint is final.
     Frozen,
+    /// Added, not yet taking entries (its window has not started, or its group is starting): listed
+    /// ahead of time so that verifiers and monitors know it before its first entry.
+    Planned,
 }
 
 impl Lifecycle {
-    /// `active` or `frozen`, as `shards.json` writes it.
+    /// `active`, `frozen` or `planned`, as `shards.json` writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Frozen => "frozen",
+            Self::Planned => "planned",
+        }
+    }
+
+    /// The state `shards.json` writes as `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "frozen" => Some(Self::Frozen),
+            "planned" => Some(Self::Planned),
+            _ => None,
         }
     }
 }
@@ -113,6 +127,9 @@ pub struct ShardListing {
     /// Start of the shard's validity window, in Unix seconds, when the operator published one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_from: Option<u64>,
+    /// End of its validity window, in Unix seconds: it is frozen then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<u64>,
 }
 
 impl ShardListing {
@@ -125,7 +142,31 @@ impl ShardListing {
             state,
             http_prefix,
             valid_from: None,
+            valid_until: None,
         }
+    }
+}
+
+/// Shards a process learns while it runs (added through the cluster's control group), with their
+/// current state: asked on every use, so it must be cheap.
+#[derive(Clone)]
+pub struct Catalog(std::sync::Arc<dyn Fn() -> Vec<ShardListing> + Send + Sync>);
+
+impl Catalog {
+    /// A catalog answered by `f`.
+    pub fn new(f: impl Fn() -> Vec<ShardListing> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// The shards now.
+    pub fn shards(&self) -> Vec<ShardListing> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Catalog")
     }
 }
 

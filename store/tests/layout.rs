@@ -71,6 +71,7 @@ fn hand_written_shards_json_parses() {
             state: Lifecycle::Frozen,
             http_prefix: "/logs/1".into(),
             valid_from: None,
+            valid_until: None,
         }]
     );
     assert_eq!(doc.shards[0].state, Lifecycle::Frozen);

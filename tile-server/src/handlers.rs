@@ -1,6 +1,7 @@
 //! Routing and handlers.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -35,7 +36,8 @@ struct Shard {
 
 pub(crate) struct Inner {
     config: Config,
-    shards: HashMap<u32, Shard>,
+    /// Readers of the configured shards, and of shards of the catalog once asked for.
+    shards: std::sync::RwLock<HashMap<u32, Arc<Shard>>>,
     metrics: Metrics,
 }
 
@@ -43,24 +45,42 @@ impl Inner {
     pub(crate) fn new(config: Config) -> Result<Self, ConfigError> {
         let mut shards = HashMap::new();
         for s in &config.shards {
-            let key = s
-                .verifier()
-                .map_err(|e| ConfigError(format!("shard {}: verifier key: {e}", s.id)))?;
-            let reader = TileReader::new(config.bucket.child(&s.prefix()), key, config.cache.clone())
-                .with_checkpoint_ttl(config.checkpoint_ttl);
-            shards.insert(
-                s.id,
-                Shard {
-                    listing: s.clone(),
-                    reader,
-                },
-            );
+            shards.insert(s.id, Arc::new(Self::open(&config, s)?));
         }
         Ok(Self {
             metrics: Metrics::new(config.cache.clone()),
             config,
-            shards,
+            shards: std::sync::RwLock::new(shards),
         })
+    }
+
+    fn open(config: &Config, s: &cairn_store::Shard) -> Result<Shard, ConfigError> {
+        let key = s
+            .verifier()
+            .map_err(|e| ConfigError(format!("shard {}: verifier key: {e}", s.id)))?;
+        let reader = TileReader::new(config.bucket.child(&s.prefix()), key, config.cache.clone())
+            .with_checkpoint_ttl(config.checkpoint_ttl);
+        Ok(Shard {
+            listing: s.clone(),
+            reader,
+        })
+    }
+
+    /// The shard `id`: configured, or added at runtime (its reader made on first use).
+    fn shard(&self, id: u32) -> Option<Arc<Shard>> {
+        if let Some(s) = self.shards.read().ok()?.get(&id) {
+            return Some(s.clone());
+        }
+        let listing = self
+            .config
+            .catalog
+            .as_ref()?
+            .shards()
+            .into_iter()
+            .find(|l| l.id == id)?;
+        let shard = Arc::new(Self::open(&self.config, &listing.shard).ok()?);
+        let mut shards = self.shards.write().ok()?;
+        Some(shards.entry(id).or_insert(shard).clone())
     }
 
     /// A read error as the HTTP API reports it; storage trouble is logged and counted, not shown.
@@ -102,7 +122,15 @@ impl Inner {
                 listing.valid_from = config.valid_from.get(&s.id).copied();
                 listing
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut shards = shards;
+        if let Some(catalog) = &config.catalog {
+            for l in catalog.shards() {
+                if !shards.iter().any(|s| s.id == l.id) {
+                    shards.push(l);
+                }
+            }
+        }
         Bytes::from(ShardsJson { shards }.to_bytes())
     }
 
@@ -332,12 +360,11 @@ async fn route_shard_file(
         );
     }
     let inner = &s.inner;
-    let Some(shard) = decimal(shard, "shard").ok().and_then(|id| {
-        inner
-            .shards
-            .get(&(id as u32))
-            .filter(|_| id <= u64::from(u32::MAX))
-    }) else {
+    let Some(shard) = decimal(shard, "shard")
+        .ok()
+        .filter(|id| *id <= u64::from(u32::MAX))
+        .and_then(|id| inner.shard(id as u32))
+    else {
         return ("other", Err(ApiError::NotFound("unknown shard".into())));
     };
     let short = format!("public, max-age={}", inner.config.mutable_max_age.as_secs());
@@ -375,11 +402,12 @@ async fn route_shard_file(
     }
     let parts: Vec<&str> = rest.split('/').collect();
     match parts[..] {
-        ["proof", "inclusion", size, index] => {
-            ("proof_inclusion", inclusion(s, shard, size, index, headers).await)
-        }
-        ["proof", "consistency", a, b] => ("proof_consistency", consistency(s, shard, a, b, headers).await),
-        ["proof", index] => ("proof", tlog_proof(s, shard, index, headers, &short).await),
+        ["proof", "inclusion", size, index] => (
+            "proof_inclusion",
+            inclusion(s, &shard, size, index, headers).await,
+        ),
+        ["proof", "consistency", a, b] => ("proof_consistency", consistency(s, &shard, a, b, headers).await),
+        ["proof", index] => ("proof", tlog_proof(s, &shard, index, headers, &short).await),
         _ => ("other", Err(ApiError::NotFound("not found".into()))),
     }
 }

@@ -78,6 +78,9 @@ pub struct Config {
     pub kinds: BTreeMap<ShardId, ShardKind>,
     /// Start of each shard's validity window (Unix seconds), for `shards.json`.
     pub valid_from: BTreeMap<ShardId, u64>,
+    /// Shards added while the process runs (the cluster's control group), listed and served beside
+    /// `shards`.
+    pub catalog: Option<cairn_store::Catalog>,
     /// Discovery documents served as they are (`/trusted_root.json`, ...).
     pub documents: Vec<Document>,
     /// Metrics of other parts of the process (such as witness collection), appended to `/metrics`.
@@ -109,6 +112,7 @@ impl Config {
             status: None,
             kinds: BTreeMap::new(),
             valid_from: BTreeMap::new(),
+            catalog: None,
             documents: Vec::new(),
             extra_metrics: Vec::new(),
         }

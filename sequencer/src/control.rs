@@ -1,0 +1,626 @@
+//! The control group: a Raft group on every sequencer (group id [`CONTROL`], beside the shards'
+//! groups) whose replicated log holds the shard map, so that shards are added without a configuration
+//! edit or a restart.
+//!
+//! The control log is the shard machinery itself: each operation ([`Op`]) is one entry of group 0,
+//! appended and applied like any entry (majority-durable, exact dedup: repeating an operation is a
+//! no-op) and never published, so every entry stays staged on every replica and in its snapshots. The
+//! map ([`ShardMap`]) is the fold of the entries in log order, the same on every node; an operation the
+//! fold finds invalid (a second `Add` of an id with another identity) changes nothing.
+//!
+//! A shard's life in the map:
+//! 1. `Add`: the control group's leader records the shard's identity, kind, window and its members:
+//!    the control group's voters then. The shard is *planned*; discovery documents show it.
+//! 2. Keys never travel over Raft: each node looks for the shard's signing key with its
+//!    [`KeyProvider`] (a key directory, a mounted Secret). A node that finds it (its name the origin,
+//!    its verifier the recorded one) starts hosting the shard's group and records `HoldsKey`. Until a
+//!    majority of the members hold the key, [`ShardMap::waiting_for`] says who is missing.
+//! 3. With a majority of key holders and the window's start reached, each holder initializes the
+//!    group with the recorded members (the same configuration on every node, which openraft allows);
+//!    the group elects a leader among the holders, whose publisher records the identity and the first
+//!    checkpoint. That leader then records `Activated`: log-servers route entries to the shard from
+//!    then on.
+//! 4. At the window's end the shard's leader freezes it (final checkpoint); `Frozen` records that in
+//!    the map for discovery.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cairn_store::{Shard, ShardKind};
+use cairn_tlog::Signer;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::SequencerError;
+use crate::node::NodeInner;
+use crate::shard::{HostedShard, map_write_err};
+use crate::types::{Command, NodeId, Reply, ShardId};
+
+/// The control group's id (no log shard has it).
+pub const CONTROL: ShardId = 0;
+
+/// How often a node looks at the map (keys to find, groups to start, shards to activate or freeze).
+const TICK: Duration = Duration::from_millis(250);
+/// How long an operation may take to commit once the control leader confirmed its majority.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A shard as an operator adds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSpec {
+    /// Identity: id, origin (the key's name), verifier key.
+    pub shard: Shard,
+    /// What it logs.
+    pub kind: ShardKind,
+    /// A Sigstore shard's base URL (its host is the origin); `None` for the read path's default.
+    pub base_url: Option<String>,
+    /// Start of its validity window (Unix seconds): it takes no entries before. `None`: at once.
+    pub valid_from: Option<u64>,
+    /// End of its validity window (Unix seconds): its leader freezes it then. `None`: open-ended.
+    pub valid_until: Option<u64>,
+}
+
+/// An operation in the control log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new shard, planned, with the nodes of its group (id, Raft address).
+    Add {
+        /// The shard.
+        spec: ShardSpec,
+        /// Its group's members.
+        members: BTreeMap<NodeId, String>,
+    },
+    /// `node` holds the shard's signing key.
+    HoldsKey {
+        /// The shard.
+        shard: ShardId,
+        /// The node.
+        node: NodeId,
+    },
+    /// The shard's group has a leader that published its first checkpoint: it takes entries.
+    Activated {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// The shard was frozen (its own group holds the truth; this tells discovery).
+    Frozen {
+        /// The shard.
+        shard: ShardId,
+    },
+}
+
+/// Where a shard of the map is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Added; waiting for key holders or its window.
+    Planned,
+    /// Taking entries.
+    Active,
+    /// Read-only forever.
+    Frozen,
+}
+
+/// A shard in the map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    /// What the operator added.
+    pub spec: ShardSpec,
+    /// Its group's members (id, Raft address) as recorded at `Add`.
+    pub members: BTreeMap<NodeId, String>,
+    /// Members that reported holding its key.
+    pub holders: BTreeSet<NodeId>,
+    /// Its phase.
+    pub phase: Phase,
+}
+
+impl MapEntry {
+    /// Whether a majority of the members hold the key.
+    pub fn keyed(&self) -> bool {
+        let held = self.members.keys().filter(|n| self.holders.contains(n)).count();
+        held * 2 > self.members.len()
+    }
+}
+
+/// The shards added at runtime, as the control log has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardMap {
+    /// By id.
+    pub shards: BTreeMap<ShardId, MapEntry>,
+}
+
+impl ShardMap {
+    /// The map after `ops`, in order.
+    pub fn fold<'a>(ops: impl IntoIterator<Item = &'a Op>) -> Self {
+        let mut map = Self::default();
+        for op in ops {
+            map.apply(op);
+        }
+        map
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Add { spec, members } => {
+                if self.check_add(spec).is_ok() && !self.shards.contains_key(&spec.shard.id) {
+                    self.shards.insert(
+                        spec.shard.id,
+                        MapEntry {
+                            spec: spec.clone(),
+                            members: members.clone(),
+                            holders: BTreeSet::new(),
+                            phase: Phase::Planned,
+                        },
+                    );
+                }
+            }
+            Op::HoldsKey { shard, node } => {
+                if let Some(e) = self.shards.get_mut(shard)
+                    && e.members.contains_key(node)
+                {
+                    e.holders.insert(*node);
+                }
+            }
+            Op::Activated { shard } => {
+                if let Some(e) = self.shards.get_mut(shard)
+                    && e.phase == Phase::Planned
+                {
+                    e.phase = Phase::Active;
+                }
+            }
+            Op::Frozen { shard } => {
+                if let Some(e) = self.shards.get_mut(shard) {
+                    e.phase = Phase::Frozen;
+                }
+            }
+        }
+    }
+
+    /// Whether `spec` can be added: a new id other than the control group's, an origin no other shard
+    /// has, a window that ends after it starts. Adding the same spec again is fine (a no-op).
+    pub fn check_add(&self, spec: &ShardSpec) -> Result<(), String> {
+        let id = spec.shard.id;
+        if id == CONTROL {
+            return Err(format!(
+                "shard id {CONTROL} is the control group's; choose another"
+            ));
+        }
+        if let Some(e) = self.shards.get(&id) {
+            if e.spec == *spec {
+                return Ok(());
+            }
+            return Err(format!(
+                "shard {id} exists already with origin {} (shard ids are never reused)",
+                e.spec.shard.origin
+            ));
+        }
+        if let Some(e) = self
+            .shards
+            .values()
+            .find(|e| e.spec.shard.origin == spec.shard.origin)
+        {
+            return Err(format!(
+                "shard {} has origin {} already (an origin names one log forever)",
+                e.spec.shard.id, spec.shard.origin
+            ));
+        }
+        if let (Some(from), Some(until)) = (spec.valid_from, spec.valid_until)
+            && until <= from
+        {
+            return Err(format!("the window ends ({until}) before it starts ({from})"));
+        }
+        let vkey = cairn_tlog::VerifierKey::parse(&spec.shard.vkey)
+            .map_err(|e| format!("vkey {}: {e}", spec.shard.vkey))?;
+        if vkey.name != spec.shard.origin {
+            return Err(format!(
+                "the vkey is for {}, not for the origin {}",
+                vkey.name, spec.shard.origin
+            ));
+        }
+        if vkey.key_type != cairn_tlog::note::TYPE_ED25519 {
+            return Err("the vkey is not an Ed25519 key (checkpoints are signed with Ed25519)".into());
+        }
+        Ok(())
+    }
+
+    /// What a planned shard waits for, or `None` once it is active or frozen.
+    pub fn waiting_for(&self, id: ShardId, now: u64) -> Option<String> {
+        let e = self.shards.get(&id)?;
+        if e.phase != Phase::Planned {
+            return None;
+        }
+        if !e.keyed() {
+            let missing: Vec<NodeId> = e
+                .members
+                .keys()
+                .filter(|n| !e.holders.contains(n))
+                .copied()
+                .collect();
+            return Some(format!(
+                "a majority of its members {:?} must hold its signing key; nodes {missing:?} have not reported it \
+                 (put the key file in their key directory)",
+                e.members.keys().collect::<Vec<_>>()
+            ));
+        }
+        if let Some(from) = e.spec.valid_from
+            && now < from
+        {
+            return Some(format!("its window starts at {from} (in {} s)", from - now));
+        }
+        Some("its group is electing a leader and publishing its first checkpoint".into())
+    }
+}
+
+/// Where a node finds shards' signing keys (a key directory, a mounted Secret, a key service). Keys
+/// never travel over Raft.
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
+    /// The signing key of `shard`, if this node has it (`Ok(None)`: not (yet)). An error says what
+    /// is wrong with the key it found.
+    fn signer(&self, shard: &Shard) -> Result<Option<Signer>, String>;
+}
+
+/// The control group as a hosted group: no signing key, nothing published.
+pub(crate) fn control_config() -> crate::config::ShardConfig {
+    crate::config::ShardConfig::new(
+        Shard {
+            id: CONTROL,
+            origin: "cairn control".into(),
+            vkey: String::new(),
+        },
+        None,
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The control group's map as this node has applied it, rebuilt when its log grows.
+pub(crate) struct MapCache {
+    applied: std::sync::Mutex<u64>,
+    map: watch::Sender<Arc<ShardMap>>,
+}
+
+impl Default for MapCache {
+    fn default() -> Self {
+        Self {
+            applied: std::sync::Mutex::new(0),
+            map: watch::channel(Arc::new(ShardMap::default())).0,
+        }
+    }
+}
+
+impl MapCache {
+    /// Re-reads the control log if it grew since the last read.
+    pub(crate) fn refresh(&self, control: &HostedShard) -> Arc<ShardMap> {
+        let size = control.sm.state().size;
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if *applied != size {
+            match control.sm.staged_entries(0, size) {
+                Ok(entries) => {
+                    let ops: Vec<Op> = entries
+                        .iter()
+                        .filter_map(|e| postcard::from_bytes(e).ok())
+                        .collect();
+                    self.map.send_replace(Arc::new(ShardMap::fold(&ops)));
+                    *applied = size;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the control log"),
+            }
+        }
+        self.map.borrow().clone()
+    }
+}
+
+/// Appends `op` to the control log on this node, which must lead the control group: after a check
+/// that it reaches a majority (else `Refused`, nothing changed), within [`COMMIT_TIMEOUT`].
+pub(crate) async fn append(inner: &NodeInner, mut op: Op) -> Result<(), SequencerError> {
+    let control = inner
+        .shards
+        .get(CONTROL)
+        .ok_or(SequencerError::UnknownShard(CONTROL))?;
+    crate::shard::ensure_leader(inner.id, &control)?;
+    let map = inner.map.refresh(&control);
+    if let Op::Add { spec, members } = &mut op {
+        map.check_add(spec).map_err(SequencerError::Invalid)?;
+        if inner.config.shards.iter().any(|s| s.shard.id == spec.shard.id) {
+            return Err(SequencerError::Invalid(format!(
+                "shard {} is in the nodes' configuration already",
+                spec.shard.id
+            )));
+        }
+        if let Some(s) = inner
+            .config
+            .shards
+            .iter()
+            .find(|s| s.shard.origin == spec.shard.origin)
+        {
+            return Err(SequencerError::Invalid(format!(
+                "shard {} of the configuration has origin {} already",
+                s.shard.id, spec.shard.origin
+            )));
+        }
+        // The members are the control group's voters now, recorded once for every node to use.
+        if members.is_empty() {
+            let m = control.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            *members = membership
+                .voter_ids()
+                .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+                .collect();
+        }
+        crate::shard::confirm_quorum(inner.id, &control, inner.config.timing.quorum_check()).await?;
+    }
+    let bytes = postcard::to_allocvec(&op).map_err(|e| SequencerError::Fatal(e.to_string()))?;
+    let write = control.raft.client_write(Command::Append(vec![bytes]));
+    let resp = tokio::time::timeout(COMMIT_TIMEOUT, write)
+        .await
+        .map_err(|_| {
+            SequencerError::Timeout(
+                "for the control group to commit (a majority of its voters stopped answering); it may still take effect: see `cairn shard list`".into(),
+            )
+        })?
+        .map_err(|e| map_write_err(CONTROL, e))?;
+    match resp.data {
+        Reply::Appended(_) => Ok(()),
+        Reply::Rejected(why) => Err(SequencerError::Refused(why)),
+        other => Err(SequencerError::Fatal(format!("control log answered {other:?}"))),
+    }
+}
+
+/// How a `Control` call failed, as the leader answers it.
+#[derive(Debug, Serialize, Deserialize)]
+enum Failure {
+    /// The operation is invalid (`Invalid`).
+    Invalid(String),
+    /// Refused in the present state, nothing changed (`Refused`).
+    Refused(String),
+    /// Anything else: retrying may help.
+    Retry(String),
+}
+
+/// How long a `Control` call may take: the leader's majority check and its commit.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves the `Control` RPC: a peer's operation, appended here if this node leads the control group.
+pub(crate) async fn serve(inner: &NodeInner, payload: &[u8]) -> Vec<u8> {
+    let result = match postcard::from_bytes::<Op>(payload) {
+        Err(e) => Err(Failure::Invalid(format!("bad control operation: {e}"))),
+        Ok(op) => append(inner, op).await.map_err(|e| match e {
+            SequencerError::Invalid(m) => Failure::Invalid(m),
+            SequencerError::Refused(m) => Failure::Refused(m),
+            other => Failure::Retry(other.to_string()),
+        }),
+    };
+    postcard::to_allocvec(&result).unwrap_or_default()
+}
+
+/// Sends `op` to the control group's leader at the Raft address `addr`.
+async fn send(inner: &NodeInner, addr: &str, op: &Op) -> Result<(), SequencerError> {
+    use cairn_proto::raft::RaftRequest;
+    use cairn_proto::raft::raft_client::RaftClient;
+    let payload = postcard::to_allocvec(op).map_err(|e| SequencerError::Fatal(e.to_string()))?;
+    let channel = inner
+        .channels
+        .get(addr)
+        .map_err(|e| SequencerError::Retryable(e.to_string()))?;
+    let mut request = tonic::Request::new(RaftRequest {
+        shard: CONTROL,
+        from: inner.id,
+        payload,
+    });
+    request.set_timeout(CONTROL_TIMEOUT);
+    let reply = tokio::time::timeout(CONTROL_TIMEOUT, RaftClient::new(channel).control(request))
+        .await
+        .map_err(|_| SequencerError::Timeout(format!("the control group's leader at {addr} did not answer")))?
+        .map_err(|s| {
+            SequencerError::Retryable(format!("the control group's leader at {addr}: {}", s.message()))
+        })?;
+    let result: Result<(), Failure> = postcard::from_bytes(&reply.into_inner().payload)
+        .map_err(|e| SequencerError::Fatal(format!("the control group's leader answered: {e}")))?;
+    result.map_err(|f| match f {
+        Failure::Invalid(m) => SequencerError::Invalid(m),
+        Failure::Refused(m) => SequencerError::Refused(m),
+        Failure::Retry(m) => SequencerError::Retryable(m),
+    })
+}
+
+/// Appends `op` to the control log: here when this node leads the control group, else at its
+/// leader (one hop; during an election the caller retries).
+pub(crate) async fn propose(inner: &NodeInner, op: Op) -> Result<(), SequencerError> {
+    let control = inner
+        .shards
+        .get(CONTROL)
+        .ok_or(SequencerError::UnknownShard(CONTROL))?;
+    match crate::shard::ensure_leader(inner.id, &control) {
+        Ok(()) => append(inner, op).await,
+        Err(SequencerError::NotLeader {
+            leader: Some((_, addr)),
+            ..
+        }) => send(inner, &addr, &op).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Until `stop`: keeps this node's part of the map's shards going. See the module's notes.
+pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) {
+    let Some(control) = inner.shards.get(CONTROL) else {
+        return;
+    };
+    let mut grew = control.sm.watch_size();
+    // What this node failed to do, said once per shard until it changes.
+    let mut said: BTreeMap<ShardId, String> = BTreeMap::new();
+    loop {
+        let map = inner.map.refresh(&control);
+        for entry in map.shards.values() {
+            if let Err(why) = step(&inner, entry).await
+                && said.get(&entry.spec.shard.id) != Some(&why)
+            {
+                tracing::warn!(shard = entry.spec.shard.id, reason = %why, "shard from the control map");
+                said.insert(entry.spec.shard.id, why);
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = grew.changed() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// This node's next step for one shard of the map.
+async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
+    let id = entry.spec.shard.id;
+    let me = inner.id;
+    if !entry.members.contains_key(&me) {
+        return Ok(());
+    }
+    let hosted = match inner.shards.get(id) {
+        Some(s) => s,
+        None => {
+            let Some(keys) = &inner.config.keys else {
+                return Err(
+                    "this node has no key provider (key directory) to find the shard's key in".into(),
+                );
+            };
+            let Some(signer) = keys.signer(&entry.spec.shard)? else {
+                return Ok(());
+            };
+            if signer.name() != entry.spec.shard.origin
+                || signer.verifier().to_string() != entry.spec.shard.vkey
+            {
+                return Err(format!(
+                    "the key found is {}, not the shard's {}",
+                    signer.verifier(),
+                    entry.spec.shard.vkey
+                ));
+            }
+            let config = crate::config::ShardConfig::new(entry.spec.shard.clone(), Some(signer));
+            inner.host(config).await.map_err(|e| e.to_string())?;
+            tracing::info!(shard = id, origin = %entry.spec.shard.origin, "hosting a shard from the control map");
+            inner
+                .shards
+                .get(id)
+                .ok_or_else(|| "the shard's group did not start".to_string())?
+        }
+    };
+    if !entry.holders.contains(&me) {
+        return propose(inner, Op::HoldsKey { shard: id, node: me })
+            .await
+            .map_err(|e| format!("reporting that this node holds the key: {e}"));
+    }
+    let now = unix_now();
+    match entry.phase {
+        Phase::Planned => {
+            if !entry.keyed() || entry.spec.valid_from.is_some_and(|from| now < from) {
+                return Ok(());
+            }
+            let raft = &hosted.raft;
+            if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+                let members: BTreeMap<NodeId, openraft::BasicNode> = entry
+                    .members
+                    .iter()
+                    .map(|(id, addr)| (*id, openraft::BasicNode::new(addr.clone())))
+                    .collect();
+                match raft.initialize(members).await {
+                    Ok(()) => {}
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::InitializeError::NotAllowed(_),
+                    )) => {}
+                    Err(e) => return Err(format!("starting the shard's group: {e}")),
+                }
+            }
+            // The leader records the activation once its publisher has recorded the identity and put a
+            // first checkpoint in the store: from then on readers find the shard's checkpoint.
+            let leading = raft.metrics().borrow().current_leader == Some(me);
+            if leading && !hosted.sm.published().note.is_empty() {
+                propose(inner, Op::Activated { shard: id })
+                    .await
+                    .map_err(|e| format!("recording the activation: {e}"))?;
+            }
+            Ok(())
+        }
+        Phase::Active => {
+            let leading = hosted.raft.metrics().borrow().current_leader == Some(me);
+            if !leading {
+                return Ok(());
+            }
+            if hosted.sm.frozen() {
+                return propose(inner, Op::Frozen { shard: id })
+                    .await
+                    .map_err(|e| format!("recording the freeze: {e}"));
+            }
+            if entry.spec.valid_until.is_some_and(|until| now >= until) {
+                crate::node::freeze_hosted(inner, &hosted)
+                    .await
+                    .map_err(|e| format!("freezing at the window's end: {e}"))?;
+                tracing::info!(shard = id, "froze the shard at the end of its window");
+            }
+            Ok(())
+        }
+        Phase::Frozen => Ok(()),
+    }
+}
+
+impl crate::Node {
+    /// Adds a shard through the control group (see the module's notes): recorded as planned, active
+    /// once a majority of its members hold its key and its window has started. Repeating the same
+    /// spec is a no-op. `Invalid` for an id or origin in use; `Refused` (nothing recorded) when the
+    /// control group's leader does not reach a majority.
+    pub async fn add_shard(&self, spec: ShardSpec) -> Result<(), SequencerError> {
+        propose(
+            &self.inner,
+            Op::Add {
+                spec,
+                members: BTreeMap::new(),
+            },
+        )
+        .await
+    }
+
+    /// Whether this node hosts `shard`'s group (a shard of the map only once it found the key).
+    pub fn hosts(&self, shard: ShardId) -> bool {
+        shard != CONTROL && self.inner.shards.get(shard).is_some()
+    }
+
+    /// The shards added at runtime, as this node has applied the control log.
+    pub fn shard_map(&self) -> Arc<ShardMap> {
+        match self.inner.shards.get(CONTROL) {
+            Some(control) => self.inner.map.refresh(&control),
+            None => Arc::default(),
+        }
+    }
+
+    /// The shards of the map as `shards.json` lists them, with their state now: a shard hosted here
+    /// that its group froze is frozen even before the map records it.
+    pub fn catalog(&self) -> Vec<cairn_store::ShardListing> {
+        use cairn_store::Lifecycle;
+        self.shard_map()
+            .shards
+            .values()
+            .map(|e| {
+                let id = e.spec.shard.id;
+                let state = match e.phase {
+                    Phase::Planned => Lifecycle::Planned,
+                    Phase::Frozen => Lifecycle::Frozen,
+                    Phase::Active if self.inner.shards.get(id).is_some_and(|s| s.sm.frozen()) => {
+                        Lifecycle::Frozen
+                    }
+                    Phase::Active => Lifecycle::Active,
+                };
+                let mut listing = cairn_store::ShardListing::new(e.spec.shard.clone(), e.spec.kind, state);
+                listing.valid_from = e.spec.valid_from;
+                listing.valid_until = e.spec.valid_until;
+                listing
+            })
+            .collect()
+    }
+
+    /// What a planned shard of the map waits for (`None` once it is active or frozen, and for a shard
+    /// not in the map).
+    pub fn waiting_for(&self, shard: ShardId) -> Option<String> {
+        self.shard_map().waiting_for(shard, unix_now())
+    }
+}
