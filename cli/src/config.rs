@@ -58,6 +58,10 @@ pub struct ServeConfig {
     /// `data_dir` unless absolute; default `keys`. In Kubernetes, a mounted Secret.
     #[serde(default)]
     pub key_dir: Option<PathBuf>,
+    /// Temporal shards (`[schedule]`): a new shard every period, created ahead of its window and
+    /// frozen at its end.
+    #[serde(default)]
+    pub schedule: Option<crate::schedule::ScheduleFile>,
     /// Batching and publishing.
     #[serde(default)]
     pub tuning: Tuning,
@@ -403,6 +407,7 @@ impl ServeConfig {
             tenants: Vec::new(),
             admin_token: None,
             key_dir: None,
+            schedule: None,
             tuning: Tuning::default(),
             sigstore: SigstoreFile::default(),
             witnessing: WitnessingFile::default(),
@@ -426,8 +431,10 @@ impl ServeConfig {
             .roles
             .iter()
             .any(|r| matches!(r, Role::Sequencer | Role::Log | Role::Tiles));
-        if config.shards.is_empty() && serves_shards {
-            bail!("at least one [[shards]] is required (the sequencer, log and tiles roles serve them)");
+        if config.shards.is_empty() && serves_shards && config.schedule.is_none() {
+            bail!(
+                "at least one [[shards]] (or a [schedule]) is required: the sequencer, log and tiles roles serve them"
+            );
         }
         if config.shards.iter().any(|s| s.id == cairn_sequencer::CONTROL) {
             bail!(

@@ -12,6 +12,7 @@
 pub mod commands;
 pub mod config;
 pub mod consumer;
+pub mod schedule;
 pub mod serve;
 pub mod telemetry;
 pub mod trust;

@@ -344,9 +344,17 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         nc.balance_interval = (config.tuning.balance_leaders_ms > 0)
             .then(|| Duration::from_millis(config.tuning.balance_leaders_ms));
         nc.tls = tls.clone();
-        nc.keys = Some(Arc::new(crate::config::KeyDir(
-            config.data_path(config.key_dir.as_deref().unwrap_or(Path::new("keys"))),
-        )));
+        let plan = match &config.schedule {
+            Some(f) => Some(Arc::new(crate::schedule::Plan::load(f, &config.data_dir)?)),
+            None => None,
+        };
+        nc.schedule = plan.clone().map(|p| p as Arc<dyn cairn_sequencer::Schedule>);
+        nc.keys = Some(Arc::new(crate::schedule::Keys {
+            dir: crate::config::KeyDir(
+                config.data_path(config.key_dir.as_deref().unwrap_or(Path::new("keys"))),
+            ),
+            plan,
+        }));
         nc.peer_urls = config
             .peers
             .iter()

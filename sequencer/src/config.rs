@@ -142,6 +142,8 @@ pub struct NodeConfig {
     /// Where this node finds the signing keys of shards added at runtime (`control`). Without one it
     /// hosts only its configured shards.
     pub keys: Option<Arc<dyn crate::control::KeyProvider>>,
+    /// Shards this node's control group adds on a schedule (temporal sharding), when it leads it.
+    pub schedule: Option<Arc<dyn crate::control::Schedule>>,
 }
 
 impl NodeConfig {
@@ -172,6 +174,7 @@ impl NodeConfig {
             api_url: None,
             peer_urls: Default::default(),
             keys: None,
+            schedule: None,
         }
     }
 

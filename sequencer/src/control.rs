@@ -15,13 +15,18 @@
 //!    [`KeyProvider`] (a key directory, a mounted Secret). A node that finds it (its name the origin,
 //!    its verifier the recorded one) starts hosting the shard's group and records `HoldsKey`. Until a
 //!    majority of the members hold the key, [`ShardMap::waiting_for`] says who is missing.
-//! 3. With a majority of key holders and the window's start reached, each holder initializes the
+//! 3. With a majority of key holders (ahead of its window, if it has one), each holder initializes the
 //!    group with the recorded members (the same configuration on every node, which openraft allows);
 //!    the group elects a leader among the holders, whose publisher records the identity and the first
 //!    checkpoint. That leader then records `Activated`: log-servers route entries to the shard from
 //!    then on.
+//!    Entries are taken only within the window (log-servers route by it; the sequencer refuses an
+//!    append outside it, so none lands after the end even before the freeze commits).
 //! 4. At the window's end the shard's leader freezes it (final checkpoint); `Frozen` records that in
 //!    the map for discovery.
+//!
+//! [`Schedule`] adds shards without an operator: the control group's leader adds each window's shard
+//! its lead time ahead (temporal sharding).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -225,6 +230,12 @@ impl ShardMap {
     /// What a planned shard waits for, or `None` once it is active or frozen.
     pub fn waiting_for(&self, id: ShardId, now: u64) -> Option<String> {
         let e = self.shards.get(&id)?;
+        if e.phase == Phase::Active
+            && let Some(from) = e.spec.valid_from
+            && now < from
+        {
+            return Some(format!("its window starts at {from} (in {} s)", from - now));
+        }
         if e.phase != Phase::Planned {
             return None;
         }
@@ -240,11 +251,6 @@ impl ShardMap {
                  (put the key file in their key directory)",
                 e.members.keys().collect::<Vec<_>>()
             ));
-        }
-        if let Some(from) = e.spec.valid_from
-            && now < from
-        {
-            return Some(format!("its window starts at {from} (in {} s)", from - now));
         }
         Some("its group is electing a leader and publishing its first checkpoint".into())
     }
@@ -270,6 +276,15 @@ pub(crate) fn control_config() -> crate::config::ShardConfig {
     )
 }
 
+/// Shards created on a schedule (temporal sharding: a new log every period, like CT logs and Rekor
+/// rotate theirs). The control group's leader adds each shard `lead time` before its window starts;
+/// it is listed as planned until then, takes entries during its window, and is frozen at its end.
+pub trait Schedule: Send + Sync + std::fmt::Debug {
+    /// The shards whose windows start before `now` plus the lead time and have not ended, as they are
+    /// to be added (the same on every node: ids, origins and keys follow from the window).
+    fn due(&self, now: u64) -> Vec<ShardSpec>;
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
@@ -293,6 +308,31 @@ impl Default for MapCache {
 }
 
 impl MapCache {
+    /// The map as last read (refreshed by the control loop when the log grows).
+    pub(crate) fn current(&self) -> Arc<ShardMap> {
+        self.map.borrow().clone()
+    }
+
+    /// Why a shard of the map takes no entries now, judged by its window: `Frozen` once the window
+    /// has ended (its leader freezes it right after), retryable before it opens. `Ok` for shards
+    /// outside the map.
+    pub(crate) fn admits(&self, shard: ShardId) -> Result<(), SequencerError> {
+        let map = self.current();
+        let Some(e) = map.shards.get(&shard) else {
+            return Ok(());
+        };
+        let now = unix_now();
+        if e.spec.valid_until.is_some_and(|until| now >= until) || e.phase == Phase::Frozen {
+            return Err(SequencerError::Frozen(shard));
+        }
+        if e.phase == Phase::Planned || e.spec.valid_from.is_some_and(|from| now < from) {
+            return Err(SequencerError::Retryable(format!(
+                "shard {shard} does not take entries yet (planned; see shards.json)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Re-reads the control log if it grew since the last read.
     pub(crate) fn refresh(&self, control: &HostedShard) -> Arc<ShardMap> {
         let size = control.sm.state().size;
@@ -454,6 +494,35 @@ pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) 
     let mut said: BTreeMap<ShardId, String> = BTreeMap::new();
     loop {
         let map = inner.map.refresh(&control);
+        if let Some(schedule) = &inner.config.schedule
+            && control.raft.metrics().borrow().current_leader == Some(inner.id)
+        {
+            for spec in schedule.due(unix_now()) {
+                let id = spec.shard.id;
+                if map.shards.contains_key(&id) {
+                    continue;
+                }
+                match append(
+                    &inner,
+                    Op::Add {
+                        spec,
+                        members: BTreeMap::new(),
+                    },
+                )
+                .await
+                {
+                    Ok(()) => tracing::info!(shard = id, "added a shard on the schedule"),
+                    Err(e) => {
+                        let why = format!("adding it on the schedule: {e}");
+                        if said.get(&id) != Some(&why) {
+                            tracing::warn!(shard = id, reason = %why, "scheduled shard");
+                            said.insert(id, why);
+                        }
+                    }
+                }
+            }
+        }
+        let map = inner.map.refresh(&control);
         for entry in map.shards.values() {
             if let Err(why) = step(&inner, entry).await
                 && said.get(&entry.spec.shard.id) != Some(&why)
@@ -514,7 +583,9 @@ async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
     let now = unix_now();
     match entry.phase {
         Phase::Planned => {
-            if !entry.keyed() || entry.spec.valid_from.is_some_and(|from| now < from) {
+            // Started ahead of its window once keyed, so that it takes entries the moment the window
+            // opens (routing looks at the window).
+            if !entry.keyed() {
                 return Ok(());
             }
             let raft = &hosted.raft;
@@ -597,13 +668,16 @@ impl crate::Node {
     /// that its group froze is frozen even before the map records it.
     pub fn catalog(&self) -> Vec<cairn_store::ShardListing> {
         use cairn_store::Lifecycle;
+        let now = unix_now();
         self.shard_map()
             .shards
             .values()
             .map(|e| {
                 let id = e.spec.shard.id;
+                let early = e.spec.valid_from.is_some_and(|from| now < from);
                 let state = match e.phase {
                     Phase::Planned => Lifecycle::Planned,
+                    Phase::Active if early => Lifecycle::Planned,
                     Phase::Frozen => Lifecycle::Frozen,
                     Phase::Active if self.inner.shards.get(id).is_some_and(|s| s.sm.frozen()) => {
                         Lifecycle::Frozen

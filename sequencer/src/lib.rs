@@ -38,7 +38,7 @@ pub use cairn_store::Shard;
 pub use cairn_store::bucket;
 pub use cairn_store::{Bucket, PutError};
 pub use config::{BatchConfig, NodeConfig, RaftTiming, ShardConfig};
-pub use control::{CONTROL, KeyProvider, MapEntry, Phase, ShardMap, ShardSpec};
+pub use control::{CONTROL, KeyProvider, MapEntry, Phase, Schedule, ShardMap, ShardSpec};
 pub use error::SequencerError;
 pub use node::{GroupStatus, Node};
 pub use state::ReplicatedState;

@@ -445,6 +445,7 @@ impl Node {
             return Err(SequencerError::UnknownShard(shard));
         }
         let s = self.shard(shard)?;
+        self.inner.map.admits(shard)?;
         for (i, e) in entries.iter().enumerate() {
             cairn_tlog::bundle::check_entry(i, e).map_err(|e| SequencerError::Invalid(e.to_string()))?;
         }
