@@ -525,23 +525,29 @@ pub fn generate_signer(origin: &str) -> anyhow::Result<Signer> {
     Ok(Signer::from_seed(origin, seed)?)
 }
 
-/// Reads a signer key file, refusing one that others can read.
-pub fn read_key_file(path: &Path) -> anyhow::Result<Signer> {
+/// Refuses a secret file (`what`) that others than its owner can read.
+pub fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
-            .with_context(|| format!("reading key file {}", path.display()))?
+            .with_context(|| format!("reading {what} {}", path.display()))?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
             bail!(
-                "key file {} is readable by others (mode {:o}); chmod 600 it",
+                "{what} {} is readable by others (mode {:o}); chmod 600 it",
                 path.display(),
                 mode & 0o777
             );
         }
     }
+    Ok(())
+}
+
+/// Reads a signer key file, refusing one that others can read.
+pub fn read_key_file(path: &Path) -> anyhow::Result<Signer> {
+    check_private(path, "key file")?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
     Signer::parse(text.trim()).with_context(|| format!("parsing key file {}", path.display()))

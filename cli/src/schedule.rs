@@ -58,21 +58,7 @@ impl std::fmt::Debug for Plan {
 
 /// Reads a seed file: 64 hex digits, readable by its owner only.
 fn read_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .with_context(|| format!("reading the schedule's seed {}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "the schedule's seed {} is readable by others (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            );
-        }
-    }
+    crate::config::check_private(path, "the schedule's seed")?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the schedule's seed {}", path.display()))?;
     let text = text.trim();

@@ -179,6 +179,30 @@ fn spawn_writers(urls: &[String], stop: &Arc<AtomicBool>, seen: &Arc<Mutex<Seen>
         .collect()
 }
 
+/// Waits for the writers (stopped): their calls and retried attempts in all. Fails if a server
+/// answered an attempt with anything but the documented retryable codes (`UNAVAILABLE`,
+/// `RESOURCE_EXHAUSTED`).
+async fn join_writers(writers: Vec<Writer>) -> anyhow::Result<(u64, usize)> {
+    let (mut calls, mut retried) = (0, 0);
+    let mut bad = Vec::new();
+    for writer in writers {
+        let (c, failed) = writer.await??;
+        calls += c;
+        retried += failed.len();
+        bad.extend(
+            failed
+                .iter()
+                .filter(|f| f.answered && !matches!(f.code, Code::Unavailable | Code::ResourceExhausted))
+                .map(|f| format!("{} from {}: {}", f.code, f.server, f.message)),
+        );
+    }
+    anyhow::ensure!(
+        bad.is_empty(),
+        "answers the API does not document for retry: {bad:?}"
+    );
+    Ok((calls, retried))
+}
+
 /// The longest interval without a successful write after `from`, and where it started.
 fn longest_gap(seen: &Seen, from: Instant) -> (Instant, Duration) {
     let mut times: Vec<Instant> = seen.successes.iter().copied().filter(|t| *t >= from).collect();
@@ -794,23 +818,7 @@ async fn nodes_are_added_removed_and_replaced_under_load() -> anyhow::Result<()>
     balanced(d, &nodes, &[2, 3, 4], &[3, 4, 5], BALANCE).await?;
 
     stop.store(true, Ordering::SeqCst);
-    let (mut calls, mut retried) = (0, 0);
-    let mut bad = Vec::new();
-    for writer in writers {
-        let (c, failed) = writer.await??;
-        calls += c;
-        retried += failed.len();
-        bad.extend(
-            failed
-                .iter()
-                .filter(|f| f.answered && !matches!(f.code, Code::Unavailable | Code::ResourceExhausted))
-                .map(|f| format!("{} from {}: {}", f.code, f.server, f.message)),
-        );
-    }
-    anyhow::ensure!(
-        bad.is_empty(),
-        "answers the API does not document for retry: {bad:?}"
-    );
+    let (calls, retried) = join_writers(writers).await?;
     let seen = seen.lock().await;
     let (gap_start, longest) = longest_gap(&seen, start);
     let distinct = audit(&nodes[2].http, &seen.acks).await?;
@@ -1131,10 +1139,7 @@ async fn shards_are_added_and_frozen_at_runtime_under_load() -> anyhow::Result<(
 
     // Writers stop; the audit covers every shard, the added ones too.
     stop.store(true, Ordering::SeqCst);
-    let mut calls = 0;
-    for w in writers {
-        calls += w.await??.0;
-    }
+    let (calls, _) = join_writers(writers).await?;
     let seen = seen.lock().await;
     let in_shard = |id: u32| seen.acks.iter().filter(|(_, a)| a.shard == id).count();
     let (in3, in4) = (in_shard(3), in_shard(4));
@@ -1253,22 +1258,7 @@ async fn temporal_shards_rotate_on_schedule_under_load() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.store(true, Ordering::SeqCst);
-    let mut calls = 0;
-    let mut bad = Vec::new();
-    for w in writers {
-        let (c, attempts) = w.await??;
-        calls += c;
-        bad.extend(
-            attempts
-                .iter()
-                .filter(|f| f.answered && !matches!(f.code, Code::Unavailable | Code::ResourceExhausted))
-                .map(|f| format!("{} from {}: {}", f.code, f.server, f.message)),
-        );
-    }
-    anyhow::ensure!(
-        bad.is_empty(),
-        "errors the API does not document for retry: {bad:?}"
-    );
+    let (calls, _) = join_writers(writers).await?;
     // Every window that ended is frozen, on every node.
     for n in 0..WINDOWS {
         until_listed(&http, &nodes, &[0, 1, 2], 100 + n as u32, "frozen").await?;
