@@ -213,6 +213,51 @@ fn catalog(node: &Arc<Node>) -> cairn_store::Catalog {
     cairn_store::Catalog::new(move || weak.upgrade().map(|n| n.catalog()).unwrap_or_default())
 }
 
+/// How often a process without a sequencer asks the sequencers for the shards added at runtime.
+const CATALOG_EVERY: Duration = Duration::from_secs(1);
+
+/// For a process without a sequencer (a stateless log-server or read path): the shards added at
+/// runtime, as the sequencers among `peers` list them, asked every [`CATALOG_EVERY`] until `stop`.
+fn catalog_from_peers(
+    config: &ServeConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<(cairn_store::Catalog, tokio::task::JoinHandle<()>)> {
+    let urls: Vec<String> = config.peers.iter().map(|p| p.grpc.clone()).collect();
+    let configured: Vec<u32> = config.shards.iter().map(|s| s.id).collect();
+    let known = Arc::new(std::sync::RwLock::new(Vec::<cairn_store::ShardListing>::new()));
+    // The cluster CA and this node's certificate, as for forwarded writes.
+    let tls = config.tls.as_ref().map(|t| cairn_client::TlsOptions {
+        ca: Some(t.ca.clone()),
+        cert: Some(t.cert.clone()),
+        key: Some(t.key.clone()),
+    });
+    let mut client = cairn_client::LogClient::with_servers_tls(&urls, tls.as_ref())?;
+    let writer = known.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match client.shards().await {
+                Ok(shards) => {
+                    let added: Vec<cairn_store::ShardListing> = shards
+                        .into_iter()
+                        .filter_map(|s| cairn_store::ShardListing::try_from(s).ok())
+                        .filter(|l| !configured.contains(&l.id))
+                        .collect();
+                    if let Ok(mut k) = writer.write() {
+                        *k = added;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "asking the sequencers for the shard list"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(CATALOG_EVERY) => {}
+            }
+        }
+    });
+    let catalog = cairn_store::Catalog::new(move || known.read().map(|k| k.clone()).unwrap_or_default());
+    Ok((catalog, task))
+}
+
 /// How often the `[tls]` files are checked for changes.
 const TLS_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -394,6 +439,16 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         }
     };
     let mut tasks = Vec::new();
+    // Shards added at runtime: from the sequencer in this process, else asked of the sequencers.
+    let added = match &node {
+        Some(node) => Some(catalog(node)),
+        None if !config.peers.is_empty() && (config.has(Role::Log) || config.has(Role::Tiles)) => {
+            let (catalog, task) = catalog_from_peers(&config, stop.subscribe())?;
+            tasks.push(task);
+            Some(catalog)
+        }
+        None => None,
+    };
     let mut grpc_addr = None;
     let mut http_addr = None;
     let kinds: BTreeMap<u32, ShardKind> = shards.iter().map(|s| (s.config.shard.id, s.kind)).collect();
@@ -464,7 +519,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         }
         let mut lc = LogServerConfig::new(shards.iter().map(|s| s.config.shard.clone()).collect());
         lc.kinds = kinds.clone();
-        lc.catalog = node.as_ref().map(catalog);
+        lc.catalog = added.clone();
         if let Some(names) = &config.sigstore.key_details {
             lc.sigstore_policy = cairn_sigstore::Policy::from_names(names)
                 .map_err(|e| anyhow::anyhow!("[sigstore] key_details: {e}"))?;
@@ -533,7 +588,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         );
         tc.cache = cache.clone();
         tc.kinds = kinds.clone();
-        tc.catalog = node.as_ref().map(catalog);
+        tc.catalog = added.clone();
         tc.valid_from = shards
             .iter()
             .filter_map(|s| {

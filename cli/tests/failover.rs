@@ -1202,7 +1202,7 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
 }
 
 /// Temporal shards on a schedule, through the real binary: three nodes with no configured shard and a
-/// `[schedule]` of 20-second windows (5 s lead time), writers following only what the servers route,
+/// `[schedule]` of 20-second windows (15 s lead time), writers following only what the servers route,
 /// over more than four windows. Each window's shard is listed ahead of its window (planned), takes
 /// entries during it and is frozen at its end with a final checkpoint. Every call succeeds (retries
 /// only on the documented retryable codes); every acknowledged entry is at its index in the audited
@@ -1221,10 +1221,11 @@ async fn temporal_shards_rotate_on_schedule_under_load() -> anyhow::Result<()> {
         std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o600))?;
     }
     let now = unix_secs(std::time::SystemTime::now()) as u64;
-    // Window 0 opens 4 s from now: its shard is created at once (inside the lead time).
-    let start = now + 4;
+    // Window 0 opens 12 s from now: its shard is created as soon as the cluster runs (inside the
+    // 15 s lead time) and listed as planned until then, however slowly the nodes start.
+    let start = now + 12;
     let schedule = format!(
-        "[schedule]\nperiod_s = {PERIOD}\nlead_time_s = 5\norigin = \"failover.test/window-{{n}}\"\n\
+        "[schedule]\nperiod_s = {PERIOD}\nlead_time_s = 15\norigin = \"failover.test/window-{{n}}\"\n\
          start = {start}\nfirst_id = 100\nseed_file = \"{}\"\n\n",
         seed.display()
     );

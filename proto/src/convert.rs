@@ -15,6 +15,8 @@ impl From<ShardListing> for v1::Shard {
             state: l.state.as_str().to_owned(),
             prefix: l.http_prefix,
             kind: l.kind.as_str().to_owned(),
+            valid_from: l.valid_from.unwrap_or(0),
+            valid_until: l.valid_until.unwrap_or(0),
         }
     }
 }
@@ -58,8 +60,8 @@ impl TryFrom<v1::Shard> for ShardListing {
             kind,
             state,
             http_prefix: s.prefix,
-            valid_from: None,
-            valid_until: None,
+            valid_from: (s.valid_from > 0).then_some(s.valid_from),
+            valid_until: (s.valid_until > 0).then_some(s.valid_until),
         })
     }
 }

@@ -47,6 +47,8 @@ pub const CONTROL: ShardId = 0;
 
 /// How often a node looks at the map (keys to find, groups to start, shards to activate or freeze).
 const TICK: Duration = Duration::from_millis(250);
+/// How long a proposal waits for the control group to have a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long an operation may take to commit once the control leader confirmed its majority.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -335,9 +337,10 @@ impl MapCache {
 
     /// Re-reads the control log if it grew since the last read.
     pub(crate) fn refresh(&self, control: &HostedShard) -> Arc<ShardMap> {
-        let size = control.sm.state().size;
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        if *applied != size {
+        // Read under the lock, and only forward: the control log only grows.
+        let size = control.sm.state().size;
+        if size > *applied {
             match control.sm.staged_entries(0, size) {
                 Ok(entries) => {
                     let ops: Vec<Op> = entries
@@ -404,10 +407,34 @@ pub(crate) async fn append(inner: &NodeInner, mut op: Op) -> Result<(), Sequence
         })?
         .map_err(|e| map_write_err(CONTROL, e))?;
     match resp.data {
-        Reply::Appended(_) => Ok(()),
-        Reply::Rejected(why) => Err(SequencerError::Refused(why)),
-        other => Err(SequencerError::Fatal(format!("control log answered {other:?}"))),
+        Reply::Appended(_) => {}
+        Reply::Rejected(why) => return Err(SequencerError::Refused(why)),
+        other => return Err(SequencerError::Fatal(format!("control log answered {other:?}"))),
     }
+    // The check above read this leader's map, which a concurrent add may have changed since: the
+    // fold keeps the first add of an id, so see which one that is (the entry is applied here now).
+    if let Op::Add { spec, .. } = &op {
+        let map = inner.map.refresh(&control);
+        match map.shards.get(&spec.shard.id) {
+            Some(e) if e.spec == *spec => {}
+            Some(e) => {
+                return Err(SequencerError::Invalid(format!(
+                    "shard {} exists already with origin {} (added concurrently)",
+                    spec.shard.id, e.spec.shard.origin
+                )));
+            }
+            None => {
+                return Err(SequencerError::Invalid(format!(
+                    "shard {} was not recorded: {}",
+                    spec.shard.id,
+                    map.check_add(spec)
+                        .err()
+                        .unwrap_or_else(|| "its origin is in use".into())
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How a `Control` call failed, as the leader answers it.
@@ -417,6 +444,8 @@ enum Failure {
     Invalid(String),
     /// Refused in the present state, nothing changed (`Refused`).
     Refused(String),
+    /// Not committed in time; may still take effect (`Timeout`).
+    Timeout(String),
     /// Anything else: retrying may help.
     Retry(String),
 }
@@ -431,6 +460,7 @@ pub(crate) async fn serve(inner: &NodeInner, payload: &[u8]) -> Vec<u8> {
         Ok(op) => append(inner, op).await.map_err(|e| match e {
             SequencerError::Invalid(m) => Failure::Invalid(m),
             SequencerError::Refused(m) => Failure::Refused(m),
+            SequencerError::Timeout(m) => Failure::Timeout(m),
             other => Failure::Retry(other.to_string()),
         }),
     };
@@ -456,13 +486,20 @@ async fn send(inner: &NodeInner, addr: &str, op: &Op) -> Result<(), SequencerErr
         .await
         .map_err(|_| SequencerError::Timeout(format!("the control group's leader at {addr} did not answer")))?
         .map_err(|s| {
-            SequencerError::Retryable(format!("the control group's leader at {addr}: {}", s.message()))
+            let m = format!("the control group's leader at {addr}: {}", s.message());
+            match s.code() {
+                // A peer that predates the control group (a rolling upgrade): retrying will not help
+                // until it is upgraded.
+                tonic::Code::Unimplemented => SequencerError::Fatal(format!("{m} (upgrade it)")),
+                _ => SequencerError::Retryable(m),
+            }
         })?;
     let result: Result<(), Failure> = postcard::from_bytes(&reply.into_inner().payload)
         .map_err(|e| SequencerError::Fatal(format!("the control group's leader answered: {e}")))?;
     result.map_err(|f| match f {
         Failure::Invalid(m) => SequencerError::Invalid(m),
         Failure::Refused(m) => SequencerError::Refused(m),
+        Failure::Timeout(m) => SequencerError::Timeout(m),
         Failure::Retry(m) => SequencerError::Retryable(m),
     })
 }
@@ -474,13 +511,20 @@ pub(crate) async fn propose(inner: &NodeInner, op: Op) -> Result<(), SequencerEr
         .shards
         .get(CONTROL)
         .ok_or(SequencerError::UnknownShard(CONTROL))?;
-    match crate::shard::ensure_leader(inner.id, &control) {
-        Ok(()) => append(inner, op).await,
-        Err(SequencerError::NotLeader {
-            leader: Some((_, addr)),
-            ..
-        }) => send(inner, &addr, &op).await,
-        Err(e) => Err(e),
+    // During an election (the cluster just started, the leader just failed) wait for its result.
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match crate::shard::ensure_leader(inner.id, &control) {
+            Ok(()) => return append(inner, op).await,
+            Err(SequencerError::NotLeader {
+                leader: Some((_, addr)),
+                ..
+            }) => return send(inner, &addr, &op).await,
+            Err(SequencerError::NotLeader { leader: None, .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -523,6 +567,16 @@ pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) 
             }
         }
         let map = inner.map.refresh(&control);
+        // Freezes at a window's end first: they need only the shard's own group, not the control
+        // group, whose calls below may wait for a leader.
+        for entry in map.shards.values() {
+            if let Err(why) = freeze_due(&inner, entry).await
+                && said.get(&entry.spec.shard.id) != Some(&why)
+            {
+                tracing::warn!(shard = entry.spec.shard.id, reason = %why, "shard from the control map");
+                said.insert(entry.spec.shard.id, why);
+            }
+        }
         for entry in map.shards.values() {
             if let Err(why) = step(&inner, entry).await
                 && said.get(&entry.spec.shard.id) != Some(&why)
@@ -539,13 +593,35 @@ pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) 
     }
 }
 
+/// Freezes a shard this node leads once its window has ended.
+async fn freeze_due(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
+    if entry.phase != Phase::Active || entry.spec.valid_until.is_none_or(|until| unix_now() < until) {
+        return Ok(());
+    }
+    let Some(hosted) = inner.shards.get(entry.spec.shard.id) else {
+        return Ok(());
+    };
+    if hosted.raft.metrics().borrow().current_leader != Some(inner.id) || hosted.sm.frozen() {
+        return Ok(());
+    }
+    crate::node::freeze_hosted(inner, &hosted)
+        .await
+        .map_err(|e| format!("freezing at the window's end: {e}"))?;
+    tracing::info!(
+        shard = entry.spec.shard.id,
+        "froze the shard at the end of its window"
+    );
+    Ok(())
+}
+
 /// This node's next step for one shard of the map.
 async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
     let id = entry.spec.shard.id;
     let me = inner.id;
-    if !entry.members.contains_key(&me) {
-        return Ok(());
-    }
+    // A node that is not among the recorded members (added to the cluster later) hosts the shard
+    // too once it has the key, so that `cairn cluster add-node` can make it a voter of the group; it
+    // neither reports the key nor starts the group.
+    let member = entry.members.contains_key(&me);
     let hosted = match inner.shards.get(id) {
         Some(s) => s,
         None => {
@@ -555,6 +631,9 @@ async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
                 );
             };
             let Some(signer) = keys.signer(&entry.spec.shard)? else {
+                if entry.holders.contains(&me) {
+                    return Err("this node held the shard's key and does not find it now: its group here waits for it".into());
+                }
                 return Ok(());
             };
             if signer.name() != entry.spec.shard.origin
@@ -575,12 +654,14 @@ async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
                 .ok_or_else(|| "the shard's group did not start".to_string())?
         }
     };
+    if !member {
+        return Ok(());
+    }
     if !entry.holders.contains(&me) {
         return propose(inner, Op::HoldsKey { shard: id, node: me })
             .await
             .map_err(|e| format!("reporting that this node holds the key: {e}"));
     }
-    let now = unix_now();
     match entry.phase {
         Phase::Planned => {
             // Started ahead of its window once keyed, so that it takes entries the moment the window
@@ -622,12 +703,6 @@ async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
                 return propose(inner, Op::Frozen { shard: id })
                     .await
                     .map_err(|e| format!("recording the freeze: {e}"));
-            }
-            if entry.spec.valid_until.is_some_and(|until| now >= until) {
-                crate::node::freeze_hosted(inner, &hosted)
-                    .await
-                    .map_err(|e| format!("freezing at the window's end: {e}"))?;
-                tracing::info!(shard = id, "froze the shard at the end of its window");
             }
             Ok(())
         }
@@ -696,5 +771,91 @@ impl crate::Node {
     /// not in the map).
     pub fn waiting_for(&self, shard: ShardId) -> Option<String> {
         self.shard_map().waiting_for(shard, unix_now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: ShardId, origin: &str) -> ShardSpec {
+        let signer = Signer::from_seed(origin, [id as u8; 32]).expect("signer");
+        ShardSpec {
+            shard: Shard {
+                id,
+                origin: origin.into(),
+                vkey: signer.verifier().to_string(),
+            },
+            kind: ShardKind::Opaque,
+            base_url: None,
+            valid_from: None,
+            valid_until: None,
+        }
+    }
+
+    fn members() -> BTreeMap<NodeId, String> {
+        (1..=3).map(|n| (n, format!("127.0.0.1:{n}"))).collect()
+    }
+
+    #[test]
+    fn the_first_add_of_an_id_wins_and_key_holders_count_among_members_only() {
+        let a = spec(4, "example.org/a");
+        let ops = [
+            Op::Add {
+                spec: a.clone(),
+                members: members(),
+            },
+            // The same id with another origin, committed after a concurrent check: ignored.
+            Op::Add {
+                spec: spec(4, "example.org/b"),
+                members: members(),
+            },
+            Op::HoldsKey { shard: 4, node: 1 },
+            // Not a member: does not count.
+            Op::HoldsKey { shard: 4, node: 9 },
+            // A shard that is not in the map: ignored.
+            Op::HoldsKey { shard: 7, node: 1 },
+        ];
+        let map = ShardMap::fold(&ops);
+        let e = &map.shards[&4];
+        assert_eq!(e.spec, a);
+        assert_eq!(e.holders, BTreeSet::from([1]));
+        assert!(!e.keyed(), "one holder of three is no majority");
+        assert!(map.waiting_for(4, 0).expect("planned").contains("nodes [2, 3]"));
+        assert!(!map.shards.contains_key(&7));
+
+        let mut ops = ops.to_vec();
+        ops.push(Op::HoldsKey { shard: 4, node: 3 });
+        ops.push(Op::Activated { shard: 4 });
+        let map = ShardMap::fold(&ops);
+        assert!(map.shards[&4].keyed());
+        assert_eq!(map.shards[&4].phase, Phase::Active);
+        assert_eq!(map.waiting_for(4, 0), None);
+        ops.push(Op::Frozen { shard: 4 });
+        // A late activation does not thaw a frozen shard.
+        ops.push(Op::Activated { shard: 4 });
+        assert_eq!(ShardMap::fold(&ops).shards[&4].phase, Phase::Frozen);
+    }
+
+    #[test]
+    fn adds_that_cannot_be_recorded_say_why() {
+        let map = ShardMap::fold(&[Op::Add {
+            spec: spec(4, "example.org/a"),
+            members: members(),
+        }]);
+        assert!(
+            map.check_add(&spec(4, "example.org/a")).is_ok(),
+            "a repeat is fine"
+        );
+        let err = |s: &ShardSpec| map.check_add(s).expect_err("refused");
+        assert!(err(&spec(CONTROL, "example.org/c")).contains("control group"));
+        assert!(err(&spec(4, "example.org/b")).contains("exists already"));
+        assert!(err(&spec(5, "example.org/a")).contains("has origin example.org/a already"));
+        let mut backwards = spec(5, "example.org/e");
+        (backwards.valid_from, backwards.valid_until) = (Some(20), Some(10));
+        assert!(err(&backwards).contains("ends"));
+        let mut foreign = spec(5, "example.org/f");
+        foreign.shard.vkey = spec(6, "example.org/g").shard.vkey;
+        assert!(err(&foreign).contains("not for the origin"));
     }
 }

@@ -212,7 +212,7 @@ pub trait RaftRegistry: Send + Sync + 'static {
     /// Answers `Describe`: this node's identity (`membership::Identity`), postcard-encoded.
     fn describe(&self) -> Result<Vec<u8>, Status>;
     /// Answers `Control`: appends a peer's operation to the control log if this node leads the control
-    /// group (`control::Op` in, `Result<(), String>` out, postcard-encoded).
+    /// group (`control::Op` in, its result out, postcard-encoded).
     fn control(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
 }
 

@@ -57,6 +57,9 @@ impl NodeInner {
         if self.shards.get(id).is_some() {
             return Ok(());
         }
+        if *self.stop.borrow() {
+            return Err(SequencerError::Retryable("the node is shutting down".into()));
+        }
         let sm = ShardSm::open(self.db.clone(), id).map_err(|e| SequencerError::Fatal(e.to_string()))?;
         let network = NetworkFactory {
             shard: id,
@@ -80,6 +83,11 @@ impl NodeInner {
             // Started meanwhile by another caller; this instance shares its database keys, so stop it.
             let _ = shard.raft.shutdown().await;
             return Ok(());
+        }
+        if *self.stop.borrow() {
+            // `shutdown` set the flag before it listed the groups to stop: it may have missed this one.
+            let _ = shard.raft.shutdown().await;
+            return Err(SequencerError::Retryable("the node is shutting down".into()));
         }
         // The control group takes no entries from clients and publishes nothing.
         if id != crate::control::CONTROL {
@@ -371,7 +379,13 @@ impl Node {
             .into_iter()
             .map(|(id, addr)| (id, BasicNode::new(addr)))
             .collect();
+        // Configured shards and the control group only: a shard of the control map starts with the
+        // members recorded for it, once a majority holds its key (`control`).
+        let configured: Vec<ShardId> = self.inner.config.shards.iter().map(|s| s.shard.id).collect();
         for shard in self.inner.shards.all() {
+            if shard.id() != crate::control::CONTROL && !configured.contains(&shard.id()) {
+                continue;
+            }
             // A restarted node already has its membership; asking again would only log an error.
             if shard.raft.is_initialized().await.map_err(to_retryable)? {
                 continue;
