@@ -1,0 +1,372 @@
+//! The control group: a Raft group on every sequencer (group id [`CONTROL`], beside the shards'
+//! groups) whose replicated log holds the shard map, so that shards are added without a configuration
+//! edit or a restart.
+//!
+//! The control log is the shard machinery itself: each operation ([`Op`]) is one entry of group 0,
+//! appended and applied like any entry (majority-durable, exact dedup: repeating an operation is a
+//! no-op) and never published, so every entry stays staged on every replica and in its snapshots. The
+//! map ([`ShardMap`]) is the fold of the entries in log order, the same on every node; an operation the
+//! fold finds invalid (a second `Add` of an id with another identity) changes nothing.
+//!
+//! A shard's life in the map:
+//! 1. `Add`: the control group's leader records the shard's identity, kind, window and its members:
+//!    the control group's voters then. The shard is *planned*; discovery documents show it.
+//! 2. Keys never travel over Raft: each node looks for the shard's signing key with its
+//!    [`KeyProvider`] (a key directory, a mounted Secret). A node that finds it (its name the origin,
+//!    its verifier the recorded one) starts hosting the shard's group and records `HoldsKey`. Until a
+//!    majority of the members hold the key, [`ShardMap::waiting_for`] says who is missing.
+//! 3. With a majority of key holders (ahead of its window, if it has one), each holder initializes the
+//!    group with the recorded members (the same configuration on every node, which openraft allows);
+//!    the group elects a leader among the holders, whose publisher records the identity and the first
+//!    checkpoint. That leader then records `Activated`: log-servers route entries to the shard from
+//!    then on.
+//!    Entries are taken only within the window (log-servers route by it; the sequencer refuses an
+//!    append outside it, so none lands after the end even before the freeze commits).
+//! 4. At the window's end the shard's leader freezes it (final checkpoint); `Frozen` records that in
+//!    the map for discovery.
+//!
+//! [`Schedule`] adds shards without an operator: the control group's leader adds each window's shard
+//! its lead time ahead (temporal sharding).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cairn_store::{Shard, ShardKind};
+use cairn_tlog::Signer;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{NodeId, ShardId};
+
+mod driver;
+pub(crate) use driver::{MapCache, run, serve};
+
+/// The control group's id (no log shard has it).
+pub const CONTROL: ShardId = 0;
+
+/// A shard as an operator adds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSpec {
+    /// Identity: id, origin (the key's name), verifier key.
+    pub shard: Shard,
+    /// What it logs.
+    pub kind: ShardKind,
+    /// A Sigstore shard's base URL (its host is the origin); `None` for the read path's default.
+    pub base_url: Option<String>,
+    /// Start of its validity window (Unix seconds): it takes no entries before. `None`: at once.
+    pub valid_from: Option<u64>,
+    /// End of its validity window (Unix seconds): its leader freezes it then. `None`: open-ended.
+    pub valid_until: Option<u64>,
+}
+
+/// An operation in the control log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new shard, planned, with the nodes of its group (id, Raft address).
+    Add {
+        /// The shard.
+        spec: ShardSpec,
+        /// Its group's members.
+        members: BTreeMap<NodeId, String>,
+    },
+    /// `node` holds the shard's signing key.
+    HoldsKey {
+        /// The shard.
+        shard: ShardId,
+        /// The node.
+        node: NodeId,
+    },
+    /// The shard's group has a leader that published its first checkpoint: it takes entries.
+    Activated {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// The shard was frozen (its own group holds the truth; this tells discovery).
+    Frozen {
+        /// The shard.
+        shard: ShardId,
+    },
+}
+
+/// Where a shard of the map is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Added; waiting for key holders or its window.
+    Planned,
+    /// Taking entries.
+    Active,
+    /// Read-only forever.
+    Frozen,
+}
+
+/// A shard in the map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    /// What the operator added.
+    pub spec: ShardSpec,
+    /// Its group's members (id, Raft address) as recorded at `Add`.
+    pub members: BTreeMap<NodeId, String>,
+    /// Members that reported holding its key.
+    pub holders: BTreeSet<NodeId>,
+    /// Its phase.
+    pub phase: Phase,
+}
+
+impl MapEntry {
+    /// Whether a majority of the members hold the key.
+    pub fn keyed(&self) -> bool {
+        let held = self.members.keys().filter(|n| self.holders.contains(n)).count();
+        held * 2 > self.members.len()
+    }
+}
+
+/// The shards added at runtime, as the control log has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardMap {
+    /// By id.
+    pub shards: BTreeMap<ShardId, MapEntry>,
+}
+
+impl ShardMap {
+    /// The map after `ops`, in order.
+    pub fn fold<'a>(ops: impl IntoIterator<Item = &'a Op>) -> Self {
+        let mut map = Self::default();
+        for op in ops {
+            map.apply(op);
+        }
+        map
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Add { spec, members } => {
+                if self.check_add(spec).is_ok() && !self.shards.contains_key(&spec.shard.id) {
+                    self.shards.insert(
+                        spec.shard.id,
+                        MapEntry {
+                            spec: spec.clone(),
+                            members: members.clone(),
+                            holders: BTreeSet::new(),
+                            phase: Phase::Planned,
+                        },
+                    );
+                }
+            }
+            Op::HoldsKey { shard, node } => {
+                if let Some(e) = self.shards.get_mut(shard)
+                    && e.members.contains_key(node)
+                {
+                    e.holders.insert(*node);
+                }
+            }
+            Op::Activated { shard } => {
+                if let Some(e) = self.shards.get_mut(shard)
+                    && e.phase == Phase::Planned
+                {
+                    e.phase = Phase::Active;
+                }
+            }
+            Op::Frozen { shard } => {
+                if let Some(e) = self.shards.get_mut(shard) {
+                    e.phase = Phase::Frozen;
+                }
+            }
+        }
+    }
+
+    /// Whether `spec` can be added: a new id other than the control group's, an origin no other shard
+    /// has, a window that ends after it starts. Adding the same spec again is fine (a no-op).
+    pub fn check_add(&self, spec: &ShardSpec) -> Result<(), String> {
+        let id = spec.shard.id;
+        if id == CONTROL {
+            return Err(format!(
+                "shard id {CONTROL} is the control group's; choose another"
+            ));
+        }
+        if let Some(e) = self.shards.get(&id) {
+            if e.spec == *spec {
+                return Ok(());
+            }
+            return Err(format!(
+                "shard {id} exists already with origin {} (shard ids are never reused)",
+                e.spec.shard.origin
+            ));
+        }
+        if let Some(e) = self
+            .shards
+            .values()
+            .find(|e| e.spec.shard.origin == spec.shard.origin)
+        {
+            return Err(format!(
+                "shard {} has origin {} already (an origin names one log forever)",
+                e.spec.shard.id, spec.shard.origin
+            ));
+        }
+        if let (Some(from), Some(until)) = (spec.valid_from, spec.valid_until)
+            && until <= from
+        {
+            return Err(format!("the window ends ({until}) before it starts ({from})"));
+        }
+        let vkey = cairn_tlog::VerifierKey::parse(&spec.shard.vkey)
+            .map_err(|e| format!("vkey {}: {e}", spec.shard.vkey))?;
+        if vkey.name != spec.shard.origin {
+            return Err(format!(
+                "the vkey is for {}, not for the origin {}",
+                vkey.name, spec.shard.origin
+            ));
+        }
+        if vkey.key_type != cairn_tlog::note::TYPE_ED25519 {
+            return Err("the vkey is not an Ed25519 key (checkpoints are signed with Ed25519)".into());
+        }
+        Ok(())
+    }
+
+    /// What a planned shard waits for, or `None` once it is active or frozen.
+    pub fn waiting_for(&self, id: ShardId, now: u64) -> Option<String> {
+        let e = self.shards.get(&id)?;
+        if e.phase == Phase::Active
+            && let Some(from) = e.spec.valid_from
+            && now < from
+        {
+            return Some(format!("its window starts at {from} (in {} s)", from - now));
+        }
+        if e.phase != Phase::Planned {
+            return None;
+        }
+        if !e.keyed() {
+            let missing: Vec<NodeId> = e
+                .members
+                .keys()
+                .filter(|n| !e.holders.contains(n))
+                .copied()
+                .collect();
+            return Some(format!(
+                "a majority of its members {:?} must hold its signing key; nodes {missing:?} have not reported it \
+                 (put the key file in their key directory)",
+                e.members.keys().collect::<Vec<_>>()
+            ));
+        }
+        Some("its group is electing a leader and publishing its first checkpoint".into())
+    }
+}
+
+/// Where a node finds shards' signing keys (a key directory, a mounted Secret, a key service). Keys
+/// never travel over Raft.
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
+    /// The signing key of `shard`, if this node has it (`Ok(None)`: not (yet)). An error says what
+    /// is wrong with the key it found.
+    fn signer(&self, shard: &Shard) -> Result<Option<Signer>, String>;
+}
+
+/// The control group as a hosted group: no signing key, nothing published.
+pub(crate) fn control_config() -> crate::config::ShardConfig {
+    crate::config::ShardConfig::new(
+        Shard {
+            id: CONTROL,
+            origin: "cairn control".into(),
+            vkey: String::new(),
+        },
+        None,
+    )
+}
+
+/// Shards created on a schedule (temporal sharding: a new log every period, like CT logs and Rekor
+/// rotate theirs). The control group's leader adds each shard `lead time` before its window starts;
+/// it is listed as planned until then, takes entries during its window, and is frozen at its end.
+pub trait Schedule: Send + Sync + std::fmt::Debug {
+    /// The shards whose windows start before `now` plus the lead time and have not ended, as they are
+    /// to be added (the same on every node: ids, origins and keys follow from the window).
+    fn due(&self, now: u64) -> Vec<ShardSpec>;
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: ShardId, origin: &str) -> ShardSpec {
+        let signer = Signer::from_seed(origin, [id as u8; 32]).expect("signer");
+        ShardSpec {
+            shard: Shard {
+                id,
+                origin: origin.into(),
+                vkey: signer.verifier().to_string(),
+            },
+            kind: ShardKind::Opaque,
+            base_url: None,
+            valid_from: None,
+            valid_until: None,
+        }
+    }
+
+    fn members() -> BTreeMap<NodeId, String> {
+        (1..=3).map(|n| (n, format!("127.0.0.1:{n}"))).collect()
+    }
+
+    #[test]
+    fn the_first_add_of_an_id_wins_and_key_holders_count_among_members_only() {
+        let a = spec(4, "example.org/a");
+        let ops = [
+            Op::Add {
+                spec: a.clone(),
+                members: members(),
+            },
+            // The same id with another origin, committed after a concurrent check: ignored.
+            Op::Add {
+                spec: spec(4, "example.org/b"),
+                members: members(),
+            },
+            Op::HoldsKey { shard: 4, node: 1 },
+            // Not a member: does not count.
+            Op::HoldsKey { shard: 4, node: 9 },
+            // A shard that is not in the map: ignored.
+            Op::HoldsKey { shard: 7, node: 1 },
+        ];
+        let map = ShardMap::fold(&ops);
+        let e = &map.shards[&4];
+        assert_eq!(e.spec, a);
+        assert_eq!(e.holders, BTreeSet::from([1]));
+        assert!(!e.keyed(), "one holder of three is no majority");
+        assert!(map.waiting_for(4, 0).expect("planned").contains("nodes [2, 3]"));
+        assert!(!map.shards.contains_key(&7));
+
+        let mut ops = ops.to_vec();
+        ops.push(Op::HoldsKey { shard: 4, node: 3 });
+        ops.push(Op::Activated { shard: 4 });
+        let map = ShardMap::fold(&ops);
+        assert!(map.shards[&4].keyed());
+        assert_eq!(map.shards[&4].phase, Phase::Active);
+        assert_eq!(map.waiting_for(4, 0), None);
+        ops.push(Op::Frozen { shard: 4 });
+        // A late activation does not thaw a frozen shard.
+        ops.push(Op::Activated { shard: 4 });
+        assert_eq!(ShardMap::fold(&ops).shards[&4].phase, Phase::Frozen);
+    }
+
+    #[test]
+    fn adds_that_cannot_be_recorded_say_why() {
+        let map = ShardMap::fold(&[Op::Add {
+            spec: spec(4, "example.org/a"),
+            members: members(),
+        }]);
+        assert!(
+            map.check_add(&spec(4, "example.org/a")).is_ok(),
+            "a repeat is fine"
+        );
+        let err = |s: &ShardSpec| map.check_add(s).expect_err("refused");
+        assert!(err(&spec(CONTROL, "example.org/c")).contains("control group"));
+        assert!(err(&spec(4, "example.org/b")).contains("exists already"));
+        assert!(err(&spec(5, "example.org/a")).contains("has origin example.org/a already"));
+        let mut backwards = spec(5, "example.org/e");
+        (backwards.valid_from, backwards.valid_until) = (Some(20), Some(10));
+        assert!(err(&backwards).contains("ends"));
+        let mut foreign = spec(5, "example.org/f");
+        foreign.shard.vkey = spec(6, "example.org/g").shard.vkey;
+        assert!(err(&foreign).contains("not for the origin"));
+    }
+}
