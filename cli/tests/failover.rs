@@ -20,6 +20,11 @@ use tonic::Code;
 
 const T: Duration = Duration::from_secs(30);
 
+/// Held by the two tests with the heaviest load (the leader faults and the temporal schedule), so
+/// that they do not run at once on a 2-core machine: the faults test bounds how soon publication
+/// catches up, which a concurrent 700k-entry load can starve.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Node {
     config: std::path::PathBuf,
     dir: std::path::PathBuf,
@@ -290,6 +295,7 @@ async fn audit_rerouted(http: &str, acks: &[(Vec<u8>, Submitted)]) -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_survive_leader_kills_and_pauses() -> anyhow::Result<()> {
+    let _heavy = HEAVY.lock().await;
     let Loaded {
         _dir,
         nodes,
@@ -1210,6 +1216,7 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
 /// clock skew); every window's shard took entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_shards_rotate_on_schedule_under_load() -> anyhow::Result<()> {
+    let _heavy = HEAVY.lock().await;
     const PERIOD: u64 = 20;
     const WINDOWS: u64 = 4;
     let tmp = tempfile::tempdir()?;
