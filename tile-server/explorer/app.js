@@ -206,6 +206,7 @@ let rendered = false;
 
 async function render() {
   const mine = ++generation;
+  const shown = location.hash;
   const main = document.getElementById("main");
   main.setAttribute("aria-busy", "true");
   let node;
@@ -216,6 +217,7 @@ async function render() {
   }
   if (mine !== generation) return; // a later navigation won
   if (node === null && rendered) {
+    main.dataset.view = shown;
     main.setAttribute("aria-busy", "false");
     main.focus();
     return;
@@ -226,6 +228,9 @@ async function render() {
   main.replaceChildren(node);
   const verdict = main.querySelector("#verification h2");
   document.getElementById("status").textContent = verdict ? verdict.textContent : "";
+  // Which location this view is of: a script (or a test) waiting for a navigation to finish
+  // waits for this to equal location.hash with aria-busy false.
+  main.dataset.view = shown;
   main.setAttribute("aria-busy", "false");
   const heading = main.querySelector("h1");
   if (heading) document.title = `${heading.textContent} · Cairn explorer`;

@@ -55,8 +55,12 @@ async function open(origin, viewport = { width: 1280, height: 900 }) {
 }
 
 /** Waits until the view for the current hash has rendered. */
+/** Waits until the page shows the view of the current location (hashchange fires after a click returns). */
 async function settled(page) {
-  await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") === "false");
+  await page.waitForFunction(() => {
+    const main = document.getElementById("main");
+    return main.getAttribute("aria-busy") === "false" && main.dataset.view === location.hash;
+  });
 }
 
 async function goto(page, origin, hash) {
@@ -81,8 +85,10 @@ async function results(page) {
     );
     const more = await page.$("a:text('More results')");
     if (!more) return out;
+    const before = await page.evaluate(() => location.hash);
     await more.click();
-    await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") === "false");
+    await page.waitForFunction((old) => location.hash !== old, before);
+    await settled(page);
   }
 }
 
