@@ -108,6 +108,18 @@ impl Log for Ceiling {
     ) -> Result<Response<cairn_proto::v1::AddShardResponse>, Status> {
         Err(Status::unimplemented("ceiling server"))
     }
+    async fn archive_shard(
+        &self,
+        _: Request<cairn_proto::v1::ArchiveShardRequest>,
+    ) -> Result<Response<cairn_proto::v1::ArchiveShardResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
+    async fn find_entries(
+        &self,
+        _: Request<cairn_proto::v1::FindEntriesRequest>,
+    ) -> Result<Response<cairn_proto::v1::FindEntriesResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
 }
 
 /// Starts the ceiling server on a loopback port; returns its URL and a stop handle.

@@ -388,6 +388,13 @@ fn groups(ids: &[u32]) -> String {
     }
 }
 
+/// `cairn shard archive`.
+pub async fn shard_archive(admin: &AdminArgs, id: u32) -> anyhow::Result<ExitCode> {
+    admin.client()?.archive_shard(id).await?;
+    println!("shard {id} is archived: its Raft groups stop; object storage serves it");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cairn shard add` through the running cluster.
 pub async fn shard_add_live(
     admin: &AdminArgs,

@@ -213,6 +213,14 @@ enum ShardCommand {
         #[command(flatten)]
         tls: commands::TlsArgs,
     },
+    /// Archive a frozen shard added at runtime (admin token): every sequencer stops its Raft group and
+    /// deletes its replica; the read path serves it from object storage alone.
+    Archive {
+        /// Shard id.
+        id: u32,
+        #[command(flatten)]
+        admin: commands::AdminArgs,
+    },
     /// Add a shard. Through the running cluster (admin token): it is planned at once and active once
     /// a majority of the sequencers hold its key in their key directory (`keys/shard-<id>.key` under
     /// the data directory) and its window has started; no restart. With `--config`: appends it to a
@@ -365,6 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 id,
                 tls,
             } => commands::shard_freeze(&server, token, id, &tls).await,
+            ShardCommand::Archive { id, admin } => commands::shard_archive(&admin, id).await,
             ShardCommand::Add {
                 config: Some(config),
                 id,

@@ -49,12 +49,24 @@ async fn submit_all(
 
 /// The whole exercise against running servers: 10,000 entries, half sequenced and half published,
 /// 1,000 resubmitted; proofs and the published log verified.
-/// The shard the documented routing rule picks for `entry` among the sorted `active` shards: the
-/// RFC 6962 leaf hash's first 8 bytes, big endian, modulo their number.
+/// The shard the documented routing rule picks for `entry` among the `active` shards: the highest
+/// weight, the first 8 bytes (big endian) of SHA-256(RFC 6962 leaf hash || shard id, 4 bytes big
+/// endian).
 fn routed(entry: &[u8], active: &[u32]) -> u32 {
     let leaf = leaf_hash(entry);
-    let head = u64::from_be_bytes(leaf.as_bytes()[..8].try_into().unwrap_or_default());
-    active[(head % active.len() as u64) as usize]
+    let weight = |shard: u32| {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::new()
+            .chain_update(leaf.as_bytes())
+            .chain_update(shard.to_be_bytes())
+            .finalize();
+        u64::from_be_bytes(d[..8].try_into().unwrap_or_default())
+    };
+    active
+        .iter()
+        .copied()
+        .max_by_key(|&s| weight(s))
+        .unwrap_or_default()
 }
 
 /// `POST <base>/logs/<shard>/add` until it is answered (a 503 is retried after its `Retry-After`, as

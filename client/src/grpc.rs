@@ -518,6 +518,35 @@ impl LogClient {
         Ok((reply.state, reply.waiting_for))
     }
 
+    /// Archives a frozen shard added at runtime (admin token): its Raft groups stop and object storage
+    /// alone serves it. Safe to repeat.
+    pub async fn archive_shard(&mut self, shard: u32) -> Result<(), ClientError> {
+        let req = self.request(cairn_proto::v1::ArchiveShardRequest { shard_id: shard })?;
+        self.raw.archive_shard(req).await?;
+        Ok(())
+    }
+
+    /// Which of `leaf_hashes` shard `shard`'s log holds, with their indexes (a writer's token): for a
+    /// writer whose answer was lost. Final for a frozen shard; for an active one as of every append
+    /// its leader had queued.
+    pub async fn find_entries(
+        &mut self,
+        shard: u32,
+        leaf_hashes: &[Hash],
+    ) -> Result<Vec<Option<u64>>, ClientError> {
+        let req = self.request(cairn_proto::v1::FindEntriesRequest {
+            shard_id: shard,
+            leaf_hashes: leaf_hashes.iter().map(|h| h.as_bytes().to_vec()).collect(),
+            active: Vec::new(),
+        })?;
+        let reply = self.raw.find_entries(req).await?.into_inner();
+        Ok(reply
+            .results
+            .into_iter()
+            .map(|r| r.found.then_some(r.index))
+            .collect())
+    }
+
     /// Removes sequencer `node` from every shard's group (admin token); returns the shards. Safe to
     /// repeat.
     pub async fn remove_node(&mut self, node: u64) -> Result<Vec<u32>, ClientError> {

@@ -175,6 +175,14 @@ impl Inner {
         })
     }
 
+    /// Archives a frozen shard of the control map (`ArchiveShard`).
+    pub(crate) async fn archive_shard(&self, metadata: &MetadataMap, shard: ShardId) -> Result<(), LogError> {
+        self.auth.admin(metadata)?;
+        let node = self.node.as_ref().ok_or_else(no_sequencer)?;
+        self.shard(shard)?;
+        node.archive_shard(shard).await.map_err(|e| self.seq_err(e))
+    }
+
     /// The groups a membership request names: one shard's, or every group this sequencer hosts (the
     /// control group's and every shard's).
     /// A request one node forwarded to a group's leader names that one group, the control group's

@@ -1,7 +1,9 @@
 //! `cairn-log-server`: the gRPC submission API (`cairn.v1.Log`, see `proto/cairn/v1/log.proto`).
 //!
 //! It validates requests as a whole before anything is appended (size limits, token, rate), routes each
-//! entry to `active_shards[hash(leaf hash) mod n]` so that a repeated entry always meets its original,
+//! entry among the active shards by rendezvous hashing of its leaf hash ([`route`]) so that a repeated
+//! entry always meets its original (and, across a change of the active shards, looks for it in the
+//! shard it routed to before: [`write`]),
 //! hands each shard's share to that shard's Raft leader (the local sequencer, or another node over gRPC),
 //! and for `PUBLISHED` waits for a checkpoint and proves every entry against it from the published tiles.
 //!
@@ -17,6 +19,7 @@ pub mod add;
 mod admin;
 mod auth;
 mod error;
+mod find;
 mod forward;
 pub mod metrics;
 mod read;
@@ -86,6 +89,10 @@ pub struct LogServerConfig {
     pub forward_deadline: Duration,
     /// Requests of one stream handled at once.
     pub stream_window: usize,
+    /// How long after the active shards change a write still looks for its entries in the shards
+    /// they routed to before (so a retry of an attempt that landed there is answered from there, not
+    /// logged twice): longer than writers keep retrying (the Rust client's default deadline is 60 s).
+    pub reroute_grace: Duration,
 }
 
 impl LogServerConfig {
@@ -103,20 +110,28 @@ impl LogServerConfig {
             publish_timeout: Duration::from_secs(30),
             forward_deadline: Duration::from_secs(2),
             stream_window: 8,
+            reroute_grace: Duration::from_secs(90),
         }
     }
 }
 
-/// The shard an entry goes to among `active` (sorted shard ids): its leaf hash's first 8 bytes, big
-/// endian, modulo the number of active shards.
+/// The shard an entry goes to among `active`: rendezvous (highest random weight) hashing, each
+/// shard's weight the first 8 bytes, big endian, of SHA-256(leaf hash || shard id as 4 bytes big
+/// endian); the highest wins. A given set of active shards sends an entry to one shard always (exact
+/// dedup), and a change moves only what it must: a shard added takes its share from every other, a
+/// shard frozen hands on only its own entries.
 pub fn route(leaf_hash: &[u8; 32], active: &[ShardId]) -> Option<ShardId> {
-    if active.is_empty() {
-        return None;
-    }
-    let mut head = [0u8; 8];
-    head.copy_from_slice(&leaf_hash[..8]);
-    let n = active.len() as u64;
-    Some(active[(u64::from_be_bytes(head) % n) as usize])
+    use sha2::{Digest, Sha256};
+    active.iter().copied().max_by_key(|shard| {
+        let mut h = Sha256::new();
+        h.update(leaf_hash);
+        h.update(shard.to_be_bytes());
+        let d = h.finalize();
+        (
+            u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]),
+            *shard,
+        )
+    })
 }
 
 /// What the log-server needs from the process it runs in.
@@ -127,4 +142,38 @@ pub struct Backend {
     pub bucket: Bucket,
     /// Cache of the tiles proofs read (shared with the read path when both run in one process).
     pub cache: TileCache,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    fn leaves(n: u32) -> impl Iterator<Item = [u8; 32]> {
+        (0..n).map(|i| cairn_tlog::hash::leaf_hash(&i.to_be_bytes()).0)
+    }
+
+    #[test]
+    fn routing_spreads_entries_and_moves_only_what_a_change_must() {
+        let before = [1, 2, 3];
+        let added = [1, 2, 3, 4];
+        let frozen = [1, 3];
+        let mut counts = std::collections::BTreeMap::new();
+        for leaf in leaves(20_000) {
+            let b = route(&leaf, &before).unwrap();
+            let a = route(&leaf, &added).unwrap();
+            *counts.entry(a).or_insert(0u32) += 1;
+            assert!(a == b || a == 4, "adding shard 4 moved an entry from {b} to {a}");
+            let f = route(&leaf, &frozen).unwrap();
+            assert!(
+                f == b || b == 2,
+                "freezing shard 2 moved an entry from {b} to {f}"
+            );
+            assert_eq!(route(&leaf, &[7]), Some(7));
+        }
+        // Each of 4 shards gets a quarter, within 5 %.
+        for (shard, n) in counts {
+            assert!((4_750..=5_250).contains(&n), "shard {shard} got {n} of 20000");
+        }
+        assert_eq!(route(&[0; 32], &[]), None);
+    }
 }

@@ -1,7 +1,7 @@
 //! The `cairn.v1.Log` service: the gRPC edge (one span per call) over the write path ([`crate::write`]),
 //! forwarding ([`crate::forward`]) and reads ([`crate::read`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +10,8 @@ use cairn_proto::v1::log_client::LogClient;
 use cairn_proto::v1::log_server::{Log, LogServer as LogService};
 use cairn_proto::v1::{
     AddEntriesRequest, AddEntriesResponse, AddNodeRequest, AddNodeResponse, AddShardRequest,
-    AddShardResponse, ClusterStatusRequest, ClusterStatusResponse, FreezeShardRequest, FreezeShardResponse,
+    AddShardResponse, ArchiveShardRequest, ArchiveShardResponse, ClusterStatusRequest, ClusterStatusResponse,
+    FindEntriesRequest, FindEntriesResponse, FoundEntry, FreezeShardRequest, FreezeShardResponse,
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest,
     ListShardsRequest, ListShardsResponse, ProofResponse, RemoveNodeRequest, RemoveNodeResponse,
     TransferLeaderRequest, TransferLeaderResponse,
@@ -54,6 +55,17 @@ pub(crate) struct Inner {
     pub(crate) leaders: Mutex<HashMap<ShardId, String>>,
     /// Without a local node: shards a leader reported frozen.
     pub(crate) frozen: Mutex<BTreeSet<ShardId>>,
+    /// The active shards of each kind as this server saw them change.
+    routing: Mutex<HashMap<&'static str, Routing>>,
+}
+
+/// The active shards of one kind, and the sets before them that were replaced less than the reroute
+/// grace ago.
+#[derive(Default)]
+struct Routing {
+    current: Vec<ShardId>,
+    /// Earlier sets, each with the moment it stopped being current; oldest first.
+    past: VecDeque<(std::time::Instant, Vec<ShardId>)>,
 }
 
 impl LogServer {
@@ -74,6 +86,7 @@ impl LogServer {
                 clients: Mutex::default(),
                 leaders: Mutex::default(),
                 frozen: Mutex::default(),
+                routing: Mutex::default(),
                 metrics: ApiMetrics::default(),
             }),
         })
@@ -150,6 +163,11 @@ impl Inner {
             .ok_or_else(|| LogError::NotFound(format!("unknown shard {id}")))
     }
 
+    /// Whether `id` is an archived shard (its groups stopped; object storage holds it alone).
+    pub(crate) fn is_archived(&self, id: ShardId) -> bool {
+        self.added(id).is_some_and(|l| l.archived)
+    }
+
     pub(crate) fn is_frozen(&self, id: ShardId) -> bool {
         if !self.config.shards.iter().any(|s| s.id == id) {
             return self.added(id).is_some_and(|l| l.state == Lifecycle::Frozen);
@@ -188,6 +206,32 @@ impl Inner {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// The active shards of `kind` (see [`Self::active`]), and the sets of them this server saw
+    /// replaced within the reroute grace, newest first: where an earlier attempt of an entry may
+    /// have landed.
+    pub(crate) fn routing(&self, kind: ShardKind) -> (Vec<ShardId>, Vec<Vec<ShardId>>) {
+        let active = self.active(kind);
+        let Ok(mut all) = self.routing.lock() else {
+            return (active, Vec::new());
+        };
+        let r = all.entry(kind.as_str()).or_default();
+        let now = std::time::Instant::now();
+        if r.current != active {
+            let old = std::mem::replace(&mut r.current, active.clone());
+            if !old.is_empty() {
+                r.past.push_back((now, old));
+            }
+        }
+        while r
+            .past
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > self.config.reroute_grace)
+        {
+            r.past.pop_front();
+        }
+        (active, r.past.iter().rev().map(|(_, set)| set.clone()).collect())
     }
 
     /// The gRPC API URL of node `id`: as the sequencer here last heard it from the node (which covers
@@ -356,6 +400,42 @@ impl Log for LogServer {
         let reply = self.inner.add_shard(&metadata, body).instrument(span).await?;
         tracing::info!(shard = id, %origin, state = %reply.state, "shard added");
         Ok(Response::new(reply))
+    }
+
+    async fn archive_shard(
+        &self,
+        req: Request<ArchiveShardRequest>,
+    ) -> Result<Response<ArchiveShardResponse>, Status> {
+        let (metadata, _, body) = req.into_parts();
+        let shard = body.shard_id;
+        self.inner
+            .archive_shard(&metadata, shard)
+            .instrument(tracing::info_span!("archive_shard", shard))
+            .await?;
+        tracing::info!(shard, "shard archived");
+        Ok(Response::new(ArchiveShardResponse {}))
+    }
+
+    async fn find_entries(
+        &self,
+        req: Request<FindEntriesRequest>,
+    ) -> Result<Response<FindEntriesResponse>, Status> {
+        let (metadata, _, body) = req.into_parts();
+        let span = tracing::info_span!(
+            "find_entries",
+            shard = body.shard_id,
+            leaves = body.leaf_hashes.len(),
+            otel.kind = "server"
+        );
+        let found = self.inner.find_entries(&metadata, body).instrument(span).await?;
+        let results = found
+            .into_iter()
+            .map(|index| FoundEntry {
+                found: index.is_some(),
+                index: index.unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(FindEntriesResponse { results }))
     }
 
     async fn cluster_status(

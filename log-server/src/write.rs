@@ -17,6 +17,9 @@ use crate::error::LogError;
 use crate::route;
 use crate::service::Inner;
 
+/// An entry already in another shard: its index there and its leaf hash.
+type Found = (u64, [u8; 32]);
+
 /// Checks a whole request before anything is appended.
 fn validate(entries: &[Vec<u8>], limits: &crate::Limits) -> Result<(), LogError> {
     if entries.is_empty() {
@@ -141,7 +144,7 @@ impl Inner {
                 leader: None,
             });
         }
-        let active = self.active(kind);
+        let (active, past) = self.routing(kind);
         // A shard the caller named (here, or at the server that forwarded the request: opaque shards
         // only, as `POST /logs/<id>/add` allows) takes every entry; otherwise the leaf hash routes.
         let named = match (named, forwarded) {
@@ -164,11 +167,27 @@ impl Inner {
             _ => metadata,
         };
         let n = entries.len();
+        let leaves: Vec<[u8; 32]> = entries.iter().map(|e| leaf_hash(e).0).collect();
+        // Routed here for the first time since the active shards changed (a forwarded request was
+        // looked up by the server that routed it): entries an earlier attempt left in the shard they
+        // routed to before are answered from there.
+        let earlier = if pinned.is_none() && forwarded.is_none() && !past.is_empty() {
+            self.find_earlier(&leaves, &active, &past, metadata).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
+        let mut found: BTreeMap<ShardId, (Vec<usize>, Vec<Found>)> = BTreeMap::new();
         for (i, entry) in entries.into_iter().enumerate() {
+            if let Some(&(shard, index)) = earlier.get(&i) {
+                let f = found.entry(shard).or_default();
+                f.0.push(i);
+                f.1.push((index, leaves[i]));
+                continue;
+            }
             let shard = match pinned {
                 Some(shard) => shard,
-                None => route(leaf_hash(&entry).as_bytes(), &active).ok_or_else(|| {
+                None => route(&leaves[i], &active).ok_or_else(|| {
                     LogError::Frozen(format!(
                         "no {} shard accepts entries: every one is frozen or none is configured",
                         kind.as_str()
@@ -186,7 +205,7 @@ impl Inner {
             g.0.push(i);
             g.1.push(entry);
         }
-        let outs = try_join_all(
+        let appended = try_join_all(
             groups
                 .into_iter()
                 .map(|(shard, (positions, entries))| async move {
@@ -202,8 +221,13 @@ impl Inner {
                     }
                     Ok::<_, LogError>(positions.into_iter().zip(results).collect::<Vec<_>>())
                 }),
-        )
-        .await?;
+        );
+        let answered = try_join_all(found.into_iter().map(|(shard, (positions, found))| async move {
+            let results = self.found_results(shard, &found, wait).await?;
+            Ok::<_, LogError>(positions.into_iter().zip(results).collect::<Vec<_>>())
+        }));
+        let (appended, answered) = futures::future::try_join(appended, answered).await?;
+        let outs = appended.into_iter().chain(answered);
         let mut results = vec![EntryResult::default(); n];
         for (i, r) in outs.into_iter().flatten() {
             results[i] = r;

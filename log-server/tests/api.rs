@@ -408,11 +408,8 @@ async fn routing_spreads_entries_and_never_chooses_a_frozen_shard() -> anyhow::R
     let on1 = first.iter().filter(|r| r.shard_id == 1).count();
     anyhow::ensure!((20..=80).contains(&on1), "{on1} of 100 entries went to shard 1");
     for (e, r) in entries.iter().zip(&first) {
-        // The documented rule, computed here from its definition: the RFC 6962 leaf hash's first 8
-        // bytes, big endian, modulo the number of active shards, indexes the sorted active shard ids.
-        let leaf = Sha256::new().chain_update([0u8]).chain_update(e).finalize();
-        let head = u64::from_be_bytes(leaf[..8].try_into()?);
-        let expected = Some([1u32, 2][(head % 2) as usize]);
+        // The documented rule, computed here from its definition (see `routed`).
+        let expected = Some(routed(e, &[1, 2])?);
         anyhow::ensure!(
             Some(r.shard_id) == expected,
             "entry routed to {} not {expected:?}",
@@ -472,11 +469,24 @@ async fn post(f: &Fixture, path: &str, body: Vec<u8>, token: Option<&str>) -> an
     })
 }
 
-/// The shard the documented routing rule picks for `entry` among `active`.
+/// The shard the documented routing rule picks for `entry` among `active`: the one with the highest
+/// weight, the first 8 bytes (big endian) of SHA-256(RFC 6962 leaf hash || shard id, 4 bytes big
+/// endian).
 fn routed(entry: &[u8], active: &[u32]) -> anyhow::Result<u32> {
     let leaf = Sha256::new().chain_update([0u8]).chain_update(entry).finalize();
-    let head = u64::from_be_bytes(leaf[..8].try_into()?);
-    Ok(active[(head % active.len() as u64) as usize])
+    let mut best = None;
+    for &shard in active {
+        let w = Sha256::new()
+            .chain_update(leaf)
+            .chain_update(shard.to_be_bytes())
+            .finalize();
+        let weight = u64::from_be_bytes(w[..8].try_into()?);
+        if best.is_none_or(|(b, _)| weight > b) {
+            best = Some((weight, shard));
+        }
+    }
+    best.map(|(_, s)| s)
+        .ok_or_else(|| anyhow::anyhow!("no active shard"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ impl From<ShardListing> for v1::Shard {
             kind: l.kind.as_str().to_owned(),
             valid_from: l.valid_from.unwrap_or(0),
             valid_until: l.valid_until.unwrap_or(0),
+            archived: l.archived,
         }
     }
 }
@@ -62,6 +63,7 @@ impl TryFrom<v1::Shard> for ShardListing {
             http_prefix: s.prefix,
             valid_from: (s.valid_from > 0).then_some(s.valid_from),
             valid_until: (s.valid_until > 0).then_some(s.valid_until),
+            archived: s.archived,
         })
     }
 }

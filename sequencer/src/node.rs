@@ -17,16 +17,16 @@ use crate::metrics;
 // The configuration types were defined here first; `node::NodeConfig` and friends stay valid paths.
 pub use crate::config::{BatchConfig, NodeConfig, RaftTiming, ShardConfig};
 use crate::error::SequencerError;
-use crate::network::{Channels, NetworkFactory, Partitions, RaftRegistry, RaftService};
+use crate::network::{Channels, Partitions, RaftRegistry, RaftService};
 use crate::shard::{Hosted, HostedShard, PendingAppend, ensure_leader, map_write_err};
-use crate::sm::StateMachine;
-use crate::state::{ReplicatedState, ShardSm};
-use crate::store::{LogStore, open_db};
+use crate::state::ReplicatedState;
+use crate::store::open_db;
 use crate::types::{Appended, Command, NodeId, ShardId, TypeConfig};
-use crate::{proposer, publisher};
 
 /// How long a freeze may take to commit once the leader has confirmed its majority.
 pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
+mod groups;
 
 /// What the node's tasks and the Raft server share.
 pub(crate) struct NodeInner {
@@ -46,66 +46,8 @@ pub(crate) struct NodeInner {
     stop: watch::Sender<bool>,
     /// The tasks of every group started here (proposers, publishers) and of the node.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl NodeInner {
-    /// Starts hosting a shard's Raft group (or the control group): its state machine, Raft instance,
-    /// proposer and publisher. The group joins its cluster when a member initializes it or a leader
-    /// replicates to it. Hosting a shard twice is a no-op.
-    pub(crate) async fn host(&self, sc: ShardConfig) -> Result<(), SequencerError> {
-        let id = sc.shard.id;
-        if self.shards.get(id).is_some() {
-            return Ok(());
-        }
-        if *self.stop.borrow() {
-            return Err(SequencerError::Retryable("the node is shutting down".into()));
-        }
-        let sm = ShardSm::open(self.db.clone(), id).map_err(|e| SequencerError::Fatal(e.to_string()))?;
-        let network = NetworkFactory {
-            shard: id,
-            from: self.id,
-            channels: self.channels.clone(),
-            partitions: self.partitions.clone(),
-        };
-        let raft = Raft::new(
-            self.id,
-            self.raft_config.clone(),
-            network,
-            LogStore::new(self.db.clone(), id),
-            StateMachine(sm.clone()),
-        )
-        .await
-        .map_err(|e| SequencerError::Fatal(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(self.config.batch.queue);
-        let bucket = self.config.bucket.child(&sc.shard.prefix());
-        let shard = Arc::new(HostedShard::new(sc, raft, sm, bucket, tx, self.recorders.clone()));
-        if !self.shards.insert(shard.clone()) {
-            // Started meanwhile by another caller; this instance shares its database keys, so stop it.
-            let _ = shard.raft.shutdown().await;
-            return Ok(());
-        }
-        if *self.stop.borrow() {
-            // `shutdown` set the flag before it listed the groups to stop: it may have missed this one.
-            let _ = shard.raft.shutdown().await;
-            return Err(SequencerError::Retryable("the node is shutting down".into()));
-        }
-        // The control group takes no entries from clients and publishes nothing.
-        if id != crate::control::CONTROL {
-            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            tasks.push(tokio::spawn(proposer::run(
-                shard.clone(),
-                self.config.batch,
-                rx,
-                self.stop.subscribe(),
-            )));
-            tasks.push(tokio::spawn(publisher::run(
-                self.config.publishing(),
-                shard,
-                self.stop.subscribe(),
-            )));
-        }
-        Ok(())
-    }
+    /// Archived shards whose replica this run of the node has deleted.
+    archived: std::sync::Mutex<std::collections::BTreeSet<ShardId>>,
 }
 
 impl RaftRegistry for NodeInner {
@@ -233,6 +175,7 @@ impl Node {
             recorders: recorders.clone(),
             stop: stop.clone(),
             tasks: Default::default(),
+            archived: Default::default(),
         });
         for sc in &config.shards {
             if sc.shard.id == crate::control::CONTROL {
@@ -508,6 +451,49 @@ impl Node {
             })?;
         rx.await
             .map_err(|_| SequencerError::Retryable("proposer dropped the request".into()))?
+    }
+
+    /// The index of each entry (by leaf hash) that is in `shard`'s log, as of now and for good: on a
+    /// frozen shard (from any replica that applied the freeze) the answer is final; on an active one
+    /// this node must lead it, and the lookup waits until every append queued here before the call
+    /// has been applied, so an earlier attempt of the same entry is either found or never lands here
+    /// after being queued later (the caller routes it elsewhere).
+    pub async fn find(
+        &self,
+        shard: ShardId,
+        leaves: &[[u8; 32]],
+    ) -> Result<Vec<Option<u64>>, SequencerError> {
+        if shard == crate::control::CONTROL {
+            return Err(SequencerError::UnknownShard(shard));
+        }
+        let s = self.shard(shard)?;
+        if !s.sm.admission().0 {
+            ensure_leader(self.inner.id, &s)?;
+            // An empty append is a barrier: the proposer answers it once its batch (and so every
+            // batch proposed before it) is committed and applied.
+            let (tx, rx) = oneshot::channel();
+            let barrier = PendingAppend {
+                entries: Vec::new(),
+                span: tracing::Span::none(),
+                reply: tx,
+            };
+            s.queue
+                .send(barrier)
+                .await
+                .map_err(|_| SequencerError::Retryable("the node is shutting down".into()))?;
+            match rx.await {
+                Ok(Ok(_)) | Ok(Err(SequencerError::Frozen(_))) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(SequencerError::Retryable("proposer dropped the request".into())),
+            }
+        }
+        leaves
+            .iter()
+            .map(|l| {
+                s.sm.lookup(l)
+                    .map_err(|e| SequencerError::Retryable(e.to_string()))
+            })
+            .collect()
     }
 
     /// Waits until a checkpoint of size greater than `index` has been written to object storage by this

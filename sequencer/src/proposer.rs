@@ -42,7 +42,18 @@ pub(crate) async fn run(
             bytes += p.entries.iter().map(Vec::len).sum::<usize>();
             batch.push(p);
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        // A batch carrying a look-up's barrier (an empty append, `Node::find`) waits until every
+        // earlier proposal has been applied: proposals run concurrently, and one proposed later
+        // could otherwise take a lower log index than an earlier batch still on its way.
+        let permit = if batch.iter().any(|p| p.entries.is_empty()) {
+            in_flight
+                .clone()
+                .acquire_many_owned(u32::try_from(cfg.max_in_flight).unwrap_or(u32::MAX))
+                .await
+        } else {
+            in_flight.clone().acquire_owned().await
+        };
+        let Ok(permit) = permit else {
             return;
         };
         let shard = shard.clone();

@@ -80,6 +80,15 @@ impl Hosted {
             .collect()
     }
 
+    /// Stops listing a group (an archived shard); handles taken before stay valid, their Raft
+    /// instance shut down.
+    pub(crate) fn remove(&self, id: ShardId) -> Option<Arc<HostedShard>> {
+        let mut map = self.0.groups.write().unwrap_or_else(|p| p.into_inner());
+        let removed = map.remove(&id);
+        self.0.count.send_replace(map.len());
+        removed
+    }
+
     /// Adds a group; `false` (and nothing changed) when one with the same id is hosted already.
     pub(crate) fn insert(&self, shard: Arc<HostedShard>) -> bool {
         let mut map = self.0.groups.write().unwrap_or_else(|p| p.into_inner());
@@ -119,6 +128,8 @@ pub(crate) struct HostedShard {
     pub(crate) gate: tokio::sync::RwLock<()>,
     /// Until when an operator's choice of leader holds against the placement balancer.
     pinned_until: Mutex<Option<Instant>>,
+    /// Set when this group's proposer and publisher stop: the node stops, or the shard is archived.
+    pub(crate) halt: watch::Sender<bool>,
 }
 
 impl HostedShard {
@@ -152,6 +163,7 @@ impl HostedShard {
             recorders,
             gate: tokio::sync::RwLock::new(()),
             pinned_until: Mutex::new(None),
+            halt: watch::channel(false).0,
         }
     }
 

@@ -63,6 +63,20 @@ pub(crate) fn key(shard: ShardId, tag: u8, rest: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Deletes everything of `shard` (its Raft log and vote, its state machine) from the database: an
+/// archived shard's replica.
+pub(crate) fn delete_shard(db: &DB, shard: ShardId) -> Result<(), rocksdb::Error> {
+    let from = shard.to_be_bytes().to_vec();
+    let to = match shard.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        None => vec![0xff; 5],
+    };
+    for name in [CF_LOG, CF_META, CF_SM] {
+        db.delete_range_cf(cf(db, name), &from, &to)?;
+    }
+    Ok(())
+}
+
 /// Read options bounded to keys `shard || tag || *`.
 pub(crate) fn prefix_bounds(shard: ShardId, tag: u8) -> ReadOptions {
     let mut ro = ReadOptions::default();

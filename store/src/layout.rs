@@ -130,6 +130,10 @@ pub struct ShardListing {
     /// End of its validity window, in Unix seconds: it is frozen then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<u64>,
+    /// A frozen shard whose Raft group was stopped: served from object storage alone (written only
+    /// when true).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 impl ShardListing {
@@ -143,6 +147,7 @@ impl ShardListing {
             http_prefix,
             valid_from: None,
             valid_until: None,
+            archived: false,
         }
     }
 }

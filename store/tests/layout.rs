@@ -72,9 +72,18 @@ fn hand_written_shards_json_parses() {
             http_prefix: "/logs/1".into(),
             valid_from: None,
             valid_until: None,
+            archived: false,
         }]
     );
     assert_eq!(doc.shards[0].state, Lifecycle::Frozen);
+    // An archived shard says so; written back, the field appears only then.
+    let archived = ShardsJson::parse(
+        br#"{"shards":[{"id":3,"origin":"o3","vkey":"v","state":"frozen","prefix":"/logs/3","archived":true}]}"#,
+    )
+    .expect("parses");
+    assert!(archived.shards[0].archived);
+    let text = serde_json::to_string(&doc.shards[0]).expect("serializes");
+    assert!(!text.contains("archived"), "{text}");
     // A listing written before shards had kinds is an opaque shard; a Sigstore one says so.
     let sigstore = ShardsJson::parse(
         br#"{"shards":[{"id":2,"origin":"o","vkey":"v","kind":"sigstore","state":"active","prefix":"/logs/2"}]}"#,

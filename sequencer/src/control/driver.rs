@@ -53,7 +53,9 @@ impl MapCache {
             return Ok(());
         };
         let now = unix_now();
-        if e.spec.valid_until.is_some_and(|until| now >= until) || e.phase == Phase::Frozen {
+        if e.spec.valid_until.is_some_and(|until| now >= until)
+            || matches!(e.phase, Phase::Frozen | Phase::Archived)
+        {
             return Err(SequencerError::Frozen(shard));
         }
         if e.phase == Phase::Planned || e.spec.valid_from.is_some_and(|from| now < from) {
@@ -347,6 +349,12 @@ async fn freeze_due(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), Stri
 async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
     let id = entry.spec.shard.id;
     let me = inner.id;
+    if entry.phase == Phase::Archived {
+        return inner
+            .archive(id)
+            .await
+            .map_err(|e| format!("stopping the archived shard's group: {e}"));
+    }
     // A node that is not among the recorded members (added to the cluster later) hosts the shard
     // too once it has the key, so that `cairn cluster add-node` can make it a voter of the group; it
     // neither reports the key nor starts the group.
@@ -435,7 +443,7 @@ async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
             }
             Ok(())
         }
-        Phase::Frozen => Ok(()),
+        Phase::Frozen | Phase::Archived => Ok(()),
     }
 }
 
@@ -453,6 +461,47 @@ impl crate::Node {
             },
         )
         .await
+    }
+
+    /// Archives a frozen shard of the map: once this node's replica shows its final checkpoint
+    /// recorded (so it is in object storage), the control group records `Archived`, and every node
+    /// stops the shard's group and deletes its replica; the read path serves it from object storage
+    /// alone. Repeating it is a no-op. `Refused` (nothing recorded) for a shard that is not frozen,
+    /// whose final checkpoint is not recorded yet, that this node does not host, or that the
+    /// configuration lists (those stay until the configuration drops them).
+    pub async fn archive_shard(&self, shard: ShardId) -> Result<(), SequencerError> {
+        let map = self.shard_map();
+        let Some(entry) = map.shards.get(&shard) else {
+            if self.inner.config.shards.iter().any(|s| s.shard.id == shard) {
+                return Err(SequencerError::Refused(format!(
+                    "shard {shard} is in the configuration: only shards added at runtime are archived"
+                )));
+            }
+            return Err(SequencerError::UnknownShard(shard));
+        };
+        match entry.phase {
+            Phase::Archived => return Ok(()),
+            Phase::Frozen => {}
+            Phase::Planned | Phase::Active => {
+                return Err(SequencerError::Refused(format!(
+                    "shard {shard} is not frozen; freeze it first (cairn shard freeze), then archive it"
+                )));
+            }
+        }
+        let Some(hosted) = self.inner.shards.get(shard) else {
+            return Err(SequencerError::Refused(format!(
+                "node {} does not host shard {shard}; ask a node that holds its key",
+                self.inner.id
+            )));
+        };
+        let (state, published) = hosted.sm.view();
+        if !state.frozen || published.size < state.size {
+            return Err(SequencerError::Refused(format!(
+                "shard {shard}'s final checkpoint is not recorded yet (published {} of {} entries); retry shortly",
+                published.size, state.size
+            )));
+        }
+        propose(&self.inner, Op::Archived { shard }).await
     }
 
     /// Whether this node hosts `shard`'s group (a shard of the map only once it found the key).
@@ -482,7 +531,7 @@ impl crate::Node {
                 let state = match e.phase {
                     Phase::Planned => Lifecycle::Planned,
                     Phase::Active if early => Lifecycle::Planned,
-                    Phase::Frozen => Lifecycle::Frozen,
+                    Phase::Frozen | Phase::Archived => Lifecycle::Frozen,
                     Phase::Active if self.inner.shards.get(id).is_some_and(|s| s.sm.frozen()) => {
                         Lifecycle::Frozen
                     }
@@ -491,6 +540,7 @@ impl crate::Node {
                 let mut listing = cairn_store::ShardListing::new(e.spec.shard.clone(), e.spec.kind, state);
                 listing.valid_from = e.spec.valid_from;
                 listing.valid_until = e.spec.valid_until;
+                listing.archived = e.phase == Phase::Archived;
                 listing
             })
             .collect()

@@ -24,6 +24,9 @@
 //!    append outside it, so none lands after the end even before the freeze commits).
 //! 4. At the window's end the shard's leader freezes it (final checkpoint); `Frozen` records that in
 //!    the map for discovery.
+//! 5. An operator may archive a frozen shard whose final checkpoint is in object storage: `Archived`
+//!    makes every node stop the shard's group and delete its replica; the read path serves it from
+//!    object storage alone, and discovery lists it frozen (and archived) forever.
 //!
 //! [`Schedule`] adds shards without an operator: the control group's leader adds each window's shard
 //! its lead time ahead (temporal sharding).
@@ -85,6 +88,11 @@ pub enum Op {
         /// The shard.
         shard: ShardId,
     },
+    /// The frozen shard's final checkpoint is in object storage and its group stops everywhere.
+    Archived {
+        /// The shard.
+        shard: ShardId,
+    },
 }
 
 /// Where a shard of the map is in its life.
@@ -96,6 +104,8 @@ pub enum Phase {
     Active,
     /// Read-only forever.
     Frozen,
+    /// Frozen, its group stopped and its replicas deleted: served from object storage alone.
+    Archived,
 }
 
 /// A shard in the map.
@@ -166,8 +176,17 @@ impl ShardMap {
                 }
             }
             Op::Frozen { shard } => {
-                if let Some(e) = self.shards.get_mut(shard) {
+                if let Some(e) = self.shards.get_mut(shard)
+                    && e.phase != Phase::Archived
+                {
                     e.phase = Phase::Frozen;
+                }
+            }
+            Op::Archived { shard } => {
+                if let Some(e) = self.shards.get_mut(shard)
+                    && e.phase == Phase::Frozen
+                {
+                    e.phase = Phase::Archived;
                 }
             }
         }
@@ -342,10 +361,18 @@ mod tests {
         assert!(map.shards[&4].keyed());
         assert_eq!(map.shards[&4].phase, Phase::Active);
         assert_eq!(map.waiting_for(4, 0), None);
+        // Archiving needs a frozen shard.
+        let mut early = ops.clone();
+        early.push(Op::Archived { shard: 4 });
+        assert_eq!(ShardMap::fold(&early).shards[&4].phase, Phase::Active);
         ops.push(Op::Frozen { shard: 4 });
         // A late activation does not thaw a frozen shard.
         ops.push(Op::Activated { shard: 4 });
         assert_eq!(ShardMap::fold(&ops).shards[&4].phase, Phase::Frozen);
+        ops.push(Op::Archived { shard: 4 });
+        // A late freeze record does not bring an archived shard back.
+        ops.push(Op::Frozen { shard: 4 });
+        assert_eq!(ShardMap::fold(&ops).shards[&4].phase, Phase::Archived);
     }
 
     #[test]
