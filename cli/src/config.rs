@@ -325,6 +325,10 @@ pub struct Tuning {
     /// prefers one voter, in turn), moving a leadership where they are not, in milliseconds; 0 turns
     /// leader placement off.
     pub balance_leaders_ms: u64,
+    /// For how long after the active shards change a write looks for its entries in the shards they
+    /// routed to before (so a retry is not logged twice), in seconds; a frozen shard can be archived
+    /// only this long after its final checkpoint. Longer than writers keep retrying.
+    pub reroute_grace_s: u64,
 }
 
 impl Default for Tuning {
@@ -338,6 +342,7 @@ impl Default for Tuning {
             heartbeat_ms: 100,
             tile_cache_bytes: 256 << 20,
             balance_leaders_ms: 2000,
+            reroute_grace_s: 90,
         }
     }
 }

@@ -386,6 +386,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             ..BatchConfig::default()
         };
         nc.publish_interval = Duration::from_millis(config.tuning.publish_interval_ms.max(1));
+        nc.archive_after = Duration::from_secs(config.tuning.reroute_grace_s);
         nc.balance_interval = (config.tuning.balance_leaders_ms > 0)
             .then(|| Duration::from_millis(config.tuning.balance_leaders_ms));
         nc.tls = tls.clone();
@@ -541,6 +542,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             allow_anonymous: anonymous,
         };
         lc.publish_timeout = Duration::from_secs(config.tuning.publish_timeout_s.max(1));
+        lc.reroute_grace = Duration::from_secs(config.tuning.reroute_grace_s);
         // Twice the longest election timeout (8 heartbeats): a leader that has not answered by then is
         // either gone (and replaced) or unreachable from here.
         lc.forward_deadline = Duration::from_millis(config.tuning.heartbeat_ms.max(10) * 16);

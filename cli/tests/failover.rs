@@ -1036,7 +1036,9 @@ async fn until_listed(
 async fn shards_are_added_and_frozen_at_runtime_under_load() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let d = tmp.path();
-    let (nodes, mut servers, _) = start_cluster(d, 2, "").await?;
+    // A reroute grace of 20 s (90 s by default): retries here come within seconds, and the frozen
+    // shard can be archived 20 s after its final checkpoint.
+    let (nodes, mut servers, _) = start_cluster(d, 2, "reroute_grace_s = 20\n").await?;
     let http = reqwest::Client::new();
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -1207,9 +1209,20 @@ async fn shards_are_added_and_frozen_at_runtime_under_load() -> anyhow::Result<(
         !ok && err.contains("not frozen"),
         "archiving an active shard: {err}"
     );
+    // Refused until its final checkpoint is as old as the reroute grace; the answer says how long.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, _, err) = archive(3)?;
+        if ok {
+            break;
+        }
+        anyhow::ensure!(
+            err.contains("can be archived 20 s after") && Instant::now() < deadline,
+            "archive: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let archived_at = Instant::now();
-    let (ok, _, err) = archive(3)?;
-    anyhow::ensure!(ok, "archive: {err}");
     loop {
         let mut hosting = Vec::new();
         for (i, node) in nodes.iter().enumerate() {

@@ -144,6 +144,10 @@ pub struct NodeConfig {
     pub keys: Option<Arc<dyn crate::control::KeyProvider>>,
     /// Shards this node's control group adds on a schedule (temporal sharding), when it leads it.
     pub schedule: Option<Arc<dyn crate::control::Schedule>>,
+    /// How long a shard must have been frozen (its final checkpoint in object storage) before it
+    /// can be archived: at least the log-servers' reroute grace, during which a retry looks for its
+    /// entry in the shard it routed to before.
+    pub archive_after: Duration,
 }
 
 impl NodeConfig {
@@ -175,6 +179,7 @@ impl NodeConfig {
             peer_urls: Default::default(),
             keys: None,
             schedule: None,
+            archive_after: Duration::from_secs(90),
         }
     }
 

@@ -487,13 +487,20 @@ impl Node {
                 Err(_) => return Err(SequencerError::Retryable("proposer dropped the request".into())),
             }
         }
-        leaves
+        let found = leaves
             .iter()
             .map(|l| {
                 s.sm.lookup(l)
                     .map_err(|e| SequencerError::Retryable(e.to_string()))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Archived meanwhile: its replica may be gone, so "absent" would not be an answer.
+        if *s.halt.borrow() {
+            return Err(SequencerError::Retryable(format!(
+                "shard {shard} stopped here during the look-up; retry"
+            )));
+        }
+        Ok(found)
     }
 
     /// Waits until a checkpoint of size greater than `index` has been written to object storage by this

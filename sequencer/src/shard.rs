@@ -29,8 +29,8 @@ pub(crate) struct PendingAppend {
 }
 
 /// The Raft groups a node hosts, by shard id: its configured shards, the control group
-/// ([`crate::control::CONTROL`]) and shards added at runtime. A group is never dropped while the node
-/// runs, so a handle taken from here stays valid.
+/// ([`crate::control::CONTROL`]) and shards added at runtime. A group is dropped only when its shard
+/// is archived; a handle taken before stays usable (its Raft instance shut down, its `halt` set).
 #[derive(Clone, Default)]
 pub(crate) struct Hosted(Arc<HostedGroups>);
 

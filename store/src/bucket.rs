@@ -107,6 +107,15 @@ impl Bucket {
         }
     }
 
+    /// When an object was last written, `None` if it does not exist.
+    pub async fn modified(&self, rel: &str) -> Result<Option<std::time::SystemTime>, object_store::Error> {
+        match self.store.head(&self.path(rel)).await {
+            Ok(meta) => Ok(Some(meta.last_modified.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads an object, `None` if it does not exist.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, object_store::Error> {
         match self.store.get(&self.path(rel)).await {

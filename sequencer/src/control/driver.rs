@@ -501,6 +501,41 @@ impl crate::Node {
                 published.size, state.size
             )));
         }
+        // The checkpoint in object storage is what readers have once the groups stop: it must be the
+        // final one, and old enough that no retry still looks for its entries here.
+        let stored = hosted
+            .bucket
+            .get("checkpoint")
+            .await
+            .map_err(|e| SequencerError::Retryable(format!("object storage: {e}")))?;
+        let stored_size = stored
+            .as_deref()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|t| t.lines().nth(1))
+            .and_then(|l| l.parse::<u64>().ok());
+        if stored_size != Some(state.size) {
+            return Err(SequencerError::Refused(format!(
+                "shard {shard}'s checkpoint in object storage covers {stored_size:?} entries, not its final {}; retry once it is published",
+                state.size
+            )));
+        }
+        let written = hosted
+            .bucket
+            .modified("checkpoint")
+            .await
+            .map_err(|e| SequencerError::Retryable(format!("object storage: {e}")))?;
+        let age = written
+            .and_then(|w| std::time::SystemTime::now().duration_since(w).ok())
+            .unwrap_or_default();
+        let wait = self.inner.config.archive_after;
+        if age < wait {
+            return Err(SequencerError::Refused(format!(
+                "shard {shard}'s final checkpoint was written {} s ago; it can be archived {} s after (tuning.reroute_grace_s), in {} s",
+                age.as_secs(),
+                wait.as_secs(),
+                (wait - age).as_secs() + 1
+            )));
+        }
         propose(&self.inner, Op::Archived { shard }).await
     }
 
