@@ -247,6 +247,14 @@ enum ShardCommand {
         /// End of its window (Unix seconds): its leader freezes it then.
         #[arg(long)]
         valid_until: Option<u64>,
+        /// What it logs: `opaque` (any bytes, `cairn.v1.Log`) or `sigstore` (hashedrekord entries
+        /// through the Rekor v2 API; needs `--base-url`).
+        #[arg(long, default_value = "opaque", value_parser = ["opaque", "sigstore"], conflicts_with = "config")]
+        kind: String,
+        /// A Sigstore shard's base URL, whose host is its origin, e.g. `https://log2027h1.example.org`:
+        /// clients sign to `<base-url>/api/v2/log/entries` and read it there.
+        #[arg(long, conflicts_with = "config")]
+        base_url: Option<String>,
         #[command(flatten)]
         admin: commands::AdminArgs,
     },
@@ -388,6 +396,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 key_file,
                 valid_from,
                 valid_until,
+                kind,
+                base_url,
                 admin,
             } => {
                 let vkey = match (vkey, key_file) {
@@ -403,8 +413,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         shard_id: id,
                         origin,
                         vkey,
-                        kind: String::new(),
-                        base_url: String::new(),
+                        kind,
+                        base_url: base_url.unwrap_or_default(),
                         valid_from: valid_from.unwrap_or(0),
                         valid_until: valid_until.unwrap_or(0),
                     },

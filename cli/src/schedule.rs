@@ -1,4 +1,4 @@
-//! Temporal shards on a schedule (`[schedule]`): a new opaque shard for every period, created
+//! Temporal shards on a schedule (`[schedule]`): a new shard (opaque, or a Sigstore log) for every period, created
 //! `lead_time_s` before its window, active during it, frozen at its end — shard rotation as CT logs
 //! and Rekor do it, without an operator.
 //!
@@ -39,6 +39,14 @@ pub struct ScheduleFile {
     /// `keys/schedule.seed`.
     #[serde(default)]
     pub seed_file: Option<PathBuf>,
+    /// What the shards log: `opaque` (default) or `sigstore` (Rekor v2 logs, listed with their
+    /// windows in the trust documents ahead of time; needs `base_url`).
+    #[serde(default)]
+    pub kind: ShardKind,
+    /// A Sigstore schedule's base URL template, with the same placeholders and `{origin}`, e.g.
+    /// `https://{origin}`: its host must be the origin.
+    #[serde(default)]
+    pub base_url: Option<String>,
 }
 
 /// The schedule with its seed.
@@ -119,8 +127,24 @@ impl Plan {
             file: file.clone(),
             seed: read_seed(&path)?,
         };
-        // The first window's origin must make a valid key name.
+        // The first window's origin must make a valid key name (and, for Sigstore, a base URL).
         plan.signer(0).context("[schedule] origin")?;
+        match (file.kind, &file.base_url) {
+            (ShardKind::Sigstore, None) => bail!(
+                "[schedule] kind = \"sigstore\" needs base_url, e.g. \"https://{{origin}}\": clients sign to <base_url>/api/v2/log/entries"
+            ),
+            (ShardKind::Sigstore, Some(_)) => {
+                // Two windows: a host written out matches at most one window's origin.
+                for n in [0, 1] {
+                    let (origin, url) = (plan.origin(n), plan.base_url(n).unwrap_or_default());
+                    let id = plan.id(n).unwrap_or_default();
+                    cairn_sigstore::trust::check_base_url(id, &origin, &url)
+                        .map_err(|e| anyhow::anyhow!("[schedule] window {n}: {e}"))?;
+                }
+            }
+            (ShardKind::Opaque, Some(_)) => bail!("[schedule] base_url is for kind = \"sigstore\" only"),
+            (ShardKind::Opaque, None) => {}
+        }
         Ok(plan)
     }
 
@@ -134,14 +158,25 @@ impl Plan {
     }
 
     fn origin(&self, n: u64) -> String {
+        self.fill(n, &self.file.origin)
+    }
+
+    /// `template` with window `n`'s placeholders filled in.
+    fn fill(&self, n: u64, template: &str) -> String {
         let (from, _) = self.window(n);
         let (year, half) = year_half(from);
-        self.file
-            .origin
+        template
             .replace("{n}", &n.to_string())
             .replace("{id}", &self.id(n).unwrap_or(0).to_string())
             .replace("{year}", &year.to_string())
             .replace("{half}", &half.to_string())
+    }
+
+    /// Window `n`'s base URL (a Sigstore schedule's).
+    fn base_url(&self, n: u64) -> Option<String> {
+        let origin = self.origin(n);
+        let template = self.file.base_url.as_ref()?.replace("{origin}", &origin);
+        Some(self.fill(n, &template).trim_end_matches('/').to_owned())
     }
 
     fn signer(&self, n: u64) -> anyhow::Result<Signer> {
@@ -164,8 +199,8 @@ impl Plan {
                 origin: signer.name().to_owned(),
                 vkey: signer.verifier().to_string(),
             },
-            kind: ShardKind::Opaque,
-            base_url: None,
+            kind: self.file.kind,
+            base_url: self.base_url(n),
             valid_from: Some(from),
             valid_until: Some(until),
         })
@@ -227,6 +262,8 @@ mod tests {
                 start,
                 first_id: 100,
                 seed_file: None,
+                kind: ShardKind::Opaque,
+                base_url: None,
             },
             seed: [7; 32],
         }
@@ -276,5 +313,44 @@ mod tests {
             vkey: String::new(),
         };
         assert!(p.key_of(&stranger).is_none());
+    }
+
+    #[test]
+    fn a_sigstore_schedule_names_each_window_by_its_host() -> anyhow::Result<()> {
+        let mut p = plan(1_000, 20, 5);
+        p.file.kind = ShardKind::Sigstore;
+        p.file.base_url = Some("https://{origin}/".into());
+        let s = p.spec(1).expect("spec");
+        assert_eq!(s.kind, ShardKind::Sigstore);
+        assert_eq!(s.base_url.as_deref(), Some("https://log1970h1-1.example.org"));
+
+        // Loading checks the template against the origin, and that a Sigstore schedule has one.
+        let dir = tempfile::tempdir()?;
+        let seed = dir.path().join("keys/schedule.seed");
+        std::fs::create_dir_all(seed.parent().expect("parent"))?;
+        std::fs::write(&seed, "07".repeat(32))?;
+        std::fs::set_permissions(&seed, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let mut file = p.file.clone();
+        Plan::load(&file, dir.path())?;
+        file.base_url = Some("https://log1970h1-0.example.org".into());
+        let err = Plan::load(&file, dir.path()).expect_err("host is not the origin");
+        assert!(
+            format!("{err:#}").contains("must be the host of its base_url"),
+            "{err:#}"
+        );
+        file.base_url = Some("https://{origin}/rekor".into());
+        let err = Plan::load(&file, dir.path()).expect_err("a path Cairn does not serve");
+        assert!(format!("{err:#}").contains("its path must be empty"), "{err:#}");
+        file.base_url = None;
+        let err = Plan::load(&file, dir.path()).expect_err("no base_url");
+        assert!(format!("{err:#}").contains("needs base_url"), "{err:#}");
+        file.kind = ShardKind::Opaque;
+        file.base_url = Some("https://{origin}".into());
+        let err = Plan::load(&file, dir.path()).expect_err("base_url on an opaque schedule");
+        assert!(
+            format!("{err:#}").contains("for kind = \"sigstore\" only"),
+            "{err:#}"
+        );
+        Ok(())
     }
 }

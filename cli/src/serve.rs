@@ -9,13 +9,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use cairn_log_server::{AuthConfig, Backend, LogServer, LogServerConfig, Tenant};
 use cairn_proto::tls::{Incoming, Serve};
-use cairn_sequencer::{BatchConfig, Node, NodeConfig, RaftTiming, ShardConfig};
+use cairn_sequencer::{Node, ShardConfig};
 use cairn_store::{Lifecycle, Shard, ShardKind, TileCache, open_bucket};
 use cairn_tlog::{Cosigner, VerifierKey};
 use cairn_witness::{CollectConfig, CollectMetrics, Collector, Policy, RocksState, Witness, WitnessConfig};
 use tokio::sync::watch;
 
 use crate::config::{Role, ServeConfig, ShardFile, generate_signer, read_key_file, write_key_file};
+
+mod cluster;
 
 /// A shard with what this process knows of it.
 pub(crate) struct Resolved {
@@ -41,14 +43,8 @@ fn sigstore_base_url(s: &ShardFile, http_port: u16, tls: bool) -> anyhow::Result
             cairn_store::http_prefix(s.id)
         ),
     };
-    let parsed = url::Url::parse(&base).with_context(|| format!("shard {}: base_url {base}", s.id))?;
-    if parsed.host_str() != Some(s.origin.as_str()) {
-        bail!(
-            "shard {} is a Sigstore shard: its origin ({}) must be the host of its base_url ({base}), as              Sigstore clients check; set origin to the host name, or base_url to a URL on that host",
-            s.id,
-            s.origin
-        );
-    }
+    cairn_sigstore::trust::check_base_url(s.id, &s.origin, &base)
+        .map_err(|e| anyhow::anyhow!("shard {} is a Sigstore shard: {e}", s.id))?;
     Ok(base)
 }
 
@@ -207,57 +203,6 @@ fn resolve_shards(
     Ok(out)
 }
 
-/// The shards added at runtime, as the sequencer in this process has applied the control log.
-fn catalog(node: &Arc<Node>) -> cairn_store::Catalog {
-    let weak: Weak<Node> = Arc::downgrade(node);
-    cairn_store::Catalog::new(move || weak.upgrade().map(|n| n.catalog()).unwrap_or_default())
-}
-
-/// How often a process without a sequencer asks the sequencers for the shards added at runtime.
-const CATALOG_EVERY: Duration = Duration::from_secs(1);
-
-/// For a process without a sequencer (a stateless log-server or read path): the shards added at
-/// runtime, as the sequencers among `peers` list them, asked every [`CATALOG_EVERY`] until `stop`.
-fn catalog_from_peers(
-    config: &ServeConfig,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<(cairn_store::Catalog, tokio::task::JoinHandle<()>)> {
-    let urls: Vec<String> = config.peers.iter().map(|p| p.grpc.clone()).collect();
-    let configured: Vec<u32> = config.shards.iter().map(|s| s.id).collect();
-    let known = Arc::new(std::sync::RwLock::new(Vec::<cairn_store::ShardListing>::new()));
-    // The cluster CA and this node's certificate, as for forwarded writes.
-    let tls = config.tls.as_ref().map(|t| cairn_client::TlsOptions {
-        ca: Some(t.ca.clone()),
-        cert: Some(t.cert.clone()),
-        key: Some(t.key.clone()),
-    });
-    let mut client = cairn_client::LogClient::with_servers_tls(&urls, tls.as_ref())?;
-    let writer = known.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            match client.shards().await {
-                Ok(shards) => {
-                    let added: Vec<cairn_store::ShardListing> = shards
-                        .into_iter()
-                        .filter_map(|s| cairn_store::ShardListing::try_from(s).ok())
-                        .filter(|l| !configured.contains(&l.id))
-                        .collect();
-                    if let Ok(mut k) = writer.write() {
-                        *k = added;
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "asking the sequencers for the shard list"),
-            }
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                _ = tokio::time::sleep(CATALOG_EVERY) => {}
-            }
-        }
-    });
-    let catalog = cairn_store::Catalog::new(move || known.read().map(|k| k.clone()).unwrap_or_default());
-    Ok((catalog, task))
-}
-
 /// How often the `[tls]` files are checked for changes.
 const TLS_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -267,19 +212,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-async fn wait_for_leader(node: &Node, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if node.shard_ids().iter().all(|s| node.leader(*s).is_some()) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -362,72 +294,7 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     let cache = TileCache::new(config.tuning.tile_cache_bytes);
 
     let node = if config.has(Role::Sequencer) {
-        let mut nc = NodeConfig::new(
-            config.node_id,
-            config.data_dir.join("db"),
-            config.raft_addr,
-            bucket.clone(),
-            shards.iter().map(|s| s.config.clone()).collect(),
-        );
-        nc.raft_advertise = config
-            .peers
-            .iter()
-            .find(|p| p.id == config.node_id)
-            .map(|p| p.raft.clone());
-        let hb = config.tuning.heartbeat_ms.max(10);
-        nc.timing = RaftTiming {
-            heartbeat_ms: hb,
-            election_min_ms: hb * 4,
-            election_max_ms: hb * 8,
-        };
-        nc.batch = BatchConfig {
-            max_entries: config.tuning.batch_max_entries.max(1),
-            max_delay: Duration::from_millis(config.tuning.batch_max_delay_ms),
-            ..BatchConfig::default()
-        };
-        nc.publish_interval = Duration::from_millis(config.tuning.publish_interval_ms.max(1));
-        nc.archive_after = Duration::from_secs(config.tuning.reroute_grace_s);
-        nc.balance_interval = (config.tuning.balance_leaders_ms > 0)
-            .then(|| Duration::from_millis(config.tuning.balance_leaders_ms));
-        nc.tls = tls.clone();
-        let plan = match &config.schedule {
-            Some(f) => Some(Arc::new(crate::schedule::Plan::load(f, &config.data_dir)?)),
-            None => None,
-        };
-        nc.schedule = plan.clone().map(|p| p as Arc<dyn cairn_sequencer::Schedule>);
-        nc.keys = Some(Arc::new(crate::schedule::Keys {
-            dir: crate::config::KeyDir(
-                config.data_path(config.key_dir.as_deref().unwrap_or(Path::new("keys"))),
-            ),
-            plan,
-        }));
-        nc.peer_urls = config
-            .peers
-            .iter()
-            .map(|p| (p.id, (p.raft.clone(), p.grpc.clone())))
-            .collect();
-        // What this node tells peers that ask: its own `[[peers]]` entry, else its gRPC listener when
-        // that names a host others can reach.
-        nc.api_url = match config.peers.iter().find(|p| p.id == config.node_id) {
-            Some(me) => Some(me.grpc.clone()),
-            None if config.has(Role::Log) && !config.grpc_addr.ip().is_unspecified() => {
-                Some(format!("{scheme}://{}", config.grpc_addr))
-            }
-            None => None,
-        };
-        let node = Node::start(nc).await?;
-        if config.initializes() {
-            let members: BTreeMap<u64, String> = if config.peers.is_empty() {
-                BTreeMap::from([(config.node_id, node.advertise_addr())])
-            } else {
-                config.peers.iter().map(|p| (p.id, p.raft.clone())).collect()
-            };
-            node.initialize(members).await?;
-        }
-        if config.peers.len() <= 1 && !wait_for_leader(&node, Duration::from_secs(10)).await {
-            tracing::warn!("no leader elected yet");
-        }
-        Some(Arc::new(node))
+        Some(cluster::start_sequencer(&config, &shards, &bucket, tls.clone(), scheme).await?)
     } else {
         None
     };
@@ -441,14 +308,14 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     };
     let mut tasks = Vec::new();
     // Shards added at runtime: from the sequencer in this process, else asked of the sequencers.
-    let added = match &node {
-        Some(node) => Some(catalog(node)),
+    let (added, peer_listing) = match &node {
+        Some(node) => (Some(cluster::catalog(node)), None),
         None if !config.peers.is_empty() && (config.has(Role::Log) || config.has(Role::Tiles)) => {
-            let (catalog, task) = catalog_from_peers(&config, stop.subscribe())?;
+            let (catalog, listing, task) = cluster::catalog_from_peers(&config, stop.subscribe())?;
             tasks.push(task);
-            Some(catalog)
+            (Some(catalog), Some(listing))
         }
-        None => None,
+        None => (None, None),
     };
     let mut grpc_addr = None;
     let mut http_addr = None;
@@ -598,8 +465,19 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                 (secs > 0).then_some((s.config.shard.id, secs))
             })
             .collect();
-        tc.documents = crate::trust::documents(&config, &shards, tsa.as_deref(), &public_url)?;
+        tc.base_urls = shards
+            .iter()
+            .filter_map(|s| Some((s.config.shard.id, s.base_url.clone()?)))
+            .collect();
+        tc.documents = Some(crate::trust::documents(&config, tsa.as_deref(), &public_url)?);
         tc.extra_metrics = registries.clone();
+        if let Some(listing) = peer_listing {
+            // Without a sequencer here: the configured shards' state and end as the sequencers list
+            // them.
+            let l = listing.clone();
+            tc.live_state = Some(Arc::new(move |id| l.get(id).map(|s| s.state)));
+            tc.valid_until = Some(Arc::new(move |id| listing.get(id)?.valid_until));
+        }
         if let Some(node) = &node {
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.live_state = Some(Arc::new(move |id| {
@@ -611,6 +489,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
                     Lifecycle::Active
                 })
             }));
+            let weak: Weak<Node> = Arc::downgrade(node);
+            tc.valid_until = Some(Arc::new(move |id| weak.upgrade()?.valid_until(id)));
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.status = Some(Arc::new(move || {
                 let Some(node) = weak.upgrade() else {

@@ -1,49 +1,37 @@
 //! The trust discovery documents of a running log (`trusted_root.json`, `signing_config.json`,
-//! `client_trust_config.json`), built from its configuration: served on the read path and written by
-//! `cairn trust`.
+//! `client_trust_config.json`), built from the shards the read path lists (configured, and added at
+//! runtime or by the schedule, with their windows): served on the read path and fetched by `cairn
+//! trust`.
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
 use cairn_sigstore::trust::{self, Extra, Tlog, Tsa};
-use cairn_store::ShardKind;
-use cairn_tile_server::Document;
+use cairn_store::{Lifecycle, ShardKind, ShardListing};
+use cairn_tile_server::{Document, DocumentSource};
 
 use crate::config::ServeConfig;
-use crate::serve::Resolved;
 
 /// The timestamp endpoint under the public URL.
 pub const TSA_PATH: &str = cairn_tsa::TIMESTAMP_PATH;
 
-/// The documents for the Sigstore shards of `shards`, the TSA this process runs (if any), and the
-/// operator's additions.
+/// The paths of the documents.
+const PATHS: [&str; 3] = [
+    "/trusted_root.json",
+    "/signing_config.json",
+    "/client_trust_config.json",
+];
+
+/// The documents for the Sigstore shards the read path lists (configured and added at runtime, with
+/// their windows), the TSA this process runs (if any), and the operator's additions (read once,
+/// here).
 pub(crate) fn documents(
     config: &ServeConfig,
-    shards: &[Resolved],
     tsa: Option<&cairn_tsa::Authority>,
     public_url: &str,
-) -> anyhow::Result<Vec<Document>> {
-    let tlogs = shards
-        .iter()
-        .filter(|s| s.kind == ShardKind::Sigstore)
-        .map(|s| {
-            let key = s
-                .config
-                .shard
-                .verifier()
-                .map_err(|e| anyhow::anyhow!("shard {}: verifier key: {e}", s.config.shard.id))?;
-            Ok(Tlog {
-                base_url: s.base_url.clone().unwrap_or_default(),
-                key,
-                valid_from: s.valid_from,
-                valid_until: None,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if tlogs.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> anyhow::Result<DocumentSource> {
     let tsa = tsa.map(|a| Tsa {
         url: format!("{public_url}{TSA_PATH}"),
         chain: a.chain_der().to_vec(),
@@ -65,19 +53,78 @@ pub(crate) fn documents(
     };
     extra.ca_urls = config.sigstore.ca_urls.clone();
     extra.oidc_urls = config.sigstore.oidc_urls.clone();
-    let root = trust::trusted_root(&tlogs, tsa.as_ref(), &extra);
-    let signing = trust::signing_config(&tlogs, tsa.as_ref(), &extra, &config.sigstore.operator);
+    let operator = config.sigstore.operator.clone();
+    Ok(DocumentSource {
+        paths: PATHS.iter().map(|p| (*p).to_owned()).collect(),
+        build: Arc::new(move |listing: &[ShardListing]| build(listing, tsa.as_ref(), &extra, &operator)),
+    })
+}
+
+/// Seconds since the epoch as a time.
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The documents for `listing`'s Sigstore shards, oldest first (clients keep the newest valid log
+/// per operator: sigstore-go by start, sigstore-python the last listed).
+///
+/// - The trusted root lists every one of them: planned ones ahead of their window, frozen ones with
+///   the end of their validity once the control group recorded it.
+/// - The signing config lists those a client may sign to: active, planned with a window still to
+///   come, and frozen with their end (so that clients skip them); not a frozen shard whose end is
+///   not recorded yet, nor a planned one whose window started while it waits for its keys.
+fn build(
+    listing: &[ShardListing],
+    tsa: Option<&Tsa>,
+    extra: &Extra,
+    operator: &str,
+) -> Result<Vec<Document>, String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut shards: Vec<&ShardListing> = listing
+        .iter()
+        .filter(|l| l.kind == ShardKind::Sigstore && l.base_url.is_some())
+        .collect();
+    shards.sort_by_key(|l| (l.valid_from.unwrap_or(0), l.id));
+    let mut tlogs = Vec::new();
+    let mut signable = Vec::new();
+    for l in shards {
+        let key = l
+            .verifier()
+            .map_err(|e| format!("shard {}: verifier key: {e}", l.id))?;
+        let tlog = Tlog {
+            base_url: l.base_url.clone().unwrap_or_default(),
+            key,
+            valid_from: at(l.valid_from.unwrap_or(0)),
+            valid_until: l.valid_until.map(at),
+        };
+        let sign_to = match l.state {
+            Lifecycle::Active => true,
+            Lifecycle::Planned => l.valid_from.is_some_and(|from| from > now),
+            Lifecycle::Frozen => l.valid_until.is_some(),
+        };
+        if sign_to {
+            signable.push(tlog.clone());
+        }
+        tlogs.push(tlog);
+    }
+    if tlogs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let root = trust::trusted_root(&tlogs, tsa, extra);
+    let signing = trust::signing_config(&signable, tsa, extra, operator);
     let both = trust::client_trust_config(root.clone(), signing.clone());
     let doc = |path: &str, body: Vec<u8>| Document {
         path: path.into(),
         content_type: "application/json",
         body: Bytes::from(body),
     };
-    let json = |d: &dyn erased::Doc| d.json().map_err(anyhow::Error::msg);
+    let json = |d: &dyn erased::Doc| d.json();
     Ok(vec![
-        doc("/trusted_root.json", json(&root)?),
-        doc("/signing_config.json", json(&signing)?),
-        doc("/client_trust_config.json", json(&both)?),
+        doc(PATHS[0], json(&root)?),
+        doc(PATHS[1], json(&signing)?),
+        doc(PATHS[2], json(&both)?),
     ])
 }
 

@@ -5,7 +5,9 @@
 //! conformance client then verify the bundle offline against that trusted root (a tampered artifact
 //! and another key are refused), and the entry is in shard 2's published, verified log. Then the same
 //! with a certificate from a private CA the operator lists in the trusted root (`[sigstore]
-//! extra_trusted_root`): cosign verifies the signer's identity offline and refuses another one.
+//! extra_trusted_root`): cosign verifies the signer's identity offline and refuses another one. And a
+//! rotation of the Sigstore log while it runs (a shard added with `cairn shard add --kind sigstore`,
+//! the old one frozen), which the trust documents follow and the clients with them.
 //!
 //! The clients come from `scripts/sigstore-clients.sh` (pinned `go install`s), which `scripts/test`
 //! runs and whose paths it exports with `CAIRN_REQUIRE_SIGSTORE=1`, so in CI this test cannot pass by
@@ -27,7 +29,12 @@ fn run(cmd: &mut Command) -> anyhow::Result<Output> {
 /// The trust documents, as a verifier fetches them once (`cairn trust`) and keeps them: the paths of
 /// `trusted_root.json` and `signing_config.json`.
 fn fetch_trust(d: &Path, http: &str) -> anyhow::Result<(String, String)> {
-    let trust = d.join("trust");
+    fetch_trust_into(d, http, "trust")
+}
+
+/// [`fetch_trust`] into `d/<sub>`.
+fn fetch_trust_into(d: &Path, http: &str, sub: &str) -> anyhow::Result<(String, String)> {
+    let trust = d.join(sub);
     let (fetched, _, err) = cairn(
         d,
         &["trust", "--url", http, "--out", &trust.display().to_string()],
@@ -50,12 +57,23 @@ fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<Output> {
         .env("SIGSTORE_NO_CACHE", "1"))
 }
 
+/// The paths of cosign and sigstore-go's conformance client, or `None` (skipped) where they are not
+/// required and not installed.
+fn cosign_and_sigstore_go() -> anyhow::Result<Option<(std::path::PathBuf, std::path::PathBuf)>> {
+    Ok(
+        match (
+            required("CAIRN_COSIGN", SIGSTORE)?,
+            required("CAIRN_SIGSTORE_GO", SIGSTORE)?,
+        ) {
+            (Some(c), Some(g)) => Some((c, g)),
+            _ => None,
+        },
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cosign_signs_to_cairn_and_cosign_and_sigstore_go_verify_offline() -> anyhow::Result<()> {
-    let (Some(cosign_bin), Some(sigstore_go)) = (
-        required("CAIRN_COSIGN", SIGSTORE)?,
-        required("CAIRN_SIGSTORE_GO", SIGSTORE)?,
-    ) else {
+    let Some((cosign_bin, sigstore_go)) = cosign_and_sigstore_go()? else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
@@ -70,24 +88,13 @@ async fn cosign_signs_to_cairn_and_cosign_and_sigstore_go_verify_offline() -> an
         "cosign generate-key-pair",
         &cosign(&cosign_bin, d, &["generate-key-pair"])?,
     )?;
-    let sign = cosign(
+    sign_blob(
         &cosign_bin,
         d,
-        &[
-            "sign-blob",
-            "--key",
-            "cosign.key",
-            "--signing-config",
-            &signing,
-            "--trusted-root",
-            &root,
-            "--bundle",
-            "artifact.sigstore.json",
-            "--yes",
-            "artifact.txt",
-        ],
+        (&root, &signing),
+        "artifact.txt",
+        "artifact.sigstore.json",
     )?;
-    ok("cosign sign-blob", &sign)?;
 
     // Offline verification, with the TSA's timestamp required.
     let verify = |artifact: &str, key: &str| {
@@ -148,6 +155,269 @@ async fn cosign_signs_to_cairn_and_cosign_and_sigstore_go_verify_offline() -> an
     // The bundle holds a Rekor v2 entry and the TSA's timestamp, and the entry is in the Sigstore
     // shard's published, verified log.
     check_bundle_in_log(&server.http, &d.join("artifact.sigstore.json")).await?;
+    anyhow::ensure!(server.stop()?.success(), "unclean exit");
+    Ok(())
+}
+
+/// `cosign sign-blob --key cosign.key` of `artifact` into `bundle`, configured only by the trust
+/// documents (`root`, `signing`).
+fn sign_blob(
+    cosign_bin: &Path,
+    d: &Path,
+    (root, signing): (&str, &str),
+    artifact: &str,
+    bundle: &str,
+) -> anyhow::Result<()> {
+    let sign = cosign(
+        cosign_bin,
+        d,
+        &[
+            "sign-blob",
+            "--key",
+            "cosign.key",
+            "--signing-config",
+            signing,
+            "--trusted-root",
+            root,
+            "--bundle",
+            bundle,
+            "--yes",
+            artifact,
+        ],
+    )?;
+    ok("cosign sign-blob", &sign)
+}
+
+/// Signs `<name>.txt` (written here) into `<name>.sigstore.json` with the trust documents `trust`,
+/// and returns the shard whose published log holds the entry.
+async fn sign_and_find(
+    cosign_bin: &Path,
+    d: &Path,
+    http: &str,
+    trust: &(String, String),
+    name: &str,
+) -> anyhow::Result<u32> {
+    let (artifact, bundle) = (format!("{name}.txt"), format!("{name}.sigstore.json"));
+    std::fs::write(d.join(&artifact), format!("signed {name} the rotation\n"))?;
+    sign_blob(cosign_bin, d, (&trust.0, &trust.1), &artifact, &bundle)?;
+    Ok(check_bundle_in_log(http, &d.join(&bundle)).await?.0)
+}
+
+/// A Sigstore log rotated while it runs, as public logs do every half year: a second Sigstore shard
+/// (origin `127.0.0.1`, another name of this host) is added through the control group with `cairn
+/// shard add --kind sigstore`, and the first is frozen. The trust documents the read path serves
+/// follow without a restart: the trusted root lists both logs (the frozen one with the end of its
+/// validity), the signing config sends clients to the new one. cosign, configured only by the
+/// documents fetched after the change, logs to the new shard; cosign and sigstore-go verify offline,
+/// against that one trusted root, the new bundle and one logged in the first shard before the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigstore_shard_added_at_runtime_takes_over_and_earlier_bundles_still_verify() -> anyhow::Result<()>
+{
+    let Some((cosign_bin, sigstore_go)) = cosign_and_sigstore_go()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let server = Server::start_loopback(d)?;
+    let port = server.http.rsplit(':').next().unwrap_or_default().to_owned();
+    ok(
+        "cosign generate-key-pair",
+        &cosign(&cosign_bin, d, &["generate-key-pair"])?,
+    )?;
+
+    // Before the change: an entry in shard 2, the embedded default's Sigstore shard.
+    let before = fetch_trust_into(d, &server.http, "trust-before")?;
+    let shard = sign_and_find(&cosign_bin, d, &server.http, &before, "before").await?;
+    anyhow::ensure!(shard == 2, "logged in shard {shard}, not 2");
+
+    // Shard 3: its key in the node's key directory, its base URL on the host its origin names.
+    let key = d.join("cairn-data/keys/shard-3.key");
+    let (made, _, err) = cairn(
+        d,
+        &[
+            "keygen",
+            "--origin",
+            "127.0.0.1",
+            "--out",
+            &key.display().to_string(),
+        ],
+        None,
+    )?;
+    anyhow::ensure!(made, "cairn keygen: {err}");
+    let add = |base_url: &str| {
+        cairn(
+            d,
+            &[
+                "shard",
+                "add",
+                "--id",
+                "3",
+                "--origin",
+                "127.0.0.1",
+                "--key-file",
+                &key.display().to_string(),
+                "--kind",
+                "sigstore",
+                "--base-url",
+                base_url,
+                "--server",
+                &server.grpc,
+            ],
+            None,
+        )
+    };
+    let (added, _, err) = add(&format!("http://localhost:{port}/logs/3"))?;
+    anyhow::ensure!(
+        !added && err.contains("must be the host of its base_url"),
+        "a base URL on another host than the origin: {err}"
+    );
+    let base3 = format!("http://127.0.0.1:{port}/logs/3");
+    let (added, out, err) = add(&base3)?;
+    anyhow::ensure!(added, "cairn shard add: {err}");
+    // Repeating it is a no-op (the start recorded the first time is kept).
+    let (again, _, err) = add(&base3)?;
+    anyhow::ensure!(again, "repeated cairn shard add: {err} (first said {out})");
+    let http = reqwest::Client::new();
+    let listed = |id: u64, state: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/shards.json", server.http);
+        async move {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&http.get(&url).send().await?.bytes().await?)?;
+            Ok::<bool, anyhow::Error>(
+                doc["shards"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|s| s["id"] == id && s["state"] == state)),
+            )
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !listed(3, "active").await? {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "shard 3 not active after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Freeze shard 2; once the control group recorded its end, the trusted root gives it.
+    let (froze, _, err) = cairn(d, &["shard", "freeze", "2", "--server", &server.grpc], None)?;
+    anyhow::ensure!(froze, "cairn shard freeze 2: {err}");
+    let base2 = format!("http://localhost:{port}/logs/2");
+    let window = |doc: &serde_json::Value, base: &str| {
+        doc["tlogs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["baseUrl"] == base))
+            .map(|t| t["publicKey"]["validFor"].clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let root: serde_json::Value = loop {
+        let root: serde_json::Value = serde_json::from_slice(
+            &http
+                .get(format!("{}/trusted_root.json", server.http))
+                .send()
+                .await?
+                .bytes()
+                .await?,
+        )?;
+        if window(&root, &base2).is_some_and(|w| w["end"].is_string()) {
+            break root;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "shard 2's end not in the trusted root after 30 s: {root}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let new_window =
+        window(&root, &base3).ok_or_else(|| anyhow::anyhow!("shard 3 not in the trusted root: {root}"))?;
+    anyhow::ensure!(
+        new_window["start"].is_string() && new_window["end"].is_null(),
+        "shard 3's window: {new_window}"
+    );
+
+    // After the change: the documents as a verifier fetches them now.
+    let after = fetch_trust_into(d, &server.http, "trust-after")?;
+    let signing: serde_json::Value = serde_json::from_slice(&std::fs::read(&after.1)?)?;
+    let tlogs: Vec<(String, bool)> = signing["rekorTlogUrls"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        t["url"].as_str().unwrap_or_default().to_owned(),
+                        t["validFor"]["end"].is_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    anyhow::ensure!(
+        tlogs == [(base2.clone(), true), (base3.clone(), false)],
+        "signing config's logs (url, ended): {tlogs:?}"
+    );
+    let shard = sign_and_find(&cosign_bin, d, &server.http, &after, "after").await?;
+    anyhow::ensure!(shard == 3, "logged in shard {shard}, not 3");
+
+    // Both bundles verify offline against the one trusted root fetched after the change.
+    for (artifact, bundle) in [
+        ("before.txt", "before.sigstore.json"),
+        ("after.txt", "after.sigstore.json"),
+    ] {
+        ok(
+            &format!("cosign verify-blob {bundle}"),
+            &cosign(
+                &cosign_bin,
+                d,
+                &[
+                    "verify-blob",
+                    "--key",
+                    "cosign.pub",
+                    "--bundle",
+                    bundle,
+                    "--trusted-root",
+                    &after.0,
+                    "--use-signed-timestamps",
+                    artifact,
+                ],
+            )?,
+        )?;
+        let go = |artifact: &str| {
+            run(Command::new(&sigstore_go).current_dir(d).args([
+                "verify-bundle",
+                "--bundle",
+                bundle,
+                "--trusted-root",
+                &after.0,
+                "--key",
+                "cosign.pub",
+                artifact,
+            ]))
+        };
+        ok(&format!("sigstore-go verify-bundle {bundle}"), &go(artifact)?)?;
+        anyhow::ensure!(
+            !go(if artifact == "after.txt" {
+                "before.txt"
+            } else {
+                "after.txt"
+            })?
+            .status
+            .success(),
+            "sigstore-go accepted {bundle} for another artifact"
+        );
+    }
+
+    // The new shard is read by its host name, as Sigstore clients and monitors address a log.
+    let checkpoint = http
+        .get(format!("http://127.0.0.1:{port}/api/v2/checkpoint"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    anyhow::ensure!(
+        checkpoint.starts_with("127.0.0.1\n"),
+        "checkpoint by host name: {checkpoint}"
+    );
     anyhow::ensure!(server.stop()?.success(), "unclean exit");
     Ok(())
 }

@@ -55,7 +55,7 @@ async fn sigstore_python_signs_keyless_to_cairn_and_verifies_with_identity() -> 
     // The bundle holds a Rekor v2 hashedrekord entry, the TSA's timestamp and the signing
     // certificate; the entry is in the Sigstore shard's published, verified log.
     let bundle = d.join("artifact.sigstore.json");
-    let index = check_bundle_in_log(&server.http, &bundle).await?;
+    let (_, index) = check_bundle_in_log(&server.http, &bundle).await?;
     anyhow::ensure!(summary["log_index"] == index, "{summary} vs index {index}");
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle)?)?;
     anyhow::ensure!(

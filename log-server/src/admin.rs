@@ -129,11 +129,22 @@ impl Inner {
             ));
         }
         let kind = match req.kind.as_str() {
+            "" | "opaque" if !req.base_url.is_empty() => {
+                return Err(LogError::Invalid(
+                    "base_url is for Sigstore shards (kind sigstore) only: an opaque shard is read under the read path's /logs/<id>".into(),
+                ));
+            }
             "" | "opaque" => cairn_store::ShardKind::Opaque,
             "sigstore" => {
-                return Err(LogError::Invalid(
-                    "Sigstore shards are added by configuration for now: the trust documents that list them are built when the read path starts".into(),
-                ));
+                if req.base_url.is_empty() {
+                    return Err(LogError::Invalid(format!(
+                        "a Sigstore shard needs its base URL (base_url), e.g. https://{}: clients sign to <base_url>/api/v2/log/entries",
+                        req.origin
+                    )));
+                }
+                cairn_sigstore::trust::check_base_url(id, &req.origin, &req.base_url)
+                    .map_err(LogError::Invalid)?;
+                cairn_store::ShardKind::Sigstore
             }
             other => {
                 return Err(LogError::Invalid(format!(
@@ -159,7 +170,7 @@ impl Inner {
                 vkey: req.vkey,
             },
             kind,
-            base_url: (!req.base_url.is_empty()).then_some(req.base_url),
+            base_url: (!req.base_url.is_empty()).then(|| req.base_url.trim_end_matches('/').to_owned()),
             valid_from: (req.valid_from > 0).then_some(req.valid_from),
             valid_until: (req.valid_until > 0).then_some(req.valid_until),
         };

@@ -134,7 +134,9 @@ impl Inner {
                 } else {
                     Lifecycle::Active
                 };
-                ShardListing::new(s.clone(), self.kind(s.id), state)
+                let mut listing = ShardListing::new(s.clone(), self.kind(s.id), state);
+                listing.valid_until = self.node.as_ref().and_then(|n| n.valid_until(s.id));
+                listing
             })
             .collect();
         if let Some(catalog) = &self.config.catalog {

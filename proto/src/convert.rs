@@ -18,6 +18,7 @@ impl From<ShardListing> for v1::Shard {
             valid_from: l.valid_from.unwrap_or(0),
             valid_until: l.valid_until.unwrap_or(0),
             archived: l.archived,
+            base_url: l.base_url.unwrap_or_default(),
         }
     }
 }
@@ -64,6 +65,7 @@ impl TryFrom<v1::Shard> for ShardListing {
             valid_from: (s.valid_from > 0).then_some(s.valid_from),
             valid_until: (s.valid_until > 0).then_some(s.valid_until),
             archived: s.archived,
+            base_url: (!s.base_url.is_empty()).then_some(s.base_url),
         })
     }
 }

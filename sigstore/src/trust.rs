@@ -210,3 +210,55 @@ pub fn client_trust_config(root: TrustedRoot, signing: SigningConfig) -> ClientT
 pub fn to_json<T: serde::Serialize>(doc: &T) -> Result<Vec<u8>, String> {
     serde_json::to_vec_pretty(doc).map_err(|e| format!("the document does not encode: {e}"))
 }
+
+/// A Sigstore log's base URL must be an `http(s)` URL whose host is the log's origin (clients check a
+/// checkpoint's origin against the host of the URL they signed to, `<base_url>/api/v2/log/entries`)
+/// and whose path is one Cairn serves the log under: none (the log's own host name) or
+/// `/logs/<id>`.
+pub fn check_base_url(id: u32, origin: &str, base_url: &str) -> Result<(), String> {
+    let url = url::Url::parse(base_url).map_err(|e| format!("base_url {base_url:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "base_url {base_url:?} must be an http(s) URL without query or fragment"
+        ));
+    }
+    if url.host_str() != Some(origin) {
+        return Err(format!(
+            "a Sigstore log's origin ({origin}) must be the host of its base_url ({base_url}), as Sigstore clients check; set the origin to the host name, or the base_url to a URL on that host"
+        ));
+    }
+    let path = url.path().trim_end_matches('/');
+    if !path.is_empty() && path != format!("/logs/{id}") {
+        return Err(format!(
+            "base_url {base_url:?}: its path must be empty (the log's own host name) or /logs/{id}, where Cairn serves shard {id}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_base_url;
+
+    #[test]
+    fn a_base_url_names_the_origin_and_a_path_cairn_serves() {
+        for ok in [
+            "https://log.example.org",
+            "https://log.example.org/",
+            "http://log.example.org:7480/logs/3",
+        ] {
+            assert_eq!(check_base_url(3, "log.example.org", ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("https://other.example.org", "must be the host of its base_url"),
+            ("https://log.example.org/rekor", "its path must be empty"),
+            ("https://log.example.org/logs/4", "its path must be empty"),
+            ("ftp://log.example.org", "http(s) URL"),
+            ("https://log.example.org/?a=b", "http(s) URL"),
+            ("log.example.org", "base_url"),
+        ] {
+            let err = check_base_url(3, "log.example.org", bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}

@@ -134,6 +134,10 @@ pub struct ShardListing {
     /// when true).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
+    /// A Sigstore shard's base URL (clients sign to `<base_url>/api/v2/log/entries`; its host is
+    /// the origin), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
 }
 
 impl ShardListing {
@@ -148,6 +152,7 @@ impl ShardListing {
             valid_from: None,
             valid_until: None,
             archived: false,
+            base_url: None,
         }
     }
 }

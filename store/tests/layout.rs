@@ -73,6 +73,7 @@ fn hand_written_shards_json_parses() {
             valid_from: None,
             valid_until: None,
             archived: false,
+            base_url: None,
         }]
     );
     assert_eq!(doc.shards[0].state, Lifecycle::Frozen);

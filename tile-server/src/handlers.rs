@@ -39,7 +39,20 @@ pub(crate) struct Inner {
     /// Readers of the configured shards, and of shards of the catalog once asked for.
     shards: std::sync::RwLock<HashMap<u32, Arc<Shard>>>,
     metrics: Metrics,
+    /// The last documents built by `config.documents`, and the listing they were built from.
+    documents: std::sync::Mutex<Option<Built>>,
 }
+
+/// Documents, the listing they were built from, and when.
+struct Built {
+    listing: Vec<ShardListing>,
+    at: Instant,
+    documents: Arc<Vec<crate::Document>>,
+}
+
+/// How long built documents are served while the listing stays the same (a build also depends on
+/// the clock: a planned shard's window opening).
+const DOCUMENTS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Inner {
     pub(crate) fn new(config: Config) -> Result<Self, ConfigError> {
@@ -51,6 +64,7 @@ impl Inner {
             metrics: Metrics::new(config.cache.clone()),
             config,
             shards: std::sync::RwLock::new(shards),
+            documents: std::sync::Mutex::new(None),
         })
     }
 
@@ -102,10 +116,11 @@ impl Inner {
         }
     }
 
-    /// `shards.json`: every shard with its state, from the live source when there is one.
-    fn shard_list(&self) -> Bytes {
+    /// Every shard with its state (from the live source when there is one) and window: the
+    /// configured ones, then those of the catalog.
+    fn listing(&self) -> Vec<ShardListing> {
         let config = &self.config;
-        let shards = config
+        let mut shards = config
             .shards
             .iter()
             .map(|s| {
@@ -120,10 +135,11 @@ impl Inner {
                     state,
                 );
                 listing.valid_from = config.valid_from.get(&s.id).copied();
+                listing.valid_until = config.valid_until.as_ref().and_then(|f| f(s.id));
+                listing.base_url = config.base_urls.get(&s.id).cloned();
                 listing
             })
             .collect::<Vec<_>>();
-        let mut shards = shards;
         if let Some(catalog) = &config.catalog {
             for l in catalog.shards() {
                 if !shards.iter().any(|s| s.id == l.id) {
@@ -131,7 +147,57 @@ impl Inner {
                 }
             }
         }
-        Bytes::from(ShardsJson { shards }.to_bytes())
+        shards
+    }
+
+    /// The Sigstore shard whose origin is `host` (virtual hosting): configured, else added at runtime.
+    fn sigstore_by_host(&self, host: &str) -> Option<cairn_store::Shard> {
+        let config = &self.config;
+        let sigstore = cairn_store::ShardKind::Sigstore;
+        if let Some(s) = config.shards.iter().find(|s| s.origin == host) {
+            return (config.kinds.get(&s.id) == Some(&sigstore)).then(|| s.clone());
+        }
+        let catalog = config.catalog.as_ref()?.shards();
+        catalog
+            .into_iter()
+            .find(|l| l.origin == host && l.kind == sigstore)
+            .map(|l| l.shard)
+    }
+
+    /// `shards.json`.
+    fn shard_list(&self) -> Bytes {
+        Bytes::from(
+            ShardsJson {
+                shards: self.listing(),
+            }
+            .to_bytes(),
+        )
+    }
+
+    /// The documents for the shards now: rebuilt when the listing changed since the last build, or
+    /// that is [`DOCUMENTS_TTL`] old.
+    fn documents(&self) -> Result<Arc<Vec<crate::Document>>, ApiError> {
+        let Some(source) = &self.config.documents else {
+            return Ok(Arc::default());
+        };
+        let listing = self.listing();
+        let mut last = self.documents.lock().map_err(|_| ApiError::Unavailable)?;
+        if let Some(b) = last
+            .as_ref()
+            .filter(|b| b.listing == listing && b.at.elapsed() < DOCUMENTS_TTL)
+        {
+            return Ok(b.documents.clone());
+        }
+        let documents = Arc::new((source.build)(&listing).map_err(|e| {
+            tracing::error!(error = %e, "building the discovery documents");
+            ApiError::Unavailable
+        })?);
+        *last = Some(Built {
+            listing,
+            at: Instant::now(),
+            documents: documents.clone(),
+        });
+        Ok(documents)
     }
 
     fn status(&self) -> Vec<ShardStatus> {
@@ -142,13 +208,25 @@ impl Inner {
 /// The read-path router.
 pub fn router(state: AppState) -> Router {
     let mut documents = Router::new();
-    for d in &state.inner.config.documents {
-        let (body, content_type) = (d.body.clone(), d.content_type);
+    let paths = state.inner.config.documents.iter().flat_map(|d| d.paths.clone());
+    for path in paths {
         documents = documents.route(
-            &d.path,
-            get(move |headers: HeaderMap| async move {
-                let etag = etag_of(&body);
-                respond(&headers, body, &etag, content_type, "public, max-age=60", true)
+            &path.clone(),
+            get(move |State(s): State<AppState>, headers: HeaderMap| async move {
+                let documents = match s.inner.documents() {
+                    Ok(d) => d,
+                    Err(e) => return e.into_response(),
+                };
+                match documents.iter().find(|d| d.path == path) {
+                    Some(d) => {
+                        let etag = etag_of(&d.body);
+                        let cache = format!("public, max-age={}", s.inner.config.mutable_max_age.as_secs());
+                        respond(&headers, d.body.clone(), &etag, d.content_type, &cache, true)
+                    }
+                    None => {
+                        ApiError::NotFound(format!("{path}: this log has no Sigstore shard")).into_response()
+                    }
+                }
             }),
         );
     }
@@ -320,13 +398,7 @@ async fn host_file(
             Some(v6) => v6.split(']').next().unwrap_or(v6),
             None => h.split(':').next().unwrap_or(h),
         });
-    let config = &s.inner.config;
-    let shard = host.and_then(|h| {
-        config
-            .shards
-            .iter()
-            .find(|sh| sh.origin == h && config.kinds.get(&sh.id) == Some(&cairn_store::ShardKind::Sigstore))
-    });
+    let shard = host.and_then(|h| s.inner.sigstore_by_host(h));
     match shard {
         Some(sh) if method == Method::GET || method == Method::HEAD => {
             let rest = uri.path().trim_start_matches('/').to_owned();

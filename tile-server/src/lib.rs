@@ -78,13 +78,35 @@ pub struct Config {
     pub kinds: BTreeMap<ShardId, ShardKind>,
     /// Start of each shard's validity window (Unix seconds), for `shards.json`.
     pub valid_from: BTreeMap<ShardId, u64>,
+    /// Each Sigstore shard's base URL, for `shards.json` and the trust documents.
+    pub base_urls: BTreeMap<ShardId, String>,
+    /// The recorded end of a configured shard's validity (Unix seconds, once it was frozen), for
+    /// `shards.json` and the trust documents.
+    pub valid_until: Option<EndSource>,
     /// Shards added while the process runs (the cluster's control group), listed and served beside
     /// `shards`.
     pub catalog: Option<cairn_store::Catalog>,
-    /// Discovery documents served as they are (`/trusted_root.json`, ...).
-    pub documents: Vec<Document>,
+    /// Discovery documents built from the shards now (`/trusted_root.json`, ...).
+    pub documents: Option<DocumentSource>,
     /// Metrics of other parts of the process (such as witness collection), appended to `/metrics`.
     pub extra_metrics: Vec<prometheus::Registry>,
+}
+
+/// Reports the recorded end of a shard's validity (Unix seconds), if any.
+pub type EndSource = Arc<dyn Fn(ShardId) -> Option<u64> + Send + Sync>;
+
+/// Builds the documents for a listing of the shards.
+pub type BuildDocuments =
+    Arc<dyn Fn(&[cairn_store::ShardListing]) -> Result<Vec<Document>, String> + Send + Sync>;
+
+/// Documents that depend on the shards (the Sigstore trust documents list each Sigstore shard with
+/// its window): built from `shards.json`'s listing when it changed, else served from the last build.
+#[derive(Clone)]
+pub struct DocumentSource {
+    /// The paths it answers, e.g. `/trusted_root.json` (a path the build leaves out is a 404).
+    pub paths: Vec<String>,
+    /// The documents for a listing of the shards.
+    pub build: BuildDocuments,
 }
 
 /// A document the read path serves at a fixed path.
@@ -112,8 +134,10 @@ impl Config {
             status: None,
             kinds: BTreeMap::new(),
             valid_from: BTreeMap::new(),
+            base_urls: BTreeMap::new(),
+            valid_until: None,
             catalog: None,
-            documents: Vec::new(),
+            documents: None,
             extra_metrics: Vec::new(),
         }
     }

@@ -279,8 +279,9 @@ pub fn node_config(
 
 /// Checks a Sigstore bundle (v0.3 JSON) against the log at `http`: its tlog entry is a Rekor v2
 /// hashedrekord 0.0.2 entry, it carries an RFC 3161 timestamp, and its canonical body is the entry at
-/// its index in the log's Sigstore shard, whose published log verifies as a whole. Returns the index.
-pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<u64> {
+/// its index in the Sigstore shard its log id names, whose published log verifies as a whole.
+/// Returns the shard and the index.
+pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<(u32, u64)> {
     use base64::Engine;
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle)?)?;
     let material = &bundle["verificationMaterial"];
@@ -295,12 +296,19 @@ pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<u6
         material["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"].is_string(),
         "no RFC 3161 timestamp in the bundle"
     );
+    // The shard the entry names (its log id is the shard's key hash).
+    let log_id = entry["logId"]["keyId"].as_str().unwrap_or_default();
     let site = cairn_client::HttpLog::new(http);
     let shards = site.shards().await?;
     let shard = shards
         .iter()
-        .find(|s| s.kind == cairn_store::ShardKind::Sigstore)
-        .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json"))?;
+        .find(|s| {
+            s.kind == cairn_store::ShardKind::Sigstore
+                && s.verifier().is_ok_and(|k| {
+                    base64::engine::general_purpose::STANDARD.encode(cairn_sigstore::log_id(&k)) == log_id
+                })
+        })
+        .ok_or_else(|| anyhow::anyhow!("no Sigstore shard in shards.json has log id {log_id}"))?;
     let verified = verified_shard_covering(&site, shard, index as usize + 1).await?;
     let body = base64::engine::general_purpose::STANDARD
         .decode(entry["canonicalizedBody"].as_str().unwrap_or_default())?;
@@ -309,7 +317,7 @@ pub async fn check_bundle_in_log(http: &str, bundle: &Path) -> anyhow::Result<u6
         "entry {index} of shard {} is not the bundle's body",
         shard.id
     );
-    Ok(index)
+    Ok((shard.id, index))
 }
 
 /// Fails with the command's output unless it exited successfully.

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use cairn_store::ShardKind;
+
 use super::{CONTROL, MapEntry, Op, Phase, ShardMap, ShardSpec, unix_now};
 use crate::error::SequencerError;
 use crate::node::NodeInner;
@@ -97,7 +99,25 @@ pub(crate) async fn append(inner: &NodeInner, mut op: Op) -> Result<(), Sequence
         .ok_or(SequencerError::UnknownShard(CONTROL))?;
     crate::shard::ensure_leader(inner.id, &control)?;
     let map = inner.map.refresh(&control);
+    if let Op::Ended { shard, .. } = &op
+        && map.ended.contains_key(shard)
+    {
+        // Recorded already (the first record counts): nothing to write.
+        return Ok(());
+    }
     if let Op::Add { spec, members } = &mut op {
+        if spec.kind == ShardKind::Sigstore && spec.valid_from.is_none() {
+            // The trust documents give every Sigstore log a start: now (it takes no entry before),
+            // or the start recorded when this same shard was added before (a repeat).
+            let recorded = map.shards.get(&spec.shard.id).and_then(|e| {
+                let repeat = ShardSpec {
+                    valid_from: e.spec.valid_from,
+                    ..spec.clone()
+                };
+                (repeat == e.spec).then_some(e.spec.valid_from).flatten()
+            });
+            spec.valid_from = Some(recorded.unwrap_or_else(unix_now));
+        }
         map.check_add(spec).map_err(SequencerError::Invalid)?;
         if inner.config.shards.iter().any(|s| s.shard.id == spec.shard.id) {
             return Err(SequencerError::Invalid(format!(
@@ -308,6 +328,12 @@ pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) 
                 said.insert(entry.spec.shard.id, why);
             }
         }
+        if let Err(why) = record_ends(&inner, &map).await
+            && said.get(&CONTROL) != Some(&why)
+        {
+            tracing::warn!(reason = %why, "recording the end of a frozen shard");
+            said.insert(CONTROL, why);
+        }
         for entry in map.shards.values() {
             if let Err(why) = step(&inner, entry).await
                 && said.get(&entry.spec.shard.id) != Some(&why)
@@ -343,6 +369,41 @@ async fn freeze_due(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), Stri
         "froze the shard at the end of its window"
     );
     Ok(())
+}
+
+/// Records the end of validity ([`Op::Ended`]) of each frozen shard this node leads, configured or
+/// of the map, that has none yet: now, after the freeze was applied, so no entry came later. For a
+/// shard of the map `Frozen` goes first, which control leaders of an older version understand too.
+async fn record_ends(inner: &Arc<NodeInner>, map: &ShardMap) -> Result<(), String> {
+    let mut failed = Vec::new();
+    for hosted in inner.shards.logs() {
+        let id = hosted.id();
+        if map.ended.contains_key(&id)
+            || !hosted.sm.frozen()
+            || hosted.raft.metrics().borrow().current_leader != Some(inner.id)
+        {
+            continue;
+        }
+        let mut ops = Vec::new();
+        if map.shards.get(&id).is_some_and(|e| e.phase == Phase::Active) {
+            ops.push(Op::Frozen { shard: id });
+        }
+        ops.push(Op::Ended {
+            shard: id,
+            at: unix_now(),
+        });
+        for op in ops {
+            if let Err(e) = propose(inner, op).await {
+                failed.push(format!("shard {id}: {e}"));
+                break;
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
 }
 
 /// This node's next step for one shard of the map.
@@ -431,19 +492,8 @@ async fn step(inner: &Arc<NodeInner>, entry: &MapEntry) -> Result<(), String> {
             }
             Ok(())
         }
-        Phase::Active => {
-            let leading = hosted.raft.metrics().borrow().current_leader == Some(me);
-            if !leading {
-                return Ok(());
-            }
-            if hosted.sm.frozen() {
-                return propose(inner, Op::Frozen { shard: id })
-                    .await
-                    .map_err(|e| format!("recording the freeze: {e}"));
-            }
-            Ok(())
-        }
-        Phase::Frozen | Phase::Archived => Ok(()),
+        // A freeze is recorded, with its end, by `record_ends`.
+        Phase::Active | Phase::Frozen | Phase::Archived => Ok(()),
     }
 }
 
@@ -557,8 +607,8 @@ impl crate::Node {
     pub fn catalog(&self) -> Vec<cairn_store::ShardListing> {
         use cairn_store::Lifecycle;
         let now = unix_now();
-        self.shard_map()
-            .shards
+        let map = self.shard_map();
+        map.shards
             .values()
             .map(|e| {
                 let id = e.spec.shard.id;
@@ -574,11 +624,18 @@ impl crate::Node {
                 };
                 let mut listing = cairn_store::ShardListing::new(e.spec.shard.clone(), e.spec.kind, state);
                 listing.valid_from = e.spec.valid_from;
-                listing.valid_until = e.spec.valid_until;
+                listing.valid_until = map.valid_until(id);
+                listing.base_url = e.spec.base_url.clone();
                 listing.archived = e.phase == Phase::Archived;
                 listing
             })
             .collect()
+    }
+
+    /// The end of `shard`'s validity as the control group recorded it (see [`ShardMap::valid_until`]):
+    /// for configured shards too, once frozen.
+    pub fn valid_until(&self, shard: ShardId) -> Option<u64> {
+        self.shard_map().valid_until(shard)
     }
 
     /// What a planned shard of the map waits for (`None` once it is active or frozen, and for a shard

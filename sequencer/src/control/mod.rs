@@ -22,8 +22,10 @@
 //!    then on.
 //!    Entries are taken only within the window (log-servers route by it; the sequencer refuses an
 //!    append outside it, so none lands after the end even before the freeze commits).
-//! 4. At the window's end the shard's leader freezes it (final checkpoint); `Frozen` records that in
-//!    the map for discovery.
+//! 4. At the window's end (or when an operator freezes it) the shard's leader freezes it (final
+//!    checkpoint); `Frozen` and `Ended` record that in the map, `Ended` with the time, which discovery
+//!    documents give as the end of the shard's validity. The leader of a configured shard records
+//!    its `Ended` too.
 //! 5. An operator may archive a frozen shard whose final checkpoint is in object storage: `Archived`
 //!    makes every node stop the shard's group and delete its replica; the read path serves it from
 //!    object storage alone, and discovery lists it frozen (and archived) forever.
@@ -53,7 +55,8 @@ pub struct ShardSpec {
     pub shard: Shard,
     /// What it logs.
     pub kind: ShardKind,
-    /// A Sigstore shard's base URL (its host is the origin); `None` for the read path's default.
+    /// A Sigstore shard's base URL (its host is the origin; `AddShard` and the schedule require it);
+    /// `None` for an opaque shard.
     pub base_url: Option<String>,
     /// Start of its validity window (Unix seconds): it takes no entries before. `None`: at once.
     pub valid_from: Option<u64>,
@@ -92,6 +95,16 @@ pub enum Op {
     Archived {
         /// The shard.
         shard: ShardId,
+    },
+    /// The shard (of the map, or a configured one) took no entry after `at`: recorded by its
+    /// leader once its group froze it, as the end of its validity in the discovery documents (a
+    /// shard of the map is frozen by it as by `Frozen`). The first record of a shard counts.
+    /// (Appended last: operations are encoded by variant index.)
+    Ended {
+        /// The shard.
+        shard: ShardId,
+        /// Unix seconds, read by the leader after the freeze was applied.
+        at: u64,
     },
 }
 
@@ -134,6 +147,9 @@ impl MapEntry {
 pub struct ShardMap {
     /// By id.
     pub shards: BTreeMap<ShardId, MapEntry>,
+    /// When each frozen shard took its last entry at the latest (Unix seconds), configured shards
+    /// included: see [`Op::Ended`].
+    pub ended: BTreeMap<ShardId, u64>,
 }
 
 impl ShardMap {
@@ -175,12 +191,10 @@ impl ShardMap {
                     e.phase = Phase::Active;
                 }
             }
-            Op::Frozen { shard } => {
-                if let Some(e) = self.shards.get_mut(shard)
-                    && e.phase != Phase::Archived
-                {
-                    e.phase = Phase::Frozen;
-                }
+            Op::Frozen { shard } => self.freeze(*shard),
+            Op::Ended { shard, at } => {
+                self.ended.entry(*shard).or_insert(*at);
+                self.freeze(*shard);
             }
             Op::Archived { shard } => {
                 if let Some(e) = self.shards.get_mut(shard)
@@ -189,6 +203,24 @@ impl ShardMap {
                     e.phase = Phase::Archived;
                 }
             }
+        }
+    }
+
+    fn freeze(&mut self, shard: ShardId) {
+        if let Some(e) = self.shards.get_mut(&shard)
+            && e.phase != Phase::Archived
+        {
+            e.phase = Phase::Frozen;
+        }
+    }
+
+    /// The end of `shard`'s validity (Unix seconds): the end of its window, or when it was frozen if
+    /// that came first; `None` while it is open-ended and not frozen.
+    pub fn valid_until(&self, shard: ShardId) -> Option<u64> {
+        let window = self.shards.get(&shard).and_then(|e| e.spec.valid_until);
+        match (window, self.ended.get(&shard).copied()) {
+            (Some(w), Some(e)) => Some(w.min(e)),
+            (w, e) => w.or(e),
         }
     }
 
@@ -373,6 +405,34 @@ mod tests {
         // A late freeze record does not bring an archived shard back.
         ops.push(Op::Frozen { shard: 4 });
         assert_eq!(ShardMap::fold(&ops).shards[&4].phase, Phase::Archived);
+    }
+
+    #[test]
+    fn the_first_recorded_end_counts_and_a_window_bounds_it() {
+        let mut windowed = spec(4, "log.example/w");
+        windowed.valid_from = Some(100);
+        windowed.valid_until = Some(200);
+        let mut ops = vec![Op::Add {
+            spec: windowed,
+            members: BTreeMap::from([(1, "a".into())]),
+        }];
+        assert_eq!(ShardMap::fold(&ops).valid_until(4), Some(200));
+        // Frozen early by an operator: the recorded end, which also freezes it.
+        ops.push(Op::Activated { shard: 4 });
+        ops.push(Op::Ended { shard: 4, at: 150 });
+        ops.push(Op::Ended { shard: 4, at: 170 });
+        let map = ShardMap::fold(&ops);
+        assert_eq!(map.valid_until(4), Some(150));
+        assert_eq!(map.shards[&4].phase, Phase::Frozen);
+        // Recorded after the window ended: the window's end.
+        ops.push(Op::Ended { shard: 9, at: 70 });
+        ops.insert(1, Op::Ended { shard: 4, at: 250 });
+        let map = ShardMap::fold(&ops);
+        assert_eq!(map.valid_until(4), Some(200));
+        // A configured shard (not in the map) has its end recorded too; an unknown one has none.
+        assert_eq!(map.valid_until(9), Some(70));
+        assert_eq!(map.valid_until(5), None);
+        assert!(!map.shards.contains_key(&9));
     }
 
     #[test]
