@@ -3,7 +3,8 @@
 //! JCS/protojson bytes computed here independently and whose inclusion proof verifies against the
 //! shard's signed checkpoint; the same request again is 409 with `x-log-index` (gRPC `ALREADY_EXISTS`);
 //! a table of bad requests gets its status and message with nothing appended; a frozen shard is 405.
-//! The shard's files are served by its origin as `Host` too (virtual hosting).
+//! The shard's files are served by its origin as `Host` too (virtual hosting). And Rekor v2 logs on a
+//! schedule, listed in the trust documents ahead of their windows.
 
 mod common;
 
@@ -331,6 +332,231 @@ async fn rekor_v2_api_over_http_and_grpc() -> anyhow::Result<()> {
         got == 405 && text.contains("active Sigstore shard"),
         "frozen: {got} {text}"
     );
+    anyhow::ensure!(server.stop()?.success(), "unclean exit");
+    Ok(())
+}
+
+/// Rekor v2 logs on a schedule (`[schedule] kind = "sigstore"`, windows of 10 s created 9 s ahead, no
+/// configured Sigstore shard): the trust documents list each window's log before the window opens,
+/// with its start and end; an entry submitted to the API lands in the log whose window holds its
+/// acknowledgment, the next window's log takes over at the boundary, and the frozen log keeps its
+/// entry with the end of its window. Each log is read by its host name (virtual hosting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_sigstore_logs_are_in_the_trust_documents_ahead_of_their_windows() -> anyhow::Result<()> {
+    use cairn_sigstore::pb::trustroot::v1::{SigningConfig, TrustedRoot};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    const PERIOD: u64 = 10;
+    let unix = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let seed = d.join("schedule.seed");
+    std::fs::write(&seed, "3c".repeat(32))?;
+    std::fs::set_permissions(&seed, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    // Window 0 opens 8 s from now; its log is created at once (9 s lead time) and listed until then
+    // as planned.
+    let start = unix() + 8;
+    let config = d.join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{dir}/data\"\nroles = [\"sequencer\", \"log\", \"tiles\", \"tsa\"]\n\n\
+             [schedule]\nperiod_s = {PERIOD}\nlead_time_s = 9\norigin = \"w{{n}}.cairn.test\"\n\
+             start = {start}\nfirst_id = 10\nseed_file = \"{seed}\"\nkind = \"sigstore\"\n\
+             base_url = \"http://{{origin}}\"\n",
+            dir = d.display(),
+            seed = seed.display()
+        ),
+    )?;
+    let config = config.display().to_string();
+    let mut args = vec!["--config", config.as_str()];
+    args.extend(common::LOOPBACK);
+    let server = Server::start(d, &args)?;
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let url = format!("{}{path}", server.http);
+        let http = http.clone();
+        async move { anyhow::Ok(http.get(url).send().await?.bytes().await?) }
+    };
+    // (start, end) of a base URL's log in the trusted root and in the signing config.
+    let windows = |root: &TrustedRoot, signing: &SigningConfig, base: &str| {
+        let span = |r: Option<&cairn_sigstore::pb::common::v1::TimeRange>| {
+            r.map(|r| {
+                (
+                    r.start.as_ref().map_or(0, |t| t.seconds as u64),
+                    r.end.as_ref().map(|t| t.seconds as u64),
+                )
+            })
+        };
+        (
+            span(
+                root.tlogs
+                    .iter()
+                    .find(|t| t.base_url == base)
+                    .and_then(|t| t.public_key.as_ref()?.valid_for.as_ref()),
+            ),
+            span(
+                signing
+                    .rekor_tlog_urls
+                    .iter()
+                    .find(|t| t.url == base)
+                    .and_then(|t| t.valid_for.as_ref()),
+            ),
+        )
+    };
+    let documents = || async {
+        let root: TrustedRoot = serde_json::from_slice(&get("/trusted_root.json").await?)?;
+        let signing: SigningConfig = serde_json::from_slice(&get("/signing_config.json").await?)?;
+        anyhow::Ok((root, signing))
+    };
+    let poll = |what: String| {
+        let deadline = Instant::now() + Duration::from_secs(3 * PERIOD);
+        move || {
+            anyhow::ensure!(Instant::now() < deadline, "{what}: not after {} s", 3 * PERIOD);
+            Ok(())
+        }
+    };
+
+    // Ahead of time: window 0's log in both documents before it opens, with its window.
+    let w0 = "http://w0.cairn.test";
+    let w1 = "http://w1.cairn.test";
+    let window0 = (start, Some(start + PERIOD));
+    let check = poll("window 0's log in the trust documents".into());
+    loop {
+        let (root, signing) = documents().await?;
+        let listed = windows(&root, &signing, w0);
+        if listed.0.is_some() {
+            anyhow::ensure!(unix() < start, "listed only once its window opened");
+            anyhow::ensure!(
+                listed == (Some(window0), Some(window0)),
+                "window 0's log (trusted root, signing config): {listed:?}"
+            );
+            break;
+        }
+        check()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An entry submitted in window 0 is logged in window 0's log.
+    let site = HttpLog::new(&server.http);
+    let signer = Key::new()?;
+    let submit = |artifact: &'static [u8]| {
+        let http = http.clone();
+        let url = format!("{}/api/v2/log/entries", server.http);
+        let signer = &signer;
+        async move {
+            let (digest, sig) = signer.sign(artifact)?;
+            let body = serde_json::to_vec(&signer.request(&digest, &sig, "PKIX_ECDSA_P256_SHA_256"))?;
+            let check = poll("a 201".into());
+            loop {
+                let sent = unix();
+                let reply = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                let status = reply.status();
+                let bytes = reply.bytes().await?;
+                if status == 201 {
+                    let entry: TransparencyLogEntry = serde_json::from_slice(&bytes)?;
+                    return anyhow::Ok((entry, sent, unix()));
+                }
+                // Before window 0 opens no Sigstore log takes entries (405); retried.
+                anyhow::ensure!(
+                    status == 405 || status == 503,
+                    "{status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                check()?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let logged_in = |entry: &TransparencyLogEntry| {
+        let site = &site;
+        let key_id = entry
+            .log_id
+            .as_ref()
+            .map(|l| l.key_id.clone())
+            .unwrap_or_default();
+        async move {
+            let shards = site.shards().await?;
+            let shard = shards
+                .iter()
+                .find(|s| {
+                    s.verifier()
+                        .is_ok_and(|k| cairn_sigstore::log_id(&k).to_vec() == key_id)
+                })
+                .ok_or_else(|| anyhow::anyhow!("no shard has the entry's log id"))?;
+            anyhow::Ok((shard.id, shard.origin.clone()))
+        }
+    };
+    let (first, sent, acked) = submit(b"in window 0").await?;
+    let shard = logged_in(&first).await?;
+    let boundary = start + PERIOD;
+    let expect: &[u32] = match (sent < boundary, acked < boundary) {
+        (true, true) => &[10],
+        (true, false) => &[10, 11],
+        _ => &[11],
+    };
+    anyhow::ensure!(
+        expect.contains(&shard.0),
+        "sent at {sent}, acknowledged at {acked} (window 1 from {boundary}), logged in {shard:?}"
+    );
+
+    // Window 1's log takes over at the boundary; window 0's keeps its entry, ended with its window.
+    let check = poll("window 0's end in the trust documents".into());
+    loop {
+        let (root, signing) = documents().await?;
+        let (in_root, in_signing) = windows(&root, &signing, w0);
+        if in_root == Some(window0) && unix() >= start + PERIOD {
+            anyhow::ensure!(
+                in_signing == Some(window0),
+                "window 0 in the signing config: {in_signing:?}"
+            );
+            let next = windows(&root, &signing, w1);
+            let window1 = (start + PERIOD, Some(start + 2 * PERIOD));
+            anyhow::ensure!(next == (Some(window1), Some(window1)), "window 1's log: {next:?}");
+            break;
+        }
+        check()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (second, sent, acked) = submit(b"in window 1").await?;
+    anyhow::ensure!(sent >= boundary, "sent at {sent}");
+    let shard = logged_in(&second).await?;
+    anyhow::ensure!(
+        shard.0 == 11,
+        "acknowledged at {acked} in window 1 and logged in {shard:?}"
+    );
+    let listed = site.shards().await?;
+    anyhow::ensure!(
+        listed
+            .iter()
+            .any(|s| s.id == 10 && s.state == cairn_store::Lifecycle::Frozen),
+        "window 0's shard is not frozen: {listed:?}"
+    );
+
+    // Virtual hosting: each log by its host name.
+    let port = server.http.rsplit(':').next().unwrap_or_default();
+    for host in ["w0.cairn.test", "w1.cairn.test"] {
+        let text = http
+            .get(format!("{}/api/v2/checkpoint", server.http))
+            .header("host", format!("{host}:{port}"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        anyhow::ensure!(
+            text.starts_with(&format!("{host}\n")),
+            "checkpoint by Host {host}: {text}"
+        );
+    }
     anyhow::ensure!(server.stop()?.success(), "unclean exit");
     Ok(())
 }
