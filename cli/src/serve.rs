@@ -320,6 +320,19 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
     let mut grpc_addr = None;
     let mut http_addr = None;
     let kinds: BTreeMap<u32, ShardKind> = shards.iter().map(|s| (s.config.shard.id, s.kind)).collect();
+    // What discovery lists of the configured shards: the start of each one's validity, and each
+    // Sigstore shard's base URL.
+    let valid_from: BTreeMap<u32, u64> = shards
+        .iter()
+        .filter_map(|s| {
+            let secs = s.valid_from.duration_since(UNIX_EPOCH).ok()?.as_secs();
+            (secs > 0).then_some((s.config.shard.id, secs))
+        })
+        .collect();
+    let base_urls: BTreeMap<u32, String> = shards
+        .iter()
+        .filter_map(|s| Some((s.config.shard.id, s.base_url.clone()?)))
+        .collect();
     // The HTTP listener serves every HTTP role of the process: the read path, the Rekor v2 write
     // API, the timestamp authority.
     let mut http_routes = axum::Router::new();
@@ -387,6 +400,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         }
         let mut lc = LogServerConfig::new(shards.iter().map(|s| s.config.shard.clone()).collect());
         lc.kinds = kinds.clone();
+        lc.valid_from = valid_from.clone();
+        lc.base_urls = base_urls.clone();
         lc.catalog = added.clone();
         if let Some(names) = &config.sigstore.key_details {
             lc.sigstore_policy = cairn_sigstore::Policy::from_names(names)
@@ -458,17 +473,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         tc.cache = cache.clone();
         tc.kinds = kinds.clone();
         tc.catalog = added.clone();
-        tc.valid_from = shards
-            .iter()
-            .filter_map(|s| {
-                let secs = s.valid_from.duration_since(UNIX_EPOCH).ok()?.as_secs();
-                (secs > 0).then_some((s.config.shard.id, secs))
-            })
-            .collect();
-        tc.base_urls = shards
-            .iter()
-            .filter_map(|s| Some((s.config.shard.id, s.base_url.clone()?)))
-            .collect();
+        tc.valid_from = valid_from.clone();
+        tc.base_urls = base_urls.clone();
         tc.documents = Some(crate::trust::documents(&config, tsa.as_deref(), &public_url)?);
         tc.extra_metrics = registries.clone();
         if let Some(listing) = peer_listing {

@@ -467,3 +467,60 @@ async fn production_overlay_config_runs_a_three_node_cluster() -> anyhow::Result
     );
     Ok(())
 }
+
+/// A shard key added to the Secret while the pod runs (a shard added at runtime) reaches the key
+/// directory without a restart: start.sh's loop copies it, mode 0600, whole; a key it copied before is
+/// left as it was even when the Secret's file changes.
+#[test]
+fn start_sh_copies_a_key_added_to_the_secret_while_the_process_runs() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (secrets, run) = (tmp.path().join("secrets"), tmp.path().join("run"));
+    std::fs::create_dir_all(&secrets)?;
+    let config = tmp.path().join("cairn.toml");
+    std::fs::write(&config, "data_dir = \"/var/lib/cairn\"\n")?;
+    std::fs::write(secrets.join("shard-1.key"), "first key\n")?;
+    let key = run.join("keys/shard-9.key");
+    // The process start.sh runs: waits for shard 9's key, then reports its mode and shard 1's key.
+    let wait = format!(
+        "until [ -f {k} ]; do sleep 0.1; done; stat -c %a {k}; cat {k} {one}",
+        k = key.display(),
+        one = run.join("keys/shard-1.key").display()
+    );
+    let child = Command::new("sh")
+        .arg(repo(START))
+        .args(["sh", "-c", &wait])
+        .env("CAIRN_CONFIG", &config)
+        .env("CAIRN_SECRETS", &secrets)
+        .env("CAIRN_RUN_DIR", &run)
+        .env("CAIRN_KEY_SYNC_S", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    // Once the process runs (shard 1's key copied at start), the Secret gains shard 9's key and
+    // shard 1's changes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !run.join("keys/shard-1.key").exists() {
+        anyhow::ensure!(Instant::now() < deadline, "start.sh did not copy shard-1.key");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(secrets.join("shard-9.key"), "ninth key\n")?;
+    std::fs::write(secrets.join("shard-1.key"), "changed\n")?;
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(out) => out?,
+        Err(_) => {
+            let _ = Command::new("kill").arg(&pid).status();
+            anyhow::bail!("shard-9.key was not copied within 20 s");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success() && stdout == "600\nninth key\nfirst key\n",
+        "{}: {stdout}",
+        out.status
+    );
+    Ok(())
+}

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
 use crate::error::LogError;
+use crate::forward::walk_peers;
 use crate::route;
 use crate::service::Inner;
 
@@ -122,17 +123,13 @@ impl Inner {
         shard: ShardId,
         leaves: &[[u8; 32]],
         metadata: &MetadataMap,
-        mut candidates: VecDeque<String>,
+        candidates: VecDeque<String>,
     ) -> Result<Vec<Option<u64>>, LogError> {
-        let mut tried = BTreeSet::new();
-        let mut last = LogError::Unavailable {
+        let none = LogError::Unavailable {
             reason: format!("no sequencer could look up entries of shard {shard}"),
             leader: None,
         };
-        while let Some(url) = candidates.pop_front() {
-            if !tried.insert(url.clone()) {
-                continue;
-            }
+        walk_peers(candidates, none, |url| async move {
             let req = Self::forward_request(
                 shard,
                 FindEntriesRequest {
@@ -144,12 +141,11 @@ impl Inner {
             );
             match self.client(&url)?.find_entries(req).await {
                 // A server of an older version (a rolling upgrade): ask the next.
-                Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    last = LogError::Unavailable {
-                        reason: format!("{url} does not implement FindEntries"),
-                        leader: None,
-                    };
-                }
+                Err(status) if status.code() == tonic::Code::Unimplemented => Err(LogError::Unavailable {
+                    reason: format!("{url} does not implement FindEntries"),
+                    leader: None,
+                }),
+                Err(status) => Err(LogError::from_forwarded(status)),
                 Ok(reply) => {
                     let results = reply.into_inner().results;
                     if results.len() != leaves.len() {
@@ -159,21 +155,11 @@ impl Inner {
                             leaves.len()
                         )));
                     }
-                    return Ok(results.into_iter().map(|r| r.found.then_some(r.index)).collect());
+                    Ok(results.into_iter().map(|r| r.found.then_some(r.index)).collect())
                 }
-                Err(status) => match LogError::from_forwarded(status) {
-                    LogError::Unavailable { reason, leader }
-                    | LogError::LeaderUnreachable { reason, leader } => {
-                        if let Some(hint) = &leader {
-                            candidates.push_front(hint.clone());
-                        }
-                        last = LogError::Unavailable { reason, leader };
-                    }
-                    e => return Err(e),
-                },
             }
-        }
-        Err(last)
+        })
+        .await
     }
 
     /// The entries (by position) of a write that are already in a shard they routed to under one of

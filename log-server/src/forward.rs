@@ -214,15 +214,12 @@ impl Inner {
         let mut candidates: VecDeque<String> = cached.into_iter().collect();
         candidates.extend(self.config.peers.values().cloned());
         let deadline = Instant::now() + self.forward_deadline(wait);
-        let mut tried = BTreeSet::new();
-        let mut last = LogError::Unavailable {
+        let none = LogError::Unavailable {
             reason: "no sequencer peers are configured".into(),
             leader: None,
         };
-        while let Some(url) = candidates.pop_front() {
-            if !tried.insert(url.clone()) {
-                continue;
-            }
+        let entries = &entries;
+        walk_peers(candidates, none, |url| async move {
             let call = self.forward(&url, shard, entries.clone(), wait, metadata);
             let outcome = match tokio::time::timeout_at(deadline, call).await {
                 Ok(r) => r,
@@ -231,29 +228,58 @@ impl Inner {
                     leader: None,
                 }),
             };
-            match outcome {
-                Ok(results) => {
+            match &outcome {
+                Ok(_) => {
                     if let Ok(mut l) = self.leaders.lock() {
                         l.insert(shard, url);
                     }
-                    return Ok(results);
                 }
-                Err(
-                    LogError::Unavailable { reason, leader } | LogError::LeaderUnreachable { reason, leader },
-                ) => {
-                    if reason.contains("frozen")
-                        && let Ok(mut f) = self.frozen.lock()
-                    {
+                Err(LogError::Unavailable { reason, .. } | LogError::LeaderUnreachable { reason, .. })
+                    if reason.contains("frozen") =>
+                {
+                    if let Ok(mut f) = self.frozen.lock() {
                         f.insert(shard);
                     }
-                    if let Some(hint) = &leader {
-                        candidates.push_front(hint.clone());
-                    }
-                    last = LogError::Unavailable { reason, leader };
                 }
-                Err(e) => return Err(e),
+                Err(_) => {}
             }
-        }
-        Err(last)
+            outcome
+        })
+        .await
     }
+}
+
+/// Tries each of `candidates` once, in order, until one answers, for a process that looks for a
+/// shard's leader among its peers: a peer that answers `Unavailable` or `LeaderUnreachable` with a
+/// hint of the leader has that hint tried next; any other error ends the walk. Without an answer, the
+/// last such reason (`none` when there was no candidate).
+pub(crate) async fn walk_peers<T, F, Fut>(
+    mut candidates: VecDeque<String>,
+    none: LogError,
+    mut attempt: F,
+) -> Result<T, LogError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, LogError>>,
+{
+    let mut tried = BTreeSet::new();
+    let mut last = none;
+    while let Some(url) = candidates.pop_front() {
+        if !tried.insert(url.clone()) {
+            continue;
+        }
+        match attempt(url).await {
+            Ok(answer) => return Ok(answer),
+            Err(
+                LogError::Unavailable { reason, leader } | LogError::LeaderUnreachable { reason, leader },
+            ) => {
+                if let Some(hint) = &leader {
+                    candidates.push_front(hint.clone());
+                }
+                last = LogError::Unavailable { reason, leader };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }

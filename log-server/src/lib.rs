@@ -67,6 +67,10 @@ pub struct LogServerConfig {
     /// What each shard logs (a shard not listed is opaque). Entries are routed among the active shards
     /// of their kind: `cairn.v1.Log` writes to opaque shards, the Rekor v2 API to Sigstore shards.
     pub kinds: BTreeMap<ShardId, ShardKind>,
+    /// Start of each configured shard's validity (Unix seconds), for `ListShards`.
+    pub valid_from: BTreeMap<ShardId, u64>,
+    /// Each configured Sigstore shard's base URL, for `ListShards`.
+    pub base_urls: BTreeMap<ShardId, String>,
     /// Shards added while the process runs (the cluster's control group), beside `shards`.
     pub catalog: Option<cairn_store::Catalog>,
     /// The signing algorithms Sigstore shards accept.
@@ -101,6 +105,8 @@ impl LogServerConfig {
         Self {
             shards,
             kinds: BTreeMap::new(),
+            valid_from: BTreeMap::new(),
+            base_urls: BTreeMap::new(),
             catalog: None,
             sigstore_policy: cairn_sigstore::Policy::default(),
             peers: BTreeMap::new(),

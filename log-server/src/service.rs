@@ -135,7 +135,9 @@ impl Inner {
                     Lifecycle::Active
                 };
                 let mut listing = ShardListing::new(s.clone(), self.kind(s.id), state);
+                listing.valid_from = self.config.valid_from.get(&s.id).copied();
                 listing.valid_until = self.node.as_ref().and_then(|n| n.valid_until(s.id));
+                listing.base_url = self.config.base_urls.get(&s.id).cloned();
                 listing
             })
             .collect();

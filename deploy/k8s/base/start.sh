@@ -15,10 +15,16 @@
 #   [[tenants]] ...      $CAIRN_SECRETS/tenants.toml, when that file exists
 # and $CAIRN_SECRETS/shard-*.key, tsa-key.pem and tsa-chain.pem are copied, mode 0600, to
 # $CAIRN_RUN_DIR/keys/ and $CAIRN_RUN_DIR/tsa/ (an in-memory emptyDir), where cairn.toml points.
+# While the process runs, a shard key added to the Secret later (for a shard added at runtime with
+# `cairn shard add`) is copied too: Kubernetes updates a mounted Secret's files within about a minute,
+# and a loop copies each new shard-*.key every $CAIRN_KEY_SYNC_S seconds (default 10), so the
+# sequencer finds it in its key directory without a restart. Keys copied are never replaced or
+# removed while the process runs.
 # It refuses to start while anything it assembled, or an environment variable (Secret cairn-s3),
 # still holds a REPLACE-ME placeholder.
 #
-# Needs only a POSIX shell, cat, cp, grep, mkdir, chmod and rm (the image is debian:*-slim).
+# Needs only a POSIX shell, cat, cp, grep, mkdir, chmod, mv, rm, sleep and kill (the image is
+# debian:*-slim).
 set -eu
 
 config=${CAIRN_CONFIG:-/etc/cairn/config/cairn.toml}
@@ -59,6 +65,21 @@ fi
   fi
 } >"$out"
 
+# Copies the shard keys of the Secret not yet in the key directory (whole files only: written
+# aside, then renamed).
+sync_keys() {
+  for f in "$secrets"/shard-*.key; do
+    [ -f "$f" ] || continue
+    name=${f##*/}
+    [ -f "$run/keys/$name" ] && continue
+    if grep -q 'REPLACE-ME' "$f"; then
+      echo "cairn start.sh: placeholder in $name (from $secrets): not copied" >&2
+      continue
+    fi
+    cp "$f" "$run/keys/.$name.tmp" && chmod 600 "$run/keys/.$name.tmp" && mv "$run/keys/.$name.tmp" "$run/keys/$name"
+  done
+}
+
 copied=
 for f in "$secrets"/shard-*.key; do
   [ -f "$f" ] || continue
@@ -98,4 +119,12 @@ if [ $# -eq 0 ]; then
   echo "$out"
   exit 0
 fi
+# Runs beside the process exec starts (which keeps this shell's pid, $$) and ends with it; it writes
+# nothing to stdout (only messages to stderr), so it does not hold the process's stdout open.
+interval=${CAIRN_KEY_SYNC_S:-10}
+(
+  while sleep "$interval" && kill -0 $$ 2>/dev/null; do
+    sync_keys
+  done
+) >/dev/null &
 exec "$@"
