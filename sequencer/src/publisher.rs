@@ -101,6 +101,21 @@ fn raft_err(e: SequencerError) -> RoundError {
     }
 }
 
+/// How long one Raft call of a publishing round may take before the round is given up and retried.
+/// A call made while this node led the shard can outlive that leadership without an answer (the node
+/// paused, then installing a snapshot from the new leader): it must not hold this node's publisher
+/// forever, or the shard stops publishing once the leadership comes back here.
+const RAFT_CALL: Duration = Duration::from_secs(5);
+
+/// `call`, or a retryable timeout after [`RAFT_CALL`].
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> Result<T, RoundError> {
+    tokio::time::timeout(RAFT_CALL, call).await.map_err(|_| {
+        RoundError::Retry(SequencerError::Timeout(format!(
+            "{what} took longer than {RAFT_CALL:?}"
+        )))
+    })
+}
+
 /// Publishes `shard` while this node leads it, until `stop` is set or a fatal error stops it.
 pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watch::Receiver<bool>) {
     let interval = cfg.interval;
@@ -185,11 +200,12 @@ async fn publish_once(
             shard = shard.id(),
             raft_index = tracing::field::Empty
         );
-        let resp = shard
+        let write = shard
             .raft
             .client_write(Command::Init(info))
-            .instrument(span.clone())
-            .await
+            .instrument(span.clone());
+        let resp = bounded("recording the shard's identity", write)
+            .await?
             .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
         span.record("raft_index", resp.log_id.index);
         if let Reply::Rejected(why) = resp.data {
@@ -276,14 +292,15 @@ async fn publish_once(
             size = n,
             raft_index = tracing::field::Empty
         );
-        let resp = shard
+        let write = shard
             .raft
             .client_write(Command::Checkpointed {
                 size: n,
                 note: note.clone(),
             })
-            .instrument(span.clone())
-            .await
+            .instrument(span.clone());
+        let resp = bounded("committing the checkpoint", write)
+            .await?
             .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
         span.record("raft_index", resp.log_id.index);
         if let Reply::Rejected(why) = resp.data {
@@ -411,10 +428,8 @@ async fn put_checkpoint(
     note: &[u8],
 ) -> Result<(), RoundError> {
     let t0 = tokio::time::Instant::now();
-    shard
-        .raft
-        .ensure_linearizable()
-        .await
+    bounded("confirming the leadership", shard.raft.ensure_linearizable())
+        .await?
         .map_err(|e| raft_err(map_write_err(shard.id(), e)))?;
     let write = async {
         let existing = shard
