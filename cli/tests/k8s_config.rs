@@ -16,8 +16,8 @@
 //! - `data_dir` (`/var/lib/cairn`, the PVC): `<tmp>/node-<n>/data`;
 //! - `store` (`s3://…`): `file://<tmp>/bucket`, shared by the three nodes; `store_options` (S3
 //!   settings) removed;
-//! - every path under `/run/cairn` (shard `key_file`s, `[sigstore] tsa_dir`, where start.sh copies the
-//!   Secrets): the same path under `<tmp>/node-<n>/run`, that node's `CAIRN_RUN_DIR`;
+//! - every path under `/run/cairn` (shard `key_file`s, `key_dir`, `[sigstore] tsa_dir`, where start.sh
+//!   copies the Secrets): the same path under `<tmp>/node-<n>/run`, that node's `CAIRN_RUN_DIR`;
 //! - each shard's `vkey` placeholder: the verifier key `cairn keygen` printed for its origin.
 //!
 //! The Secrets are files in one directory, laid out as the pods' projected volume (`CAIRN_SECRETS`):
@@ -134,6 +134,15 @@ fn substitute(
         t.insert(key.into(), Value::String(format!("127.0.0.1:{port}")));
     }
     anyhow::ensure!(t.get("data_dir").and_then(Value::as_str) == Some("/var/lib/cairn"));
+    // Keys of shards added at runtime: where start.sh copies the Secret's shard-*.key.
+    anyhow::ensure!(
+        t.get("key_dir").and_then(Value::as_str) == Some("/run/cairn/keys"),
+        "key_dir must be /run/cairn/keys, where start.sh copies the shard keys"
+    );
+    t.insert(
+        "key_dir".into(),
+        Value::String(under_run("/run/cairn/keys", &run)),
+    );
     t.insert(
         "data_dir".into(),
         Value::String(node.join("data").display().to_string()),
@@ -480,9 +489,12 @@ fn start_sh_copies_a_key_added_to_the_secret_while_the_process_runs() -> anyhow:
     std::fs::write(&config, "data_dir = \"/var/lib/cairn\"\n")?;
     std::fs::write(secrets.join("shard-1.key"), "first key\n")?;
     let key = run.join("keys/shard-9.key");
-    // The process start.sh runs: waits for shard 9's key, then reports its mode and shard 1's key.
+    let started = tmp.path().join("started");
+    // The process start.sh runs: says it started, waits for shard 9's key, then reports its mode and
+    // both keys.
     let wait = format!(
-        "until [ -f {k} ]; do sleep 0.1; done; stat -c %a {k}; cat {k} {one}",
+        "touch {s}; until [ -f {k} ]; do sleep 0.1; done; stat -c %a {k}; cat {k} {one}",
+        s = started.display(),
         k = key.display(),
         one = run.join("keys/shard-1.key").display()
     );
@@ -495,15 +507,17 @@ fn start_sh_copies_a_key_added_to_the_secret_while_the_process_runs() -> anyhow:
         .env("CAIRN_KEY_SYNC_S", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()?;
-    // Once the process runs (shard 1's key copied at start), the Secret gains shard 9's key and
-    // shard 1's changes.
+    // Once the process runs (shard 1's key copied before it started), the Secret gains shard 9's
+    // key and shard 1's changes, each file replaced whole as Kubernetes does.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !run.join("keys/shard-1.key").exists() {
-        anyhow::ensure!(Instant::now() < deadline, "start.sh did not copy shard-1.key");
+    while !started.exists() {
+        anyhow::ensure!(Instant::now() < deadline, "start.sh did not start the process");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::write(secrets.join("shard-9.key"), "ninth key\n")?;
-    std::fs::write(secrets.join("shard-1.key"), "changed\n")?;
+    for (name, text) in [("shard-9.key", "ninth key\n"), ("shard-1.key", "changed\n")] {
+        std::fs::write(secrets.join(".new"), text)?;
+        std::fs::rename(secrets.join(".new"), secrets.join(name))?;
+    }
     let pid = child.id().to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

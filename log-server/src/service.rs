@@ -192,7 +192,8 @@ impl Inner {
     }
 
     /// The active shards of `kind`, in id order: where entries of that kind are routed. A shard added
-    /// at runtime counts while it is active and its window holds now.
+    /// at runtime counts while it is active and its window holds now; a configured one while it is
+    /// active (the start its listing gives may be a key file's time, which differs between nodes).
     pub(crate) fn active(&self, kind: ShardKind) -> Vec<ShardId> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -201,10 +202,12 @@ impl Inner {
             .listings()
             .into_iter()
             .filter(|l| {
+                let configured = self.config.shards.iter().any(|s| s.id == l.id);
                 l.kind == kind
                     && l.state == Lifecycle::Active
-                    && l.valid_from.is_none_or(|from| from <= now)
-                    && l.valid_until.is_none_or(|until| now < until)
+                    && (configured
+                        || l.valid_from.is_none_or(|from| from <= now)
+                            && l.valid_until.is_none_or(|until| now < until))
             })
             .map(|l| l.id)
             .collect();

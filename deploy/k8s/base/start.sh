@@ -76,8 +76,13 @@ sync_keys() {
       echo "cairn start.sh: placeholder in $name (from $secrets): not copied" >&2
       continue
     fi
-    cp "$f" "$run/keys/.$name.tmp" && chmod 600 "$run/keys/.$name.tmp" && mv "$run/keys/.$name.tmp" "$run/keys/$name"
+    if ! { cp "$f" "$run/keys/.$name.tmp" && chmod 600 "$run/keys/.$name.tmp" &&
+      mv "$run/keys/.$name.tmp" "$run/keys/$name"; }; then
+      echo "cairn start.sh: copying $name failed; retrying in the next pass" >&2
+      rm -f "$run/keys/.$name.tmp"
+    fi
   done
+  return 0
 }
 
 copied=
@@ -123,6 +128,8 @@ fi
 # nothing to stdout (only messages to stderr), so it does not hold the process's stdout open.
 interval=${CAIRN_KEY_SYNC_S:-10}
 (
+  # A failed pass must not end the loop.
+  set +e
   while sleep "$interval" && kill -0 $$ 2>/dev/null; do
     sync_keys
   done
