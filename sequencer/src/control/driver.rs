@@ -560,9 +560,8 @@ impl crate::Node {
             .map_err(|e| SequencerError::Retryable(format!("object storage: {e}")))?;
         let stored_size = stored
             .as_deref()
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .and_then(|t| t.lines().nth(1))
-            .and_then(|l| l.parse::<u64>().ok());
+            .and_then(|n| cairn_tlog::Checkpoint::parse_note_unverified(n).ok())
+            .map(|c| c.size);
         if stored_size != Some(state.size) {
             return Err(SequencerError::Refused(format!(
                 "shard {shard}'s checkpoint in object storage covers {stored_size:?} entries, not its final {}; retry once it is published",
