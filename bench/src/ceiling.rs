@@ -120,6 +120,18 @@ impl Log for Ceiling {
     ) -> Result<Response<cairn_proto::v1::FindEntriesResponse>, Status> {
         Err(Status::unimplemented("ceiling server"))
     }
+    async fn list_settings(
+        &self,
+        _: Request<cairn_proto::v1::ListSettingsRequest>,
+    ) -> Result<Response<cairn_proto::v1::ListSettingsResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
+    async fn set_setting(
+        &self,
+        _: Request<cairn_proto::v1::SetSettingRequest>,
+    ) -> Result<Response<cairn_proto::v1::SetSettingResponse>, Status> {
+        Err(Status::unimplemented("ceiling server"))
+    }
 }
 
 /// Starts the ceiling server on a loopback port; returns its URL and a stop handle.

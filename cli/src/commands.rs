@@ -374,6 +374,42 @@ pub async fn cluster_remove_node(admin: &AdminArgs, id: u64) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cairn cluster settings`: one line per setting (JSON with `--json`).
+pub async fn cluster_settings(admin: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let reply = admin.client()?.settings().await?;
+    if json {
+        let settings: serde_json::Map<String, serde_json::Value> = reply
+            .settings
+            .iter()
+            .map(|s| {
+                let v = serde_json::json!({ "value": s.value, "recorded": s.recorded, "about": s.about });
+                (s.key.clone(), v)
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "node": reply.node_id, "settings": settings })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("as in effect on node {}", reply.node_id);
+    for s in &reply.settings {
+        let from = if s.recorded { "cluster" } else { "node config" };
+        println!("{} = {} ({from}): {}", s.key, s.value, s.about);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn cluster set|unset`.
+pub async fn cluster_set(admin: &AdminArgs, key: &str, value: Option<&str>) -> anyhow::Result<ExitCode> {
+    admin.client()?.set_setting(key, value).await?;
+    match value {
+        Some(v) => println!("{key} = {v} recorded for every sequencer"),
+        None => println!("{key} unset: each sequencer runs with its configured value"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Raft groups as an operator reads them: the control group (id 0), then the shards.
 fn groups(ids: &[u32]) -> String {
     let shards: Vec<u32> = ids

@@ -177,6 +177,32 @@ enum ClusterCommand {
         #[arg(long)]
         raft: String,
     },
+    /// The cluster settings in effect on a sequencer node: each recorded by the control group (the
+    /// same on every node) or that node's configured value, with what it does.
+    Settings {
+        #[command(flatten)]
+        admin: commands::AdminArgs,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a cluster setting for every sequencer through the control group, no restart: it
+    /// applies on each node within a second. See `cairn cluster settings` for the keys.
+    Set {
+        #[command(flatten)]
+        admin: commands::AdminArgs,
+        /// The setting.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Remove a recorded cluster setting: each node runs with its configured value again.
+    Unset {
+        #[command(flatten)]
+        admin: commands::AdminArgs,
+        /// The setting.
+        key: String,
+    },
     /// Remove a sequencer node from every shard's Raft group (a group it leads hands its leadership
     /// to another voter first). Refused, with nothing changed, when a majority of the remaining
     /// voters does not answer. Works for a node that is down or whose disk is lost; ask another
@@ -213,7 +239,7 @@ enum ShardCommand {
         #[command(flatten)]
         tls: commands::TlsArgs,
     },
-    /// Archive a frozen shard added at runtime (admin token): every sequencer stops its Raft group and
+    /// Archive a frozen shard, configured or added at runtime (admin token): every sequencer stops its Raft group and
     /// deletes its replica; the read path serves it from object storage alone.
     Archive {
         /// Shard id.
@@ -431,6 +457,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands::cluster_add_node(&admin, id, &raft).await
             }
             ClusterCommand::RemoveNode { admin, id } => commands::cluster_remove_node(&admin, id).await,
+            ClusterCommand::Settings { admin, json } => commands::cluster_settings(&admin, json).await,
+            ClusterCommand::Set { admin, key, value } => {
+                commands::cluster_set(&admin, &key, Some(&value)).await
+            }
+            ClusterCommand::Unset { admin, key } => commands::cluster_set(&admin, &key, None).await,
         },
     }
 }

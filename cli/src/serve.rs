@@ -482,6 +482,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             // them.
             let l = listing.clone();
             tc.live_state = Some(Arc::new(move |id| l.get(id).map(|s| s.state)));
+            let l = listing.clone();
+            tc.archived = Some(Arc::new(move |id| l.get(id).is_some_and(|s| s.archived)));
             tc.valid_until = Some(Arc::new(move |id| listing.get(id)?.valid_until));
         }
         if let Some(node) = &node {
@@ -497,6 +499,8 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
             }));
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.valid_until = Some(Arc::new(move |id| weak.upgrade()?.valid_until(id)));
+            let weak: Weak<Node> = Arc::downgrade(node);
+            tc.archived = Some(Arc::new(move |id| weak.upgrade().is_some_and(|n| n.archived(id))));
             let weak: Weak<Node> = Arc::downgrade(node);
             tc.status = Some(Arc::new(move || {
                 let Some(node) = weak.upgrade() else {

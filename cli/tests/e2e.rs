@@ -386,6 +386,121 @@ async fn cli_session_submit_verify_restart() -> anyhow::Result<()> {
     std::fs::write(d.join("late.json"), b"{\"late\":true}\n")?;
     let (ok, _, err) = cairn(d, &["submit", "--server", &server.grpc, "late.json"], None)?;
     anyhow::ensure!(!ok && err.contains("frozen"), "a frozen log took an entry: {err}");
+
+    // Archiving the configured shard, once its final checkpoint is as old as the cluster setting
+    // archive_after_s, lowered at runtime through the control group.
+    let settings = |grpc: &str| -> anyhow::Result<serde_json::Value> {
+        let (ok, out, err) = cairn(d, &["cluster", "settings", "--json", "--server", grpc], None)?;
+        anyhow::ensure!(ok, "cluster settings: {err}");
+        Ok(serde_json::from_str::<serde_json::Value>(out.trim())?["settings"].clone())
+    };
+    let archive_after = &settings(&server.grpc)?["archive_after_s"];
+    anyhow::ensure!(
+        archive_after["value"] == "90" && archive_after["recorded"] == false,
+        "archive_after_s before it was set: {archive_after}"
+    );
+    let archive = |grpc: &str| cairn(d, &["shard", "archive", "1", "--server", grpc], None);
+    // Refused (the end of its validity may take a moment to be recorded), saying what to wait for.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, err) = archive(&server.grpc)?;
+        anyhow::ensure!(!ok, "archived before archive_after_s passed");
+        if err.contains("can be archived 90 s after (cluster setting archive_after_s)") {
+            break;
+        }
+        anyhow::ensure!(
+            err.contains("not recorded yet") && Instant::now() < deadline,
+            "archive: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (args, says) in [
+        (&["publish_interval_ms", "0"][..], "between 1 and 60000"),
+        (&["archive_after", "0"][..], "archive_after_s"),
+        (&["schedule", "off"][..], "`paused`"),
+    ] {
+        let mut argv = vec!["cluster", "set", "--server", &server.grpc];
+        argv.extend_from_slice(args);
+        let (ok, _, err) = cairn(d, &argv, None)?;
+        anyhow::ensure!(!ok && err.contains(says), "cluster set {args:?}: {err}");
+    }
+    let (ok, _, err) = cairn(
+        d,
+        &["cluster", "set", "--server", &server.grpc, "archive_after_s", "0"],
+        None,
+    )?;
+    anyhow::ensure!(ok, "cluster set: {err}");
+    let archive_after = &settings(&server.grpc)?["archive_after_s"];
+    anyhow::ensure!(
+        archive_after["value"] == "0" && archive_after["recorded"] == true,
+        "archive_after_s once set: {archive_after}"
+    );
+    let (ok, _, err) = archive(&server.grpc)?;
+    anyhow::ensure!(ok, "archive: {err}");
+    let hosted = |grpc: &str| -> anyhow::Result<Vec<u64>> {
+        let (ok, out, err) = cairn(d, &["cluster", "status", "--json", "--server", grpc], None)?;
+        anyhow::ensure!(ok, "cluster status: {err}");
+        let status: serde_json::Value = serde_json::from_str(out.trim())?;
+        Ok(status["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["shard"].as_u64())
+            .collect())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hosted(&server.grpc)?.contains(&1) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "shard 1's group still runs 5 s after it was archived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Served from object storage alone: listed frozen and archived, every entry verified from its
+    // tiles against its checkpoint; and still so after a restart, which does not start its group.
+    let (ok, _, err) = archive(&server.grpc)?;
+    anyhow::ensure!(ok, "repeated archive: {err}");
+    anyhow::ensure!(server.stop()?.success(), "unclean exit");
+    let server = Server::start_loopback(d)?;
+    anyhow::ensure!(
+        !hosted(&server.grpc)?.contains(&1),
+        "a restart started the archived shard's group"
+    );
+    let http = HttpLog::new(&server.http);
+    let listing = http.shards().await?;
+    let s1 = listing
+        .iter()
+        .find(|l| l.id == 1)
+        .ok_or_else(|| anyhow::anyhow!("shard 1 is not listed: {listing:?}"))?;
+    anyhow::ensure!(
+        s1.state == cairn_client::Lifecycle::Frozen && s1.archived,
+        "shard 1 after archiving: {s1:?}"
+    );
+    let verified = http.verify_shard(s1).await?;
+    anyhow::ensure!(
+        verified.checkpoint.size == 3 && verified.entries.len() == 3,
+        "the archived shard holds {} entries (checkpoint {})",
+        verified.entries.len(),
+        verified.checkpoint.size
+    );
+    let (ok, _, err) = cairn(d, &["submit", "--server", &server.grpc, "late.json"], None)?;
+    anyhow::ensure!(
+        !ok && err.contains("frozen"),
+        "an archived log took an entry: {err}"
+    );
+    // The setting outlived the restart; unset, the node's configured value applies again.
+    anyhow::ensure!(settings(&server.grpc)?["archive_after_s"]["recorded"] == true);
+    let (ok, _, err) = cairn(
+        d,
+        &["cluster", "unset", "--server", &server.grpc, "archive_after_s"],
+        None,
+    )?;
+    anyhow::ensure!(ok, "cluster unset: {err}");
+    let archive_after = &settings(&server.grpc)?["archive_after_s"];
+    anyhow::ensure!(
+        archive_after["value"] == "90" && archive_after["recorded"] == false,
+        "archive_after_s once unset: {archive_after}"
+    );
     anyhow::ensure!(server.stop()?.success(), "unclean exit");
     Ok(())
 }

@@ -526,6 +526,23 @@ impl LogClient {
         Ok(())
     }
 
+    /// The cluster settings in effect on the answering sequencer (admin token).
+    pub async fn settings(&mut self) -> Result<cairn_proto::v1::ListSettingsResponse, ClientError> {
+        let req = self.request(cairn_proto::v1::ListSettingsRequest {})?;
+        Ok(self.raw.list_settings(req).await?.into_inner())
+    }
+
+    /// Records cluster setting `key` for every sequencer (`None`: unsets it) (admin token).
+    pub async fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<(), ClientError> {
+        let req = self.request(cairn_proto::v1::SetSettingRequest {
+            key: key.to_string(),
+            value: value.unwrap_or_default().to_string(),
+            unset: value.is_none(),
+        })?;
+        self.raw.set_setting(req).await?;
+        Ok(())
+    }
+
     /// Which of `leaf_hashes` shard `shard`'s log holds, with their indexes (a writer's token): for a
     /// writer whose answer was lost. Final for a frozen shard; for an active one as of every append
     /// its leader had queued.

@@ -7,8 +7,8 @@ use cairn_proto::metadata::FORWARDED_SHARD;
 use std::time::Duration;
 
 use cairn_proto::v1::{
-    AddNodeRequest, AddShardRequest, AddShardResponse, ClusterStatusResponse, GroupStatus, MemberProgress,
-    RemoveNodeRequest, TransferLeaderRequest,
+    AddNodeRequest, AddShardRequest, AddShardResponse, ClusterSetting, ClusterStatusResponse, GroupStatus,
+    ListSettingsResponse, MemberProgress, RemoveNodeRequest, SetSettingRequest, TransferLeaderRequest,
 };
 use cairn_sequencer::{Node, NodeId, ShardId};
 use tonic::metadata::MetadataMap;
@@ -192,6 +192,39 @@ impl Inner {
         let node = self.node.as_ref().ok_or_else(no_sequencer)?;
         self.shard(shard)?;
         node.archive_shard(shard).await.map_err(|e| self.seq_err(e))
+    }
+
+    /// The cluster settings in effect on this node's sequencer (`ListSettings`).
+    pub(crate) fn settings(&self, metadata: &MetadataMap) -> Result<ListSettingsResponse, LogError> {
+        self.auth.admin(metadata)?;
+        let node = self.node.as_ref().ok_or_else(no_sequencer)?;
+        Ok(ListSettingsResponse {
+            node_id: node.id(),
+            settings: node
+                .settings()
+                .into_iter()
+                .map(|s| ClusterSetting {
+                    key: s.key.to_string(),
+                    value: s.value,
+                    recorded: s.recorded,
+                    about: s.about.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Records (or unsets) a cluster setting through the control group (`SetSetting`).
+    pub(crate) async fn set_setting(
+        &self,
+        metadata: &MetadataMap,
+        req: SetSettingRequest,
+    ) -> Result<(), LogError> {
+        self.auth.admin(metadata)?;
+        let node = self.node.as_ref().ok_or_else(no_sequencer)?;
+        let value = (!req.unset).then_some(req.value.as_str());
+        node.set_setting(&req.key, value)
+            .await
+            .map_err(|e| self.seq_err(e))
     }
 
     /// The groups a membership request names: one shard's, or every group this sequencer hosts (the

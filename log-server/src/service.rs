@@ -13,8 +13,9 @@ use cairn_proto::v1::{
     AddShardResponse, ArchiveShardRequest, ArchiveShardResponse, ClusterStatusRequest, ClusterStatusResponse,
     FindEntriesRequest, FindEntriesResponse, FoundEntry, FreezeShardRequest, FreezeShardResponse,
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest, GetInclusionProofRequest,
-    ListShardsRequest, ListShardsResponse, ProofResponse, RemoveNodeRequest, RemoveNodeResponse,
-    TransferLeaderRequest, TransferLeaderResponse,
+    ListSettingsRequest, ListSettingsResponse, ListShardsRequest, ListShardsResponse, ProofResponse,
+    RemoveNodeRequest, RemoveNodeResponse, SetSettingRequest, SetSettingResponse, TransferLeaderRequest,
+    TransferLeaderResponse,
 };
 use cairn_sequencer::{Node, SequencerError, ShardId};
 use cairn_store::{Bucket, Lifecycle, Shard, ShardKind, ShardListing, TileReader};
@@ -138,6 +139,7 @@ impl Inner {
                 listing.valid_from = self.config.valid_from.get(&s.id).copied();
                 listing.valid_until = self.node.as_ref().and_then(|n| n.valid_until(s.id));
                 listing.base_url = self.config.base_urls.get(&s.id).cloned();
+                listing.archived = self.is_archived(s.id);
                 listing
             })
             .collect();
@@ -169,6 +171,9 @@ impl Inner {
 
     /// Whether `id` is an archived shard (its groups stopped; object storage holds it alone).
     pub(crate) fn is_archived(&self, id: ShardId) -> bool {
+        if self.config.shards.iter().any(|s| s.id == id) {
+            return self.node.as_ref().is_some_and(|n| n.archived(id));
+        }
         self.added(id).is_some_and(|l| l.archived)
     }
 
@@ -257,6 +262,10 @@ impl Inner {
     pub(crate) async fn freeze(&self, metadata: &MetadataMap, shard: ShardId) -> Result<(), LogError> {
         self.auth.admin(metadata)?;
         self.shard(shard)?;
+        if self.is_archived(shard) {
+            // Frozen for good already.
+            return Ok(());
+        }
         let forwarded = metadata.get(FORWARDED_SHARD).is_some();
         let leader_url = match &self.node {
             Some(node) => match node.leader(shard) {
@@ -407,6 +416,27 @@ impl Log for LogServer {
         let reply = self.inner.add_shard(&metadata, body).instrument(span).await?;
         tracing::info!(shard = id, %origin, state = %reply.state, "shard added");
         Ok(Response::new(reply))
+    }
+
+    async fn list_settings(
+        &self,
+        req: Request<ListSettingsRequest>,
+    ) -> Result<Response<ListSettingsResponse>, Status> {
+        Ok(Response::new(self.inner.settings(req.metadata())?))
+    }
+
+    async fn set_setting(
+        &self,
+        req: Request<SetSettingRequest>,
+    ) -> Result<Response<SetSettingResponse>, Status> {
+        let (metadata, _, body) = req.into_parts();
+        let (key, value) = (body.key.clone(), (!body.unset).then(|| body.value.clone()));
+        self.inner
+            .set_setting(&metadata, body)
+            .instrument(tracing::info_span!("set_setting", %key))
+            .await?;
+        tracing::info!(%key, value = ?value, "cluster setting recorded");
+        Ok(Response::new(SetSettingResponse {}))
     }
 
     async fn archive_shard(

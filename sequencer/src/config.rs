@@ -114,7 +114,8 @@ pub struct NodeConfig {
     /// Proposal batching.
     pub batch: BatchConfig,
     /// Time from the start of one publishing round to the start of the next (a round that takes
-    /// longer is followed by the next at once).
+    /// longer is followed by the next at once). The configured value of the cluster setting
+    /// `publish_interval_ms` (see `control::settings`), as are the three below.
     pub publish_interval: Duration,
     /// Build a snapshot (and purge the log) after this many applied Raft entries.
     pub snapshot_every: u64,
@@ -126,9 +127,9 @@ pub struct NodeConfig {
     /// lost its disk never catches up.
     pub snapshot_timeout: Duration,
     /// How often the leader placement balancer looks at this node's shards (`None`: never; leaders
-    /// stay where elections put them). See `placement`.
+    /// stay where elections put them). See `placement`. The cluster setting `balance_leaders_ms`.
     pub balance_interval: Option<Duration>,
-    /// Refuse appends while this many entries are sequenced but not published.
+    /// Refuse appends while this many entries are sequenced but not published (`max_unpublished`).
     pub max_unpublished: u64,
     /// TLS between peers: the Raft listener requires a client certificate from the cluster CA, and
     /// connections to peers check theirs and present this node's. Plain TCP when `None`.
@@ -146,7 +147,7 @@ pub struct NodeConfig {
     pub schedule: Option<Arc<dyn crate::control::Schedule>>,
     /// How long a shard must have been frozen (its final checkpoint in object storage) before it
     /// can be archived: at least the log-servers' reroute grace, during which a retry looks for its
-    /// entry in the shard it routed to before.
+    /// entry in the shard it routed to before (`archive_after_s`).
     pub archive_after: Duration,
 }
 
@@ -184,22 +185,22 @@ impl NodeConfig {
     }
 
     /// What every shard's publisher on this node needs to know of the node.
-    pub(crate) fn publishing(&self) -> Publishing {
+    pub(crate) fn publishing(&self, settings: Arc<crate::control::settings::Live>) -> Publishing {
         Publishing {
             node: self.id,
-            interval: self.publish_interval,
+            settings,
             lease: Duration::from_millis(self.timing.election_min_ms / 2),
         }
     }
 }
 
 /// The node-level settings a shard's publisher runs with (it needs nothing else of the node).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Publishing {
     /// This node's id: the publisher works only while it leads the shard.
     pub(crate) node: NodeId,
-    /// Time between the starts of publishing rounds.
-    pub(crate) interval: Duration,
+    /// The cluster settings in effect here: the time between the starts of publishing rounds.
+    pub(crate) settings: Arc<crate::control::settings::Live>,
     /// How long after confirming its leadership the leader may still write the checkpoint object: half
     /// the minimum election timeout (see the publisher's fencing notes).
     pub(crate) lease: Duration,

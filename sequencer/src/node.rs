@@ -48,6 +48,8 @@ pub(crate) struct NodeInner {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Archived shards whose replica this run of the node has deleted.
     archived: std::sync::Mutex<std::collections::BTreeSet<ShardId>>,
+    /// The cluster settings in effect here (the control map's, else the configuration's).
+    pub(crate) settings: Arc<crate::control::settings::Live>,
 }
 
 impl RaftRegistry for NodeInner {
@@ -176,7 +178,16 @@ impl Node {
             stop: stop.clone(),
             tasks: Default::default(),
             archived: Default::default(),
+            settings: Arc::new(crate::control::settings::Live::new(&config)),
         });
+        // The control group first: its log, as far as this replica has it, says which configured
+        // shards were archived (not started again) and which settings the cluster recorded.
+        inner.host(crate::control::control_config()).await?;
+        let map = match inner.shards.get(crate::control::CONTROL) {
+            Some(control) => inner.map.refresh(&control),
+            None => Default::default(),
+        };
+        inner.settings.update(&config, &map.settings);
         for sc in &config.shards {
             if sc.shard.id == crate::control::CONTROL {
                 return Err(SequencerError::Invalid(format!(
@@ -184,21 +195,23 @@ impl Node {
                     crate::control::CONTROL
                 )));
             }
+            if map.is_archived(sc.shard.id) {
+                // Deletes what a replica that was down during the archive still has.
+                inner.archive(sc.shard.id).await?;
+                continue;
+            }
             inner.host(sc.clone()).await?;
         }
-        inner.host(crate::control::control_config()).await?;
         let registry = metrics::registry(config.id, inner.shards.clone(), &recorders);
         let mut tasks = Vec::new();
-        if let Some(interval) = config.balance_interval {
-            tasks.push(tokio::spawn(crate::placement::balance(
-                inner.channels.clone(),
-                config.timing,
-                config.id,
-                inner.shards.clone(),
-                interval,
-                stop.subscribe(),
-            )));
-        }
+        tasks.push(tokio::spawn(crate::placement::balance(
+            inner.channels.clone(),
+            config.timing,
+            config.id,
+            inner.shards.clone(),
+            inner.settings.clone(),
+            stop.subscribe(),
+        )));
         tasks.push(tokio::spawn(crate::membership::resolve(
             inner.channels.clone(),
             config.id,
@@ -303,8 +316,13 @@ impl Node {
     }
 
     /// Whether a shard is frozen, as this replica has applied it (cheap: read on every submission).
+    /// An archived shard, no longer hosted, is frozen.
     pub fn frozen(&self, shard: ShardId) -> Result<bool, SequencerError> {
-        Ok(self.shard(shard)?.sm.frozen())
+        match self.shard(shard) {
+            Ok(s) => Ok(s.sm.frozen()),
+            Err(_) if shard != crate::control::CONTROL && self.archived(shard) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// The current leader of a shard, as this node knows it.
@@ -414,7 +432,7 @@ impl Node {
         if frozen {
             return Err(SequencerError::Frozen(shard));
         }
-        if unpublished >= self.inner.config.max_unpublished {
+        if unpublished >= self.inner.settings.max_unpublished() {
             s.recorders
                 .pushbacks
                 .with_label_values(&[s.label().as_str()])

@@ -39,6 +39,7 @@
 //! leaves that shard alone for [`PIN`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_proto::raft::RaftRequest;
@@ -369,15 +370,22 @@ pub(crate) async fn balance(
     timing: RaftTiming,
     me: NodeId,
     shards: crate::shard::Hosted,
-    interval: Duration,
+    settings: Arc<crate::control::settings::Live>,
     mut stop: watch::Receiver<bool>,
 ) {
     let settle = SETTLE.max(Duration::from_millis(timing.election_max_ms * 2));
     let mut seen: HashMap<ShardId, Seen> = HashMap::new();
     loop {
+        // The interval is a cluster setting: read at every turn; while balancing is off, looked at
+        // again every second.
+        let interval = settings.balance_interval();
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(interval.unwrap_or(Duration::from_secs(1))) => {}
+        }
+        if interval.is_none() || settings.balance_interval().is_none() {
+            seen.clear();
+            continue;
         }
         // Log shards only (added ones too): the control group's leadership carries no load.
         for s in &shards.logs() {

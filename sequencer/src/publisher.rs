@@ -75,6 +75,8 @@ use crate::types::{Command, Reply};
 
 /// The longest pause between failed rounds (unless the publishing interval is longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How often a long pause between rounds looks at the publishing interval again.
+const SETTING_RECHECK: Duration = Duration::from_secs(1);
 /// Uploads run this many at once.
 const UPLOAD_CONCURRENCY: usize = 16;
 /// Attempts per object before the round gives up (it is retried next round).
@@ -118,7 +120,6 @@ async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> R
 
 /// Publishes `shard` while this node leads it, until `stop` is set or a fatal error stops it.
 pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watch::Receiver<bool>) {
-    let interval = cfg.interval;
     let mut failures = 0u32;
     // Size of the checkpoint this node has confirmed in the store during its current leadership.
     let mut confirmed: Option<u64> = None;
@@ -126,17 +127,28 @@ pub(crate) async fn run(cfg: Publishing, shard: Arc<HostedShard>, mut stop: watc
     // an entry waits at most one interval plus one round for its checkpoint.
     let mut last_start = tokio::time::Instant::now();
     loop {
-        let pause = if failures == 0 {
-            interval.saturating_sub(last_start.elapsed())
-        } else {
-            // Backoff after failed rounds, capped low: writers of a Sigstore shard wait for publication,
-            // so every second of backoff after the store or the leadership recovered is a second of
-            // write stall. One round a second is no load for any store.
-            (interval * 2u32.pow(failures.min(6))).min(MAX_BACKOFF.max(interval))
-        };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(pause) => {}
+        // The interval is a cluster setting, read again at least every second of the pause, so that
+        // a shorter one applies without waiting out a long pause.
+        let paused_at = tokio::time::Instant::now();
+        loop {
+            let interval = cfg.settings.publish_interval();
+            let pause = if failures == 0 {
+                interval.saturating_sub(last_start.elapsed())
+            } else {
+                // Backoff after failed rounds, capped low: writers of a Sigstore shard wait for
+                // publication, so every second of backoff after the store or the leadership recovered
+                // is a second of write stall. One round a second is no load for any store.
+                (interval * 2u32.pow(failures.min(6)))
+                    .min(MAX_BACKOFF.max(interval))
+                    .saturating_sub(paused_at.elapsed())
+            };
+            if pause.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(pause.min(SETTING_RECHECK)) => {}
+            }
         }
         last_start = tokio::time::Instant::now();
         let m = shard.raft.metrics().borrow().clone();

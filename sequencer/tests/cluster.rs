@@ -721,3 +721,185 @@ async fn balancer_spreads_leaders_and_restores_the_spread_after_a_node_returns()
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Waits until every node of the cluster runs with `key` = `value`, recorded by the control group
+/// (`Some`) or back to its configuration (`None`: the value is not checked).
+async fn settings_until(cluster: &Cluster, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + T;
+    loop {
+        let mut pending = Vec::new();
+        for id in cluster.running() {
+            let s = cluster.node(id)?.settings();
+            let s = s
+                .iter()
+                .find(|s| s.key == key)
+                .ok_or_else(|| anyhow::anyhow!("node {id} lists no setting {key}"))?;
+            let done = match value {
+                Some(v) => s.recorded && s.value == v,
+                None => !s.recorded,
+            };
+            if !done {
+                pending.push((id, s.value.clone(), s.recorded));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{key} not {value:?} on every node after {T:?}: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cluster settings recorded through the control group apply on every node while it runs: with a
+/// publishing interval of a minute and an unpublished limit of 2, entries stay unpublished and an
+/// append is pushed back; unset, each node runs with its configured values again, the shard
+/// publishes within a second or two and takes entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_settings_apply_on_every_node_at_runtime() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = Cluster::start(3, 1).await?;
+    cluster.append(1, vec![b"first".to_vec()], T).await?;
+    cluster.wait_stored(1, 1, T).await?;
+    // Refused before anything is recorded.
+    for (key, value) in [("publish_interval_ms", "0"), ("no_such_setting", "1")] {
+        let err = cluster
+            .node(2)?
+            .set_setting(key, Some(value))
+            .await
+            .expect_err("a bad setting");
+        assert!(matches!(err, SequencerError::Invalid(_)), "{key}: {err}");
+    }
+    // Recorded at any node (sent on to the control group's leader), in effect on all of them.
+    cluster
+        .node(2)?
+        .set_setting("publish_interval_ms", Some("60000"))
+        .await?;
+    cluster.node(3)?.set_setting("max_unpublished", Some("2")).await?;
+    settings_until(&cluster, "publish_interval_ms", Some("60000")).await?;
+    settings_until(&cluster, "max_unpublished", Some("2")).await?;
+
+    // A round under way when the interval changed may publish the first entries; after it the
+    // publisher waits a minute, so entries accumulate until the third unpublished one is refused.
+    let leader = cluster.wait_for_leader(1, T).await?;
+    let node = cluster.node(leader)?;
+    let bucket = cluster.shard_bucket(1)?;
+    let mut pushed_back = None;
+    for i in 0..10 {
+        match node.append(1, vec![format!("held {i}").into_bytes()]).await {
+            Ok(_) => {}
+            Err(SequencerError::Pushback { .. }) => {
+                pushed_back = Some(i);
+                break;
+            }
+            Err(e) => anyhow::bail!("append {i}: {e}"),
+        }
+    }
+    let size = node.state(1)?.size;
+    let stored = stored_checkpoint(&bucket).await?.map_or(0, |c| c.size);
+    anyhow::ensure!(
+        pushed_back.is_some() && size - stored >= 2,
+        "no pushback with max_unpublished 2: {size} entries, {stored} published"
+    );
+    // Nothing is published for a while (at the configured 20 ms, 50 rounds).
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(1) {
+        let now = stored_checkpoint(&bucket).await?.map_or(0, |c| c.size);
+        anyhow::ensure!(
+            now == stored,
+            "published {now} entries with a one-minute interval"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Unset: the pause ends within a second, the shard publishes and takes entries again.
+    let unset = Instant::now();
+    cluster.node(1)?.set_setting("publish_interval_ms", None).await?;
+    settings_until(&cluster, "publish_interval_ms", None).await?;
+    cluster.wait_stored(1, size, Duration::from_secs(5)).await?;
+    let caught_up = unset.elapsed();
+    cluster.node(1)?.set_setting("max_unpublished", None).await?;
+    settings_until(&cluster, "max_unpublished", None).await?;
+    cluster.append(1, vec![b"after".to_vec()], T).await?;
+    println!(
+        "pushed back after {} appends; published {caught_up:?} after the interval was unset",
+        pushed_back.unwrap_or_default()
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A schedule whose due shards the test sets.
+#[derive(Debug, Default)]
+struct Listed(std::sync::Mutex<Vec<cairn_sequencer::ShardSpec>>);
+
+impl cairn_sequencer::Schedule for Listed {
+    fn due(&self, _now: u64) -> Vec<cairn_sequencer::ShardSpec> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// The cluster setting `schedule = paused` stops the control group's leader from adding the
+/// schedule's shards, on whichever node leads it; `on` resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_schedule_adds_no_shard_until_it_is_resumed() -> anyhow::Result<()> {
+    init_tracing();
+    let schedule = Arc::new(Listed::default());
+    let each = schedule.clone();
+    let cluster = Cluster::start_with(
+        3,
+        1,
+        Bucket::new(Arc::new(InMemory::new()), Path::default()),
+        move |c| c.schedule = Some(each.clone()),
+    )
+    .await?;
+    cluster.wait_for_leader(1, T).await?;
+    cluster.node(3)?.set_setting("schedule", Some("paused")).await?;
+    settings_until(&cluster, "schedule", Some("paused")).await?;
+    let origin = "schedule.test/7";
+    let signer = cairn_tlog::Signer::from_seed(origin, [7; 32])?;
+    schedule.0.lock().expect("lock").push(cairn_sequencer::ShardSpec {
+        shard: cairn_sequencer::Shard {
+            id: 7,
+            origin: origin.into(),
+            vkey: signer.verifier().to_string(),
+        },
+        kind: Default::default(),
+        base_url: None,
+        valid_from: None,
+        valid_until: None,
+    });
+    // The control loop turns four times a second: over a second and a half, nothing is added.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        for id in cluster.running() {
+            anyhow::ensure!(
+                !cluster.node(id)?.shard_map().shards.contains_key(&7),
+                "node {id} has shard 7 while the schedule is paused"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.node(2)?.set_setting("schedule", Some("on")).await?;
+    let resumed = Instant::now();
+    loop {
+        let added = cluster
+            .running()
+            .into_iter()
+            .map(|id| cluster.node(id).map(|n| n.shard_map().shards.contains_key(&7)))
+            .collect::<Result<Vec<bool>, _>>()?;
+        if added.iter().all(|a| *a) {
+            break;
+        }
+        anyhow::ensure!(
+            resumed.elapsed() < T,
+            "shard 7 not added {T:?} after the schedule resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("the resumed schedule added its shard in {:?}", resumed.elapsed());
+    cluster.shutdown().await;
+    Ok(())
+}

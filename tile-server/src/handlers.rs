@@ -136,6 +136,7 @@ impl Inner {
                 );
                 listing.valid_from = config.valid_from.get(&s.id).copied();
                 listing.valid_until = config.valid_until.as_ref().and_then(|f| f(s.id));
+                listing.archived = config.archived.as_ref().is_some_and(|f| f(s.id));
                 listing.base_url = config.base_urls.get(&s.id).cloned();
                 listing
             })

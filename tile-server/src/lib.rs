@@ -83,6 +83,9 @@ pub struct Config {
     /// The recorded end of a configured shard's validity (Unix seconds, once it was frozen), for
     /// `shards.json` and the trust documents.
     pub valid_until: Option<EndSource>,
+    /// Whether a configured shard was archived (its groups stopped: object storage alone holds it),
+    /// for `shards.json`.
+    pub archived: Option<ArchivedSource>,
     /// Shards added while the process runs (the cluster's control group), listed and served beside
     /// `shards`.
     pub catalog: Option<cairn_store::Catalog>,
@@ -94,6 +97,9 @@ pub struct Config {
 
 /// Reports the recorded end of a shard's validity (Unix seconds), if any.
 pub type EndSource = Arc<dyn Fn(ShardId) -> Option<u64> + Send + Sync>;
+
+/// Reports whether a shard was archived.
+pub type ArchivedSource = Arc<dyn Fn(ShardId) -> bool + Send + Sync>;
 
 /// Builds the documents for a listing of the shards.
 pub type BuildDocuments =
@@ -136,6 +142,7 @@ impl Config {
             valid_from: BTreeMap::new(),
             base_urls: BTreeMap::new(),
             valid_until: None,
+            archived: None,
             catalog: None,
             documents: None,
             extra_metrics: Vec::new(),

@@ -289,7 +289,9 @@ pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) 
     let mut said: BTreeMap<ShardId, String> = BTreeMap::new();
     loop {
         let map = inner.map.refresh(&control);
+        inner.settings.update(&inner.config, &map.settings);
         if let Some(schedule) = &inner.config.schedule
+            && !inner.settings.schedule_paused()
             && control.raft.metrics().borrow().current_leader == Some(inner.id)
         {
             for spec in schedule.due(unix_now()) {
@@ -333,6 +335,18 @@ pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) 
         {
             tracing::warn!(reason = %why, "recording the end of a frozen shard");
             said.insert(CONTROL, why);
+        }
+        // Configured shards archived while this node ran.
+        for id in &map.archived {
+            if inner.shards.get(*id).is_some()
+                && let Err(e) = inner.archive(*id).await
+            {
+                let why = format!("stopping the archived shard's group: {e}");
+                if said.get(id) != Some(&why) {
+                    tracing::warn!(shard = id, reason = %why, "configured shard");
+                    said.insert(*id, why);
+                }
+            }
         }
         for entry in map.shards.values() {
             if let Err(why) = step(&inner, entry).await
@@ -513,30 +527,41 @@ impl crate::Node {
         .await
     }
 
-    /// Archives a frozen shard of the map: once this node's replica shows its final checkpoint
-    /// recorded (so it is in object storage), the control group records `Archived`, and every node
-    /// stops the shard's group and deletes its replica; the read path serves it from object storage
-    /// alone. Repeating it is a no-op. `Refused` (nothing recorded) for a shard that is not frozen,
-    /// whose final checkpoint is not recorded yet, that this node does not host, or that the
-    /// configuration lists (those stay until the configuration drops them).
+    /// Archives a frozen shard, of the map or configured: once this node's replica shows its final
+    /// checkpoint recorded (so it is in object storage), the control group records `Archived`, and
+    /// every node stops the shard's group and deletes its replica (a node restarted later does not
+    /// start a configured one again); the read path serves it from object storage alone. Repeating it
+    /// is a no-op. `Refused` (nothing recorded) for a shard that is not frozen, whose final checkpoint
+    /// (and, for a configured shard, the end of its validity) is not recorded yet, or that this node
+    /// does not host.
     pub async fn archive_shard(&self, shard: ShardId) -> Result<(), SequencerError> {
         let map = self.shard_map();
-        let Some(entry) = map.shards.get(&shard) else {
-            if self.inner.config.shards.iter().any(|s| s.shard.id == shard) {
-                return Err(SequencerError::Refused(format!(
-                    "shard {shard} is in the configuration: only shards added at runtime are archived"
-                )));
-            }
-            return Err(SequencerError::UnknownShard(shard));
+        self.inner.settings.update(&self.inner.config, &map.settings);
+        if map.is_archived(shard) {
+            return Ok(());
+        }
+        let not_frozen = || {
+            SequencerError::Refused(format!(
+                "shard {shard} is not frozen; freeze it first (cairn shard freeze), then archive it"
+            ))
         };
-        match entry.phase {
-            Phase::Archived => return Ok(()),
-            Phase::Frozen => {}
-            Phase::Planned | Phase::Active => {
-                return Err(SequencerError::Refused(format!(
-                    "shard {shard} is not frozen; freeze it first (cairn shard freeze), then archive it"
-                )));
+        match map.shards.get(&shard) {
+            Some(entry) => match entry.phase {
+                Phase::Archived => return Ok(()),
+                Phase::Frozen => {}
+                Phase::Planned | Phase::Active => return Err(not_frozen()),
+            },
+            None if self.inner.config.shards.iter().any(|s| s.shard.id == shard) => {
+                if !self.frozen(shard)? {
+                    return Err(not_frozen());
+                }
+                if !map.ended.contains_key(&shard) {
+                    return Err(SequencerError::Refused(format!(
+                        "the end of shard {shard}'s validity is not recorded yet (its leader records it after the freeze); retry shortly"
+                    )));
+                }
             }
+            None => return Err(SequencerError::UnknownShard(shard)),
         }
         let Some(hosted) = self.inner.shards.get(shard) else {
             return Err(SequencerError::Refused(format!(
@@ -576,16 +601,42 @@ impl crate::Node {
         let age = written
             .and_then(|w| std::time::SystemTime::now().duration_since(w).ok())
             .unwrap_or_default();
-        let wait = self.inner.config.archive_after;
+        let wait = self.inner.settings.archive_after();
         if age < wait {
             return Err(SequencerError::Refused(format!(
-                "shard {shard}'s final checkpoint was written {} s ago; it can be archived {} s after (tuning.reroute_grace_s), in {} s",
+                "shard {shard}'s final checkpoint was written {} s ago; it can be archived {} s after (cluster setting archive_after_s), in {} s",
                 age.as_secs(),
                 wait.as_secs(),
                 (wait - age).as_secs() + 1
             )));
         }
         propose(&self.inner, Op::Archived { shard }).await
+    }
+
+    /// Records a cluster setting for every node (`None`: back to each node's configured value). See
+    /// [`super::settings`]. `Invalid` for an unknown key or a value it does not take.
+    pub async fn set_setting(&self, key: &str, value: Option<&str>) -> Result<(), SequencerError> {
+        super::settings::check(key, value).map_err(SequencerError::Invalid)?;
+        propose(
+            &self.inner,
+            Op::Set {
+                key: key.to_string(),
+                value: value.map(str::to_string),
+            },
+        )
+        .await
+    }
+
+    /// The cluster settings in effect on this node, with whether the control group recorded them.
+    pub fn settings(&self) -> Vec<super::settings::Setting> {
+        let map = self.shard_map();
+        self.inner.settings.update(&self.inner.config, &map.settings);
+        self.inner.settings.list(&map.settings)
+    }
+
+    /// Whether `shard` (of the map or configured) was archived.
+    pub fn archived(&self, shard: ShardId) -> bool {
+        self.shard_map().is_archived(shard)
     }
 
     /// Whether this node hosts `shard`'s group (a shard of the map only once it found the key).

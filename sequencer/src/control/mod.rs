@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::{NodeId, ShardId};
 
 mod driver;
+pub mod settings;
 pub(crate) use driver::{MapCache, run, serve};
 
 /// The control group's id (no log shard has it).
@@ -106,6 +107,14 @@ pub enum Op {
         /// Unix seconds, read by the leader after the freeze was applied.
         at: u64,
     },
+    /// A cluster setting (see [`settings`]): `value` for every node, or `None` for each node's
+    /// configured value. (Appended last.)
+    Set {
+        /// One of [`settings::SETTINGS`].
+        key: String,
+        /// Its value, checked by [`settings::check`].
+        value: Option<String>,
+    },
 }
 
 /// Where a shard of the map is in its life.
@@ -150,6 +159,10 @@ pub struct ShardMap {
     /// When each frozen shard took its last entry at the latest (Unix seconds), configured shards
     /// included: see [`Op::Ended`].
     pub ended: BTreeMap<ShardId, u64>,
+    /// Configured shards that were archived (those of the map have their phase).
+    pub archived: BTreeSet<ShardId>,
+    /// The recorded cluster settings (see [`settings`]).
+    pub settings: BTreeMap<String, String>,
 }
 
 impl ShardMap {
@@ -196,14 +209,33 @@ impl ShardMap {
                 self.ended.entry(*shard).or_insert(*at);
                 self.freeze(*shard);
             }
-            Op::Archived { shard } => {
-                if let Some(e) = self.shards.get_mut(shard)
-                    && e.phase == Phase::Frozen
-                {
-                    e.phase = Phase::Archived;
+            Op::Archived { shard } => match self.shards.get_mut(shard) {
+                Some(e) if e.phase == Phase::Frozen => e.phase = Phase::Archived,
+                Some(_) => {}
+                // A configured shard: once its end was recorded (its group froze it).
+                None if self.ended.contains_key(shard) => {
+                    self.archived.insert(*shard);
+                }
+                None => {}
+            },
+            Op::Set { key, value } => {
+                if settings::check(key, value.as_deref()).is_ok() {
+                    match value {
+                        Some(v) => self.settings.insert(key.clone(), v.clone()),
+                        None => self.settings.remove(key),
+                    };
                 }
             }
         }
+    }
+
+    /// Whether `shard` (of the map or configured) was archived.
+    pub fn is_archived(&self, shard: ShardId) -> bool {
+        self.archived.contains(&shard)
+            || self
+                .shards
+                .get(&shard)
+                .is_some_and(|e| e.phase == Phase::Archived)
     }
 
     fn freeze(&mut self, shard: ShardId) {
@@ -433,6 +465,46 @@ mod tests {
         assert_eq!(map.valid_until(9), Some(70));
         assert_eq!(map.valid_until(5), None);
         assert!(!map.shards.contains_key(&9));
+    }
+
+    #[test]
+    fn configured_shards_are_archived_once_their_end_is_recorded() {
+        // Archiving a configured shard whose freeze has no recorded end changes nothing.
+        let mut ops = vec![Op::Archived { shard: 1 }];
+        assert!(!ShardMap::fold(&ops).is_archived(1));
+        ops.push(Op::Ended { shard: 1, at: 10 });
+        ops.push(Op::Archived { shard: 1 });
+        let map = ShardMap::fold(&ops);
+        assert!(map.is_archived(1));
+        assert!(!map.is_archived(2));
+        assert!(map.shards.is_empty());
+    }
+
+    #[test]
+    fn settings_are_recorded_checked_and_unset() {
+        let set = |key: &str, value: Option<&str>| Op::Set {
+            key: key.into(),
+            value: value.map(Into::into),
+        };
+        let mut ops = vec![
+            set("publish_interval_ms", Some("500")),
+            set("schedule", Some("paused")),
+            // Invalid ones change nothing.
+            set("publish_interval_ms", Some("0")),
+            set("no_such_setting", Some("1")),
+        ];
+        let map = ShardMap::fold(&ops);
+        assert_eq!(
+            map.settings,
+            BTreeMap::from([
+                ("publish_interval_ms".to_string(), "500".to_string()),
+                ("schedule".to_string(), "paused".to_string()),
+            ])
+        );
+        ops.push(set("schedule", None));
+        let map = ShardMap::fold(&ops);
+        assert_eq!(map.settings.len(), 1);
+        assert_eq!(map.settings["publish_interval_ms"], "500");
     }
 
     #[test]

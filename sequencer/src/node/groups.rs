@@ -82,7 +82,7 @@ impl NodeInner {
                 shard.halt.subscribe(),
             )));
             tasks.push(tokio::spawn(publisher::run(
-                self.config.publishing(),
+                self.config.publishing(self.settings.clone()),
                 shard.clone(),
                 shard.halt.subscribe(),
             )));
