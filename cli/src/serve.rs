@@ -403,6 +403,13 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         lc.valid_from = valid_from.clone();
         lc.base_urls = base_urls.clone();
         lc.catalog = added.clone();
+        if let Some(listing) = &peer_listing {
+            // Without a sequencer here: the configured shards' state as the sequencers list them.
+            let listing = listing.clone();
+            lc.configured_state = Some(cairn_log_server::ListingSource(Arc::new(move |id| {
+                listing.get(id)
+            })));
+        }
         if let Some(names) = &config.sigstore.key_details {
             lc.sigstore_policy = cairn_sigstore::Policy::from_names(names)
                 .map_err(|e| anyhow::anyhow!("[sigstore] key_details: {e}"))?;

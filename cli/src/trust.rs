@@ -79,9 +79,7 @@ fn build(
     extra: &Extra,
     operator: &str,
 ) -> Result<Vec<Document>, String> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = cairn_store::unix_now();
     let mut shards: Vec<&ShardListing> = listing
         .iter()
         .filter(|l| l.kind == ShardKind::Sigstore && l.base_url.is_some())

@@ -551,6 +551,39 @@ async fn three_node_cluster_logs_and_proves_ten_thousand_entries() -> anyhow::Re
         .map(|s| s.http.clone())
         .collect();
     exercise(&grpc, &http_writers, &gateway.http, "cluster").await?;
+
+    // Shard 1 frozen through node 1: the gateway, which runs no sequencer, learns it from the
+    // sequencers' listing and routes every new entry to shard 2.
+    let (ok, _, err) = cairn(d, &["shard", "freeze", "--server", &servers[0].grpc, "1"], None)?;
+    anyhow::ensure!(ok, "freeze: {err}");
+    let mut client = LogClient::with_servers(std::slice::from_ref(&gateway.grpc))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shards = client.shards().await?;
+        if shards.iter().any(|s| s.id == 1 && s.state == "frozen") {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the gateway lists {shards:?} 10 s after shard 1 was frozen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines: String = (0..20).map(|i| format!("after the freeze {i}\n")).collect();
+    let (ok, out, err) = cairn(
+        d,
+        &["submit", "--server", &gateway.grpc, "--lines"],
+        Some(lines.as_bytes()),
+    )?;
+    anyhow::ensure!(ok, "submit through the gateway after the freeze: {err}");
+    let shards: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["shard"].clone()))
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(
+        shards.len() == 20 && shards.iter().all(|s| *s == 2),
+        "entries went to shards {shards:?}"
+    );
     anyhow::ensure!(gateway.stop()?.success(), "unclean exit");
     for s in servers {
         anyhow::ensure!(s.stop()?.success(), "unclean exit");

@@ -24,6 +24,7 @@ mod forward;
 pub mod metrics;
 mod read;
 pub mod rekor;
+mod reroute;
 mod service;
 mod trace;
 mod write;
@@ -73,6 +74,9 @@ pub struct LogServerConfig {
     pub base_urls: BTreeMap<ShardId, String>,
     /// Shards added while the process runs (the cluster's control group), beside `shards`.
     pub catalog: Option<cairn_store::Catalog>,
+    /// For a log-server without a sequencer: a configured shard as the sequencers list it (its state,
+    /// end and whether it was archived), so that routing skips a shard frozen through another server.
+    pub configured_state: Option<ListingSource>,
     /// The signing algorithms Sigstore shards accept.
     pub sigstore_policy: cairn_sigstore::Policy,
     /// gRPC URL (`http://host:port`, or `https://` with TLS) of each sequencer node's log API, for
@@ -108,6 +112,7 @@ impl LogServerConfig {
             valid_from: BTreeMap::new(),
             base_urls: BTreeMap::new(),
             catalog: None,
+            configured_state: None,
             sigstore_policy: cairn_sigstore::Policy::default(),
             peers: BTreeMap::new(),
             tls: None,
@@ -118,6 +123,18 @@ impl LogServerConfig {
             stream_window: 8,
             reroute_grace: Duration::from_secs(90),
         }
+    }
+}
+
+/// Reports a shard's listing as another server knows it, if it does.
+#[derive(Clone)]
+pub struct ListingSource(
+    pub std::sync::Arc<dyn Fn(ShardId) -> Option<cairn_store::ShardListing> + Send + Sync>,
+);
+
+impl std::fmt::Debug for ListingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListingSource")
     }
 }
 

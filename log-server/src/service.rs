@@ -18,7 +18,7 @@ use cairn_proto::v1::{
     TransferLeaderResponse,
 };
 use cairn_sequencer::{Node, SequencerError, ShardId};
-use cairn_store::{Bucket, Lifecycle, Shard, ShardKind, ShardListing, TileReader};
+use cairn_store::{Bucket, Lifecycle, Shard, ShardKind, ShardListing, TileReader, unix_now};
 use futures::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -137,7 +137,10 @@ impl Inner {
                 };
                 let mut listing = ShardListing::new(s.clone(), self.kind(s.id), state);
                 listing.valid_from = self.config.valid_from.get(&s.id).copied();
-                listing.valid_until = self.node.as_ref().and_then(|n| n.valid_until(s.id));
+                listing.valid_until = match &self.node {
+                    Some(n) => n.valid_until(s.id),
+                    None => self.listed_by_sequencers(s.id).and_then(|l| l.valid_until),
+                };
                 listing.base_url = self.config.base_urls.get(&s.id).cloned();
                 listing.archived = self.is_archived(s.id);
                 listing
@@ -172,9 +175,17 @@ impl Inner {
     /// Whether `id` is an archived shard (its groups stopped; object storage holds it alone).
     pub(crate) fn is_archived(&self, id: ShardId) -> bool {
         if self.config.shards.iter().any(|s| s.id == id) {
-            return self.node.as_ref().is_some_and(|n| n.archived(id));
+            return match &self.node {
+                Some(n) => n.archived(id),
+                None => self.listed_by_sequencers(id).is_some_and(|l| l.archived),
+            };
         }
         self.added(id).is_some_and(|l| l.archived)
+    }
+
+    /// A configured shard as the sequencers list it, for a server without one.
+    fn listed_by_sequencers(&self, id: ShardId) -> Option<ShardListing> {
+        self.config.configured_state.as_ref().and_then(|f| (f.0)(id))
     }
 
     pub(crate) fn is_frozen(&self, id: ShardId) -> bool {
@@ -183,7 +194,12 @@ impl Inner {
         }
         match &self.node {
             Some(node) => node.frozen(id).unwrap_or(false),
-            None => self.frozen.lock().map(|f| f.contains(&id)).unwrap_or(false),
+            None => {
+                self.frozen.lock().map(|f| f.contains(&id)).unwrap_or(false)
+                    || self
+                        .listed_by_sequencers(id)
+                        .is_some_and(|l| l.state == Lifecycle::Frozen)
+            }
         }
     }
 
@@ -200,12 +216,12 @@ impl Inner {
     /// at runtime counts while it is active and its window holds now; a configured one while it is
     /// active (the start its listing gives may be a key file's time, which differs between nodes).
     pub(crate) fn active(&self, kind: ShardKind) -> Vec<ShardId> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut ids: Vec<ShardId> = self
-            .listings()
-            .into_iter()
+        self.active_in(&self.listings(), kind, unix_now())
+    }
+
+    fn active_in(&self, listings: &[ShardListing], kind: ShardKind, now: u64) -> Vec<ShardId> {
+        let mut ids: Vec<ShardId> = listings
+            .iter()
             .filter(|l| {
                 let configured = self.config.shards.iter().any(|s| s.id == l.id);
                 l.kind == kind
@@ -220,13 +236,23 @@ impl Inner {
         ids
     }
 
-    /// The active shards of `kind` (see [`Self::active`]), and the sets of them this server saw
-    /// replaced within the reroute grace, newest first: where an earlier attempt of an entry may
-    /// have landed.
+    /// The active shards of `kind` (see [`Self::active`]), and the earlier sets of them within the
+    /// reroute grace, newest first: where an earlier attempt of an entry may have landed. Those this
+    /// server saw replaced, and those the shards' windows give (see [`crate::reroute`]).
     pub(crate) fn routing(&self, kind: ShardKind) -> (Vec<ShardId>, Vec<Vec<ShardId>>) {
-        let active = self.active(kind);
+        let listings = self.listings();
+        let now = unix_now();
+        let active = self.active_in(&listings, kind, now);
+        let mut derived = crate::reroute::sets_before_changes(
+            &listings,
+            kind,
+            |id| self.config.shards.iter().any(|s| s.id == id),
+            now,
+            self.config.reroute_grace.as_secs(),
+        );
+        derived.retain(|set| *set != active);
         let Ok(mut all) = self.routing.lock() else {
-            return (active, Vec::new());
+            return (active, derived);
         };
         let r = all.entry(kind.as_str()).or_default();
         let now = std::time::Instant::now();
@@ -243,7 +269,13 @@ impl Inner {
         {
             r.past.pop_front();
         }
-        (active, r.past.iter().rev().map(|(_, set)| set.clone()).collect())
+        let mut past: Vec<Vec<ShardId>> = r.past.iter().rev().map(|(_, set)| set.clone()).collect();
+        for set in derived {
+            if !past.contains(&set) {
+                past.push(set);
+            }
+        }
+        (active, past)
     }
 
     /// The gRPC API URL of node `id`: as the sequencer here last heard it from the node (which covers

@@ -207,3 +207,11 @@ impl ShardsJson {
         serde_json::from_slice(bytes)
     }
 }
+
+/// Seconds since the Unix epoch now: the clock shards' validity windows ([`ShardListing`]'s
+/// `valid_from` and `valid_until`) are read against.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -25,6 +25,7 @@ pub use bucket::{Bucket, PutError};
 pub use cache::{CacheStats, Object, TileCache, etag_of};
 pub use layout::{
     Catalog, Lifecycle, Shard, ShardId, ShardKind, ShardListing, ShardsJson, http_prefix, shard_prefix,
+    unix_now,
 };
 pub use reader::{ProofTiles, ReadError, Source, TileReader, VerifiedCheckpoint};
 pub use url::{StoreUrlError, open_bucket, open_store};

@@ -34,7 +34,6 @@
 //! its lead time ahead (temporal sharding).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_store::{Shard, ShardKind};
 use cairn_tlog::Signer;
@@ -361,12 +360,7 @@ pub trait Schedule: Send + Sync + std::fmt::Debug {
     fn due(&self, now: u64) -> Vec<ShardSpec>;
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub(crate) use cairn_store::unix_now;
 
 #[cfg(test)]
 mod tests {
