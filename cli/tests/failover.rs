@@ -911,12 +911,29 @@ async fn operator_changes_need_a_quorum_and_half_apply_nothing() -> anyhow::Resu
             || remove_err.contains("no reachable leader"),
         "{remove_err}"
     );
+    let t = Instant::now();
+    let (ok, _, set_err) = cairn(
+        d,
+        &[
+            "cluster",
+            "set",
+            "publish_interval_ms",
+            "100",
+            "--server",
+            &nodes[keep].grpc,
+        ],
+        None,
+    )?;
+    let set_refused = t.elapsed();
+    assert!(!ok, "a cluster setting was recorded without a quorum");
     println!(
-        "without a quorum: freeze refused in {} ms ({}); remove-node refused in {} ms ({})",
+        "without a quorum: freeze refused in {} ms ({}); remove-node refused in {} ms ({}); cluster set refused in {} ms ({})",
         refused.as_millis(),
         err.trim(),
         remove_refused.as_millis(),
-        remove_err.trim()
+        remove_err.trim(),
+        set_refused.as_millis(),
+        set_err.trim()
     );
 
     // The nodes come back: nothing of the refused changes happened.
@@ -940,6 +957,20 @@ async fn operator_changes_need_a_quorum_and_half_apply_nothing() -> anyhow::Resu
     }
     for (shard, _, voters) in groups_by_status(d, &nodes[keep])? {
         assert_eq!(voters, vec![1, 2, 3], "shard {shard}");
+    }
+    for &i in &all {
+        let (ok, out, err) = cairn(
+            d,
+            &["cluster", "settings", "--json", "--server", &nodes[i].grpc],
+            None,
+        )?;
+        anyhow::ensure!(ok, "cluster settings: {err}");
+        let settings: serde_json::Value = serde_json::from_str(out.trim())?;
+        anyhow::ensure!(
+            settings["settings"]["publish_interval_ms"]["recorded"] == false,
+            "node {} runs with a setting refused without a quorum: {settings}",
+            i + 1
+        );
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
     let mut client = LogClient::with_servers(&urls)?;

@@ -180,6 +180,16 @@ impl Node {
             archived: Default::default(),
             settings: Arc::new(crate::control::settings::Live::new(&config)),
         });
+        if config
+            .shards
+            .iter()
+            .any(|sc| sc.shard.id == crate::control::CONTROL)
+        {
+            return Err(SequencerError::Invalid(format!(
+                "shard id {} is the control group's; give the shard another id",
+                crate::control::CONTROL
+            )));
+        }
         // The control group first: its log, as far as this replica has it, says which configured
         // shards were archived (not started again) and which settings the cluster recorded.
         inner.host(crate::control::control_config()).await?;
@@ -189,12 +199,6 @@ impl Node {
         };
         inner.settings.update(&config, &map.settings);
         for sc in &config.shards {
-            if sc.shard.id == crate::control::CONTROL {
-                return Err(SequencerError::Invalid(format!(
-                    "shard id {} is the control group's; give the shard another id",
-                    crate::control::CONTROL
-                )));
-            }
             if map.is_archived(sc.shard.id) {
                 // Deletes what a replica that was down during the archive still has.
                 inner.archive(sc.shard.id).await?;

@@ -376,16 +376,21 @@ pub(crate) async fn balance(
     let settle = SETTLE.max(Duration::from_millis(timing.election_max_ms * 2));
     let mut seen: HashMap<ShardId, Seen> = HashMap::new();
     loop {
-        // The interval is a cluster setting: read at every turn; while balancing is off, looked at
-        // again every second.
-        let interval = settings.balance_interval();
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval.unwrap_or(Duration::from_secs(1))) => {}
-        }
-        if interval.is_none() || settings.balance_interval().is_none() {
-            seen.clear();
-            continue;
+        // The interval is a cluster setting, read again at least every second (while balancing is
+        // off, too), so that a change applies within a second.
+        let turn = Instant::now();
+        loop {
+            let wait = match settings.balance_interval() {
+                Some(interval) => interval.saturating_sub(turn.elapsed()),
+                None => Duration::from_secs(1),
+            };
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+            }
         }
         // Log shards only (added ones too): the control group's leadership carries no load.
         for s in &shards.logs() {

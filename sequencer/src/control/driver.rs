@@ -145,6 +145,10 @@ pub(crate) async fn append(inner: &NodeInner, mut op: Op) -> Result<(), Sequence
                 .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
                 .collect();
         }
+    }
+    // An operator's change is refused, nothing written, unless this leader reaches a majority now
+    // (else the entry could commit long after the operator was told it failed).
+    if matches!(op, Op::Add { .. } | Op::Set { .. } | Op::Archived { .. }) {
         crate::shard::confirm_quorum(inner.id, &control, inner.config.timing.quorum_check()).await?;
     }
     let bytes = postcard::to_allocvec(&op).map_err(|e| SequencerError::Fatal(e.to_string()))?;

@@ -218,7 +218,9 @@ impl ShardMap {
                 None => {}
             },
             Op::Set { key, value } => {
-                if settings::check(key, value.as_deref()).is_ok() {
+                // Any known key: a value this version does not take falls back to the node's
+                // configuration where it is used (`settings::Live`), so every version folds alike.
+                if settings::SETTINGS.iter().any(|s| s.key == key) {
                     match value {
                         Some(v) => self.settings.insert(key.clone(), v.clone()),
                         None => self.settings.remove(key),
@@ -230,11 +232,10 @@ impl ShardMap {
 
     /// Whether `shard` (of the map or configured) was archived.
     pub fn is_archived(&self, shard: ShardId) -> bool {
-        self.archived.contains(&shard)
-            || self
-                .shards
-                .get(&shard)
-                .is_some_and(|e| e.phase == Phase::Archived)
+        match self.shards.get(&shard) {
+            Some(e) => e.phase == Phase::Archived,
+            None => self.archived.contains(&shard),
+        }
     }
 
     fn freeze(&mut self, shard: ShardId) {
@@ -271,6 +272,11 @@ impl ShardMap {
             return Err(format!(
                 "shard {id} exists already with origin {} (shard ids are never reused)",
                 e.spec.shard.origin
+            ));
+        }
+        if self.ended.contains_key(&id) || self.archived.contains(&id) {
+            return Err(format!(
+                "shard id {id} was a configured shard's, frozen (shard ids are never reused)"
             ));
         }
         if let Some(e) = self
@@ -472,19 +478,29 @@ mod tests {
         assert!(map.is_archived(1));
         assert!(!map.is_archived(2));
         assert!(map.shards.is_empty());
+        // Its id is never given to a shard of the map.
+        let err = map
+            .check_add(&spec(1, "example.org/again"))
+            .expect_err("id reused");
+        assert!(err.contains("never reused"), "{err}");
+        ops.push(Op::Add {
+            spec: spec(1, "example.org/again"),
+            members: members(),
+        });
+        assert!(ShardMap::fold(&ops).shards.is_empty());
     }
 
     #[test]
-    fn settings_are_recorded_checked_and_unset() {
+    fn settings_of_known_keys_are_recorded_and_unset() {
         let set = |key: &str, value: Option<&str>| Op::Set {
             key: key.into(),
             value: value.map(Into::into),
         };
         let mut ops = vec![
+            set("publish_interval_ms", Some("1")),
             set("publish_interval_ms", Some("500")),
             set("schedule", Some("paused")),
-            // Invalid ones change nothing.
-            set("publish_interval_ms", Some("0")),
+            // Unknown keys change nothing (values are checked where they are used: `settings::Live`).
             set("no_such_setting", Some("1")),
         ];
         let map = ShardMap::fold(&ops);

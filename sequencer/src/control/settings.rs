@@ -25,7 +25,7 @@ pub struct SettingDoc {
 pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "publish_interval_ms",
-        about: "time between the starts of a shard leader's publishing rounds (1 to 60000 ms)",
+        about: "time between the starts of a shard leader's publishing rounds (1 to 10000 ms; keep it well under the log-servers' publish_timeout_s, which PUBLISHED writes wait)",
     },
     SettingDoc {
         key: "balance_leaders_ms",
@@ -37,7 +37,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         key: "archive_after_s",
-        about: "how long a frozen shard's final checkpoint must have been in object storage before the shard can be archived (0 to 2592000 s; at least the log-servers' reroute grace)",
+        about: "how long a frozen shard's final checkpoint must have been in object storage before the shard can be archived (0 to 2592000 s; keep it at least the log-servers' reroute_grace_s, or a retry within that grace may be logged again)",
     },
     SettingDoc {
         key: "schedule",
@@ -67,7 +67,7 @@ fn parse(key: &str, value: &str) -> Result<Value, String> {
         Ok(n)
     };
     match key {
-        "publish_interval_ms" => number(1, 60_000).map(Value::Millis),
+        "publish_interval_ms" => number(1, 10_000).map(Value::Millis),
         "balance_leaders_ms" => {
             let n = number(0, 3_600_000)?;
             if n != 0 && n < 100 {
@@ -176,7 +176,7 @@ impl Live {
                 Setting {
                     key: doc.key,
                     value,
-                    recorded: recorded.contains_key(doc.key),
+                    recorded: recorded.get(doc.key).is_some_and(|v| parse(doc.key, v).is_ok()),
                     about: doc.about,
                 }
             })
@@ -272,6 +272,13 @@ mod tests {
         live.update(&config, &BTreeMap::new());
         assert_eq!(live.publish_interval(), Duration::from_millis(200));
         assert_eq!(live.max_unpublished(), config.max_unpublished);
+
+        // A recorded value this version does not take (another version's range) is not in effect:
+        // the configured value is, and the listing says so.
+        let odd = BTreeMap::from([("publish_interval_ms".to_string(), "60000".to_string())]);
+        live.update(&config, &odd);
+        assert_eq!(live.publish_interval(), Duration::from_millis(200));
+        assert!(live.list(&odd).iter().all(|s| !s.recorded));
     }
 
     #[test]
@@ -283,7 +290,7 @@ mod tests {
         assert!(
             check("publish_interval_ms", Some("0"))
                 .expect_err("zero")
-                .contains("between 1 and 60000")
+                .contains("between 1 and 10000")
         );
         assert!(
             check("publish_interval_ms", Some("fast"))
