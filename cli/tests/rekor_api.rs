@@ -466,12 +466,9 @@ async fn scheduled_sigstore_logs_are_in_the_trust_documents_ahead_of_their_windo
                     let entry: TransparencyLogEntry = serde_json::from_slice(&bytes)?;
                     return anyhow::Ok((entry, sent, unix(), body));
                 }
-                // Before window 0 opens no Sigstore log takes entries (405); retried.
-                anyhow::ensure!(
-                    status == 405 || status == 503,
-                    "{status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                );
+                // Before window 0 opens no Sigstore log takes entries: 503 (retryable) while its
+                // log is planned; retried.
+                anyhow::ensure!(status == 503, "{status}: {}", String::from_utf8_lossy(&bytes));
                 check()?;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -216,7 +216,9 @@ impl Inner {
     /// at runtime counts while it is active and its window holds now; a configured one while it is
     /// active (the start its listing gives may be a key file's time, which differs between nodes).
     pub(crate) fn active(&self, kind: ShardKind) -> Vec<ShardId> {
-        self.active_in(&self.listings(), kind, unix_now())
+        // The clock first: see `routing`.
+        let now = unix_now();
+        self.active_in(&self.listings(), kind, now)
     }
 
     fn active_in(&self, listings: &[ShardListing], kind: ShardKind, now: u64) -> Vec<ShardId> {
@@ -236,12 +238,41 @@ impl Inner {
         ids
     }
 
+    /// Why no shard of `kind` takes entries: retryable while one is planned (its window is still
+    /// to come, or it is being activated: a schedule's next shard at a window's boundary), final when
+    /// every one is frozen.
+    pub(crate) fn none_active(&self, kind: ShardKind) -> LogError {
+        let planned: Vec<ShardId> = self
+            .listings()
+            .into_iter()
+            .filter(|l| l.kind == kind && l.state == Lifecycle::Planned)
+            .map(|l| l.id)
+            .collect();
+        if planned.is_empty() {
+            return LogError::Frozen(format!(
+                "no {} shard accepts entries: every one is frozen or none is configured",
+                kind.as_str()
+            ));
+        }
+        LogError::Unavailable {
+            reason: format!(
+                "no {} shard takes entries right now; shards {planned:?} are planned (see shards.json); retry",
+                kind.as_str()
+            ),
+            leader: None,
+        }
+    }
+
     /// The active shards of `kind` (see [`Self::active`]), and the earlier sets of them within the
     /// reroute grace, newest first: where an earlier attempt of an entry may have landed. Those this
     /// server saw replaced, and those the shards' windows give (see [`crate::reroute`]).
     pub(crate) fn routing(&self, kind: ShardKind) -> (Vec<ShardId>, Vec<Vec<ShardId>>) {
-        let listings = self.listings();
+        // The clock is read before the listing: a shard of the map is listed planned until its window
+        // starts by the listing's own clock, so that clock must not be behind this one (read in the
+        // other order across a second's boundary, the ending shard was out of its window and the next
+        // one still planned: no shard active for an instant).
         let now = unix_now();
+        let listings = self.listings();
         let active = self.active_in(&listings, kind, now);
         let mut derived = crate::reroute::sets_before_changes(
             &listings,

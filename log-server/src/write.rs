@@ -187,12 +187,7 @@ impl Inner {
             }
             let shard = match pinned {
                 Some(shard) => shard,
-                None => route(&leaves[i], &active).ok_or_else(|| {
-                    LogError::Frozen(format!(
-                        "no {} shard accepts entries: every one is frozen or none is configured",
-                        kind.as_str()
-                    ))
-                })?,
+                None => route(&leaves[i], &active).ok_or_else(|| self.none_active(kind))?,
             };
             if pinned.is_none() && forwarded.is_some_and(|f| f != shard) {
                 // The forwarding server routed with another set of active shards (a freeze in between).
