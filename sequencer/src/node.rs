@@ -180,32 +180,7 @@ impl Node {
             archived: Default::default(),
             settings: Arc::new(crate::control::settings::Live::new(&config)),
         });
-        if config
-            .shards
-            .iter()
-            .any(|sc| sc.shard.id == crate::control::CONTROL)
-        {
-            return Err(SequencerError::Invalid(format!(
-                "shard id {} is the control group's; give the shard another id",
-                crate::control::CONTROL
-            )));
-        }
-        // The control group first: its log, as far as this replica has it, says which configured
-        // shards were archived (not started again) and which settings the cluster recorded.
-        inner.host(crate::control::control_config()).await?;
-        let map = match inner.shards.get(crate::control::CONTROL) {
-            Some(control) => inner.map.refresh(&control),
-            None => Default::default(),
-        };
-        inner.settings.update(&config, &map.settings);
-        for sc in &config.shards {
-            if map.is_archived(sc.shard.id) {
-                // Deletes what a replica that was down during the archive still has.
-                inner.archive(sc.shard.id).await?;
-                continue;
-            }
-            inner.host(sc.clone()).await?;
-        }
+        inner.host_at_start().await?;
         let registry = metrics::registry(config.id, inner.shards.clone(), &recorders);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(crate::placement::balance(

@@ -90,6 +90,19 @@ impl MapCache {
     }
 }
 
+impl NodeInner {
+    /// The map as this node applied it, with the cluster settings it records put in effect here
+    /// (empty before the control group is hosted).
+    pub(crate) fn current_map(&self) -> Arc<ShardMap> {
+        let Some(control) = self.shards.get(CONTROL) else {
+            return Arc::default();
+        };
+        let map = self.map.refresh(&control);
+        self.settings.update(&self.config, &map.settings);
+        map
+    }
+}
+
 /// Appends `op` to the control log on this node, which must lead the control group: after a check
 /// that it reaches a majority (else `Refused`, nothing changed), within [`COMMIT_TIMEOUT`].
 pub(crate) async fn append(inner: &NodeInner, mut op: Op) -> Result<(), SequencerError> {
@@ -292,8 +305,7 @@ pub(crate) async fn run(inner: Arc<NodeInner>, mut stop: watch::Receiver<bool>) 
     // What this node failed to do, said once per shard until it changes.
     let mut said: BTreeMap<ShardId, String> = BTreeMap::new();
     loop {
-        let map = inner.map.refresh(&control);
-        inner.settings.update(&inner.config, &map.settings);
+        let map = inner.current_map();
         if let Some(schedule) = &inner.config.schedule
             && !inner.settings.schedule_paused()
             && control.raft.metrics().borrow().current_leader == Some(inner.id)
@@ -540,7 +552,6 @@ impl crate::Node {
     /// does not host.
     pub async fn archive_shard(&self, shard: ShardId) -> Result<(), SequencerError> {
         let map = self.shard_map();
-        self.inner.settings.update(&self.inner.config, &map.settings);
         if map.is_archived(shard) {
             return Ok(());
         }
@@ -634,7 +645,6 @@ impl crate::Node {
     /// The cluster settings in effect on this node, with whether the control group recorded them.
     pub fn settings(&self) -> Vec<super::settings::Setting> {
         let map = self.shard_map();
-        self.inner.settings.update(&self.inner.config, &map.settings);
         self.inner.settings.list(&map.settings)
     }
 
@@ -648,12 +658,10 @@ impl crate::Node {
         shard != CONTROL && self.inner.shards.get(shard).is_some()
     }
 
-    /// The shards added at runtime, as this node has applied the control log.
+    /// The shards added at runtime, as this node has applied the control log (the cluster settings
+    /// it records are put in effect here on the way).
     pub fn shard_map(&self) -> Arc<ShardMap> {
-        match self.inner.shards.get(CONTROL) {
-            Some(control) => self.inner.map.refresh(&control),
-            None => Arc::default(),
-        }
+        self.inner.current_map()
     }
 
     /// The shards of the map as `shards.json` lists them, with their state now: a shard hosted here

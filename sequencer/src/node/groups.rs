@@ -18,6 +18,28 @@ use crate::types::ShardId;
 use crate::{proposer, publisher};
 
 impl NodeInner {
+    /// At start: the control group, then the configured shards but those its log (as far as this
+    /// replica has it) says were archived.
+    pub(crate) async fn host_at_start(&self) -> Result<(), SequencerError> {
+        let control = crate::control::CONTROL;
+        if self.config.shards.iter().any(|sc| sc.shard.id == control) {
+            return Err(SequencerError::Invalid(format!(
+                "shard id {control} is the control group's; give the shard another id"
+            )));
+        }
+        self.host(crate::control::control_config()).await?;
+        let map = self.current_map();
+        for sc in &self.config.shards {
+            if map.is_archived(sc.shard.id) {
+                // Deletes what a replica that was down during the archive still has.
+                self.archive(sc.shard.id).await?;
+                continue;
+            }
+            self.host(sc.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// Starts hosting a shard's Raft group (or the control group): its state machine, Raft instance,
     /// proposer and publisher. The group joins its cluster when a member initializes it or a leader
     /// replicates to it. Hosting a shard twice is a no-op.
