@@ -4,6 +4,8 @@
 //!   with latency histograms, throughput over time and a JSON result as the last stdout line;
 //! - `read`: HTTP read-path load (hot tile, every tile, bundles, inclusion proofs);
 //! - `consumer`: monitor catch-up, search indexing and search latency over a local read path;
+//! - `rekor`: Rekor v2 `CreateEntry` calls over gRPC, one pre-signed hashedrekord entry each, answered
+//!   at publication with an inclusion proof;
 //! - `ceiling`: the same write load against a trivial in-process tonic server that answers without
 //!   logging anything: what the RPC stack alone carries on this machine.
 //!
@@ -13,6 +15,7 @@
 mod ceiling;
 mod consumer;
 mod read;
+mod rekor;
 mod spawn;
 mod write;
 
@@ -77,6 +80,39 @@ enum Command {
         cairn_bin: Option<std::path::PathBuf>,
         #[command(flatten)]
         load: Load,
+    },
+    /// Rekor v2 submissions over gRPC: pre-signed hashedrekord entries, one per call.
+    Rekor {
+        /// gRPC URL of a log server with a Sigstore shard (ignored with --start).
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+        /// Start the servers under test (the embedded default serves a Sigstore shard).
+        #[arg(long, value_enum)]
+        start: Option<spawn::Topology>,
+        /// The `cairn` binary for --start (default: next to this one).
+        #[arg(long)]
+        cairn_bin: Option<std::path::PathBuf>,
+        /// The key type the requests are signed with.
+        #[arg(long, value_enum, default_value_t = rekor::KeyKind::P256)]
+        key: rekor::KeyKind,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Calls in flight at once (each waits for a published checkpoint).
+        #[arg(long, default_value_t = 2000)]
+        concurrency: usize,
+        /// HTTP/2 connections the calls share.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Requests signed before the clock starts; each is sent once, so this bounds the run.
+        #[arg(long, default_value_t = 400_000)]
+        requests: usize,
+        /// Print the JSON result as the last line.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// The same write load against a server that does nothing: the transport ceiling.
     Ceiling {
@@ -150,6 +186,38 @@ fn main() -> anyhow::Result<()> {
                     s.stop();
                 }
                 r?.print(load.json)
+            }
+            Command::Rekor {
+                server,
+                start,
+                cairn_bin,
+                key,
+                duration,
+                concurrency,
+                connections,
+                requests,
+                json,
+                quiet,
+            } => {
+                let spawned = match start {
+                    Some(t) => Some(spawn::start(t, cairn_bin).await?),
+                    None => None,
+                };
+                let server = spawned.as_ref().map_or(server, |s| s.grpc.clone());
+                let opts = rekor::Options {
+                    server,
+                    duration,
+                    concurrency,
+                    connections,
+                    requests,
+                    key,
+                    quiet,
+                };
+                let r = rekor::run(&opts).await;
+                if let Some(s) = spawned {
+                    s.stop();
+                }
+                r?.print(json)
             }
             Command::Ceiling { load } => {
                 let (url, stop) = ceiling::start().await?;

@@ -39,6 +39,28 @@ fn ms(us: u64) -> f64 {
 }
 
 impl Report {
+    /// The report of a load run: `entries` done over `duration_s`, the workers' latencies and counts.
+    pub fn of_run(
+        name: String,
+        duration_s: f64,
+        entries: u64,
+        (latency, totals): (Histogram<u64>, Totals),
+        per_second: Vec<u64>,
+        settings: serde_json::Value,
+    ) -> Self {
+        Self {
+            name,
+            duration_s,
+            requests: totals.requests,
+            entries,
+            errors: totals.errors,
+            pushback: totals.pushback,
+            latency,
+            per_second,
+            settings,
+        }
+    }
+
     /// Prints a table to stderr and, with `json`, the JSON result as the last stdout line.
     pub fn print(&self, json: bool) -> anyhow::Result<()> {
         let rate = self.entries as f64 / self.duration_s.max(1e-9);
@@ -162,11 +184,32 @@ impl Entries {
     }
 }
 
+/// A worker's counts.
 #[derive(Default)]
-struct Totals {
-    requests: u64,
-    errors: u64,
-    pushback: u64,
+pub struct Totals {
+    /// Successful requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Requests pushed back (and retried or waited out).
+    pub pushback: u64,
+}
+
+/// What a worker task ends with.
+pub type Worker = tokio::task::JoinHandle<anyhow::Result<(Histogram<u64>, Totals)>>;
+
+/// The workers' latencies and counts, summed.
+pub async fn gather(workers: Vec<Worker>) -> anyhow::Result<(Histogram<u64>, Totals)> {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut totals = Totals::default();
+    for w in workers {
+        let (h, t) = w.await??;
+        latency.add(h)?;
+        totals.requests += t.requests;
+        totals.errors += t.errors;
+        totals.pushback += t.pushback;
+    }
+    Ok((latency, totals))
 }
 
 /// Runs the write load against `server` and reports.
@@ -188,7 +231,7 @@ pub async fn run(server: &str, wait: WaitArg, token: Option<String>, load: &Load
     let deadline = start + Duration::from_secs(load.duration);
     let per_worker_rate = (load.rate > 0).then(|| load.rate as f64 / load.concurrency.max(1) as f64);
     let samples = sampler(load.duration, done.clone(), load.quiet);
-    let mut workers = Vec::new();
+    let mut workers: Vec<Worker> = Vec::new();
     let workers_n = load.concurrency.max(1);
     for w in 0..workers_n {
         let mut client = LogClient::new(channels[w % channels.len()].clone())
@@ -260,30 +303,19 @@ pub async fn run(server: &str, wait: WaitArg, token: Option<String>, load: &Load
             Ok::<_, anyhow::Error>((hist, totals))
         }));
     }
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let mut totals = Totals::default();
-    for w in workers {
-        let (h, t) = w.await??;
-        latency.add(h)?;
-        totals.requests += t.requests;
-        totals.errors += t.errors;
-        totals.pushback += t.pushback;
-    }
+    let gathered = gather(workers).await?;
     let duration_s = start.elapsed().as_secs_f64();
     let per_second = samples.await?;
-    Ok(Report {
-        name: format!("write {server} wait={wait:?}"),
+    Ok(Report::of_run(
+        format!("write {server} wait={wait:?}"),
         duration_s,
-        requests: totals.requests,
-        entries: done.load(Ordering::Relaxed),
-        errors: totals.errors,
-        pushback: totals.pushback,
-        latency,
+        done.load(Ordering::Relaxed),
+        gathered,
         per_second,
-        settings: serde_json::json!({
+        serde_json::json!({
             "server": server, "wait": format!("{wait:?}"), "concurrency": load.concurrency,
             "batch": load.batch, "entry_size": load.entry_size, "rate": load.rate, "repeat": load.repeat,
             "duration": load.duration,
         }),
-    })
+    ))
 }

@@ -219,10 +219,10 @@ async fn create_entry(State(rekor): State<Rekor>, headers: HeaderMap, body: Byte
         Err(Refused::Log(e)) => return log_error(e),
     };
     match entry.to_json() {
-        Ok(v) => (
+        Ok(json) => (
             StatusCode::CREATED,
             [(header::CONTENT_TYPE, "application/json")],
-            v.to_string(),
+            json,
         )
             .into_response(),
         Err(e) => log_error(LogError::Internal(e)),

@@ -83,11 +83,23 @@ fn term_prefix(kind: u8, term: &[u8]) -> Result<Vec<u8>, IndexError> {
 /// A position in a log: (log number, entry index).
 pub type Position = (u32, u64);
 
+/// Postings gathered before one write: the indexer reads entries by the bundle, and a write per
+/// entry cost more than reading it.
+const PENDING_MAX: usize = 1024;
+
+/// Postings not written yet, and how many.
+#[derive(Default)]
+struct Pending {
+    batch: WriteBatch,
+    postings: usize,
+}
+
 /// The index.
 pub struct Index {
     db: DB,
     /// Log key → log number, cached.
     logs: Mutex<BTreeMap<String, u32>>,
+    pending: Mutex<Pending>,
 }
 
 impl Index {
@@ -110,7 +122,21 @@ impl Index {
         Ok(Self {
             db,
             logs: Mutex::new(logs),
+            pending: Mutex::default(),
         })
+    }
+
+    /// Writes the postings [`Index::add`] gathered.
+    pub fn flush(&self) -> Result<(), IndexError> {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.postings > 0 {
+            self.db.write(std::mem::take(&mut pending.batch))?;
+            pending.postings = 0;
+        }
+        Ok(())
     }
 
     /// The number of the log with verifier key `key`, assigned on first use.
@@ -134,6 +160,7 @@ impl Index {
     /// Makes every posting written so far durable (the WAL, synced): called before the follower
     /// records entries as read, so that a crash cannot leave read entries unindexed.
     pub fn sync(&self) -> Result<(), IndexError> {
+        self.flush()?;
         Ok(self.db.flush_wal(true)?)
     }
 
@@ -147,7 +174,8 @@ impl Index {
     }
 
     /// Indexes entry `index` of the log with key `log` (a Sigstore `hashedrekord` body; anything
-    /// else is not indexed). Returns how many postings were written.
+    /// else is not indexed). Returns how many postings it made; they are written once enough are
+    /// gathered, or by [`Index::flush`] (or [`Index::sync`]).
     pub fn add(&self, log: &str, index: u64, body: &[u8]) -> Result<usize, IndexError> {
         let Ok(claims) = Claims::of_body(body) else {
             return Ok(0);
@@ -166,14 +194,21 @@ impl Index {
                 }
             }
         }
-        let mut batch = WriteBatch::default();
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (kind, term) in &terms {
             let mut key = term_prefix(*kind, term)?;
             key.extend_from_slice(&n.to_be_bytes());
             key.extend_from_slice(&index.to_be_bytes());
-            batch.put(key, []);
+            pending.batch.put(key, []);
         }
-        self.db.write(batch)?;
+        pending.postings += terms.len();
+        if pending.postings >= PENDING_MAX {
+            self.db.write(std::mem::take(&mut pending.batch))?;
+            pending.postings = 0;
+        }
         Ok(terms.len())
     }
 

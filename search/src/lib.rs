@@ -35,13 +35,17 @@ impl Indexer {
     pub fn open(log_url: &str, dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let index = Arc::new(Index::open(&dir.join("db")).map_err(|e| e.to_string())?);
-        let monitor = Monitor::new(
+        let mut monitor = Monitor::new(
             Logs::Cairn(log_url.to_owned()),
             None,
             None,
             &dir.join("follower.json"),
         )
         .map_err(|e| e.to_string())?;
+        // Every posting durable before the follower records its entries as read: after a crash the
+        // entries it had not recorded are read (and indexed) again, and none is left out.
+        let synced = index.clone();
+        monitor.before_save(move || synced.sync().map_err(|e| e.to_string()));
         let trusted = Arc::new(RwLock::new(monitor.trusted()));
         Ok(Self {
             index,
@@ -71,8 +75,10 @@ impl Indexer {
         let round = self
             .monitor
             .round_visiting(&mut alert, &|_, _, _| {}, &mut visit)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        // Also when the round stopped early: what was read is searchable.
+        self.index.flush().map_err(|e| e.to_string())?;
+        let round = round.map_err(|e| e.to_string())?;
         *self
             .trusted
             .write()

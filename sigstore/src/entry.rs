@@ -3,7 +3,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cairn_tlog::{Checkpoint, Hash, VerifierKey};
-use serde_json::{Value, json};
 use sigstore_protobuf_specs::dev::sigstore::common::v1::LogId;
 use sigstore_protobuf_specs::dev::sigstore::rekor::v1::{
     Checkpoint as PbCheckpoint, InclusionProof, KindVersion, TransparencyLogEntry,
@@ -73,23 +72,41 @@ impl LogEntry {
     /// The protojson reply, as rekor-tiles writes it: lowerCamelCase, 64-bit integers as strings,
     /// bytes in padded base64, every field present even at its zero value (`"logIndex": "0"`,
     /// `"hashes": []`, `"integratedTime": "0"`), and no inclusion promise (Rekor v2 gives none; some
-    /// clients refuse a v2 entry that has one).
-    pub fn to_json(&self) -> Result<Value, String> {
+    /// clients refuse a v2 entry that has one). Written directly (one per submission): only the
+    /// checkpoint's text needs escaping.
+    pub fn to_json(&self) -> Result<String, String> {
         let (size, root) = self.tree()?;
-        let b64 = |b: &[u8]| STANDARD.encode(b);
-        Ok(json!({
-            "logIndex": self.index.to_string(),
-            "logId": { "keyId": b64(&self.log_id) },
-            "kindVersion": { "kind": KIND, "version": API_VERSION },
-            "integratedTime": "0",
-            "inclusionProof": {
-                "logIndex": self.index.to_string(),
-                "rootHash": b64(root.as_bytes()),
-                "treeSize": size.to_string(),
-                "hashes": self.proof.iter().map(|h| b64(h.as_bytes())).collect::<Vec<_>>(),
-                "checkpoint": { "envelope": String::from_utf8_lossy(&self.checkpoint) },
-            },
-            "canonicalizedBody": b64(&self.body),
-        }))
+        let b64 = STANDARD;
+        let envelope = serde_json::to_string(&String::from_utf8_lossy(&self.checkpoint))
+            .map_err(|e| format!("the checkpoint does not encode: {e}"))?;
+        let mut out =
+            String::with_capacity(300 + envelope.len() + self.body.len() * 4 / 3 + self.proof.len() * 48);
+        let index = self.index.to_string();
+        out.push_str(r#"{"logIndex":""#);
+        out.push_str(&index);
+        out.push_str(r#"","logId":{"keyId":""#);
+        b64.encode_string(self.log_id, &mut out);
+        out.push_str(r#""},"kindVersion":{"kind":""#);
+        out.push_str(KIND);
+        out.push_str(r#"","version":""#);
+        out.push_str(API_VERSION);
+        out.push_str(r#""},"integratedTime":"0","inclusionProof":{"logIndex":""#);
+        out.push_str(&index);
+        out.push_str(r#"","rootHash":""#);
+        b64.encode_string(root.as_bytes(), &mut out);
+        out.push_str(r#"","treeSize":""#);
+        out.push_str(&size.to_string());
+        out.push_str(r#"","hashes":["#);
+        for (i, h) in self.proof.iter().enumerate() {
+            out.push_str(if i == 0 { "\"" } else { ",\"" });
+            b64.encode_string(h.as_bytes(), &mut out);
+            out.push('"');
+        }
+        out.push_str(r#"],"checkpoint":{"envelope":"#);
+        out.push_str(&envelope);
+        out.push_str(r#"}},"canonicalizedBody":""#);
+        b64.encode_string(&self.body, &mut out);
+        out.push_str("\"}");
+        Ok(out)
     }
 }

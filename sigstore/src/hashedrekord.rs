@@ -250,6 +250,12 @@ pub fn check(req: CreateEntryRequest, policy: &Policy) -> Result<Submission, Ent
     }
     key.verify_digest(hash, &digest, &signature.content)
         .map_err(EntryError::Signature)?;
+    if let Some(body) = write_body(hash, &digest, &signature, details) {
+        return Ok(Submission {
+            body,
+            key_details: details,
+        });
+    }
     let entry = Entry {
         kind: KIND.into(),
         api_version: API_VERSION.into(),
@@ -274,6 +280,48 @@ pub fn canonical_body(entry: &Entry) -> Result<Vec<u8>, EntryError> {
     let value: Value = serde_json::to_value(entry)
         .map_err(|e| EntryError::Invalid(format!("the entry does not encode: {e}")))?;
     Ok(crate::jcs::canonical(&value))
+}
+
+/// The canonical body of a checked request, written member by member in JCS order: the same bytes as
+/// [`canonical_body`] of its `Entry` (a property test holds the two equal), without the generic
+/// protobuf-JSON mapping, which cost more per entry than everything but the signature check. Only for
+/// requests with every field set (what [`check`] lets through); `None` leaves the rest to
+/// [`canonical_body`]. Base64 and enum names need no escaping.
+fn write_body(
+    hash: Hash,
+    digest: &[u8],
+    signature: &sigstore_protobuf_specs::dev::sigstore::rekor::v2::Signature,
+    details: PublicKeyDetails,
+) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let verifier = signature.verifier.as_ref()?;
+    let (signer, raw) = match verifier.verifier.as_ref()? {
+        verifier::Verifier::PublicKey(k) => ("publicKey", &k.raw_bytes),
+        verifier::Verifier::X509Certificate(c) => ("x509Certificate", &c.raw_bytes),
+    };
+    if digest.is_empty() || signature.content.is_empty() || raw.is_empty() || verifier.key_details == 0 {
+        return None;
+    }
+    let mut out = String::with_capacity(256 + (digest.len() + signature.content.len() + raw.len()) * 4 / 3);
+    out.push_str(r#"{"apiVersion":""#);
+    out.push_str(API_VERSION);
+    out.push_str(r#"","kind":""#);
+    out.push_str(KIND);
+    out.push_str(r#"","spec":{"hashedRekordV002":{"data":{"algorithm":""#);
+    out.push_str(hash_algorithm(hash).as_str_name());
+    out.push_str(r#"","digest":""#);
+    b64.encode_string(digest, &mut out);
+    out.push_str(r#""},"signature":{"content":""#);
+    b64.encode_string(&signature.content, &mut out);
+    out.push_str(r#"","verifier":{"keyDetails":""#);
+    out.push_str(details.as_str_name());
+    out.push_str(r#"",""#);
+    out.push_str(signer);
+    out.push_str(r#"":{"rawBytes":""#);
+    b64.encode_string(raw, &mut out);
+    out.push_str(r#""}}}}}}"#);
+    Some(out.into_bytes())
 }
 
 /// Checks bytes offered as an already canonical body (a write forwarded between servers for a Sigstore
@@ -415,4 +463,53 @@ pub fn parse_logged(body: &[u8]) -> Result<Logged, String> {
         signature: b64(&signature.content, "signature")?,
         signer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use sigstore_protobuf_specs::dev::sigstore::common::v1::X509Certificate;
+    use sigstore_protobuf_specs::dev::sigstore::rekor::v2::{PublicKey as PbKey, Signature, Verifier};
+
+    use super::*;
+
+    fn details() -> impl Strategy<Value = PublicKeyDetails> {
+        prop::sample::select(Policy::default().accepted)
+    }
+
+    proptest! {
+        /// The direct writer gives exactly the JCS of the generic protojson mapping.
+        #[test]
+        fn the_direct_body_is_the_generic_one(
+            digest in prop::collection::vec(any::<u8>(), 1..80),
+            content in prop::collection::vec(any::<u8>(), 1..600),
+            raw in prop::collection::vec(any::<u8>(), 1..900),
+            certificate in any::<bool>(),
+            details in details(),
+        ) {
+            let hash = meaning(details).map(|(_, h)| h).unwrap_or(Hash::Sha256);
+            let signer = if certificate {
+                verifier::Verifier::X509Certificate(X509Certificate { raw_bytes: raw })
+            } else {
+                verifier::Verifier::PublicKey(PbKey { raw_bytes: raw })
+            };
+            let signature = Signature {
+                content,
+                verifier: Some(Verifier { key_details: details as i32, verifier: Some(signer) }),
+            };
+            let direct = write_body(hash, &digest, &signature, details);
+            let entry = Entry {
+                kind: KIND.into(),
+                api_version: API_VERSION.into(),
+                spec: Some(Spec {
+                    spec: Some(spec::Spec::HashedRekordV002(HashedRekordLogEntryV002 {
+                        data: Some(HashOutput { algorithm: hash_algorithm(hash) as i32, digest }),
+                        signature: Some(signature),
+                    })),
+                }),
+            };
+            let generic = canonical_body(&entry).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(direct.map(String::from_utf8), Some(String::from_utf8(generic)));
+        }
+    }
 }

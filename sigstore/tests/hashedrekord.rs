@@ -387,7 +387,7 @@ fn the_reply_carries_every_field_rekor_v2_clients_read() -> anyhow::Result<()> {
         proof: Vec::new(),
         checkpoint: note.to_bytes(),
     };
-    let v = entry.to_json().map_err(anyhow::Error::msg)?;
+    let v: serde_json::Value = serde_json::from_str(&entry.to_json().map_err(anyhow::Error::msg)?)?;
     assert_eq!(v["logIndex"], "0");
     assert_eq!(v["inclusionProof"]["logIndex"], "0");
     assert_eq!(v["inclusionProof"]["treeSize"], "1");
@@ -408,6 +408,25 @@ fn the_reply_carries_every_field_rekor_v2_clients_read() -> anyhow::Result<()> {
     assert_eq!(u32::from_be_bytes([id[0], id[1], id[2], id[3]]), signer.key_id());
     // The protobuf form parses back from the JSON with the Sigstore types (no unknown fields).
     let parsed: cairn_sigstore::pb::rekor::v1::TransparencyLogEntry = serde_json::from_value(v)?;
+    assert_eq!(parsed, entry.to_proto().map_err(anyhow::Error::msg)?);
+    // With a proof of several hashes, at an index past 0, the same holds.
+    let entry = LogEntry {
+        index: 5,
+        proof: vec![
+            leaf,
+            cairn_tlog::hash::leaf_hash(b"x"),
+            cairn_tlog::hash::leaf_hash(b"y"),
+        ],
+        ..entry
+    };
+    let json = entry.to_json().map_err(anyhow::Error::msg)?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(
+        v["inclusionProof"]["hashes"][2],
+        b64(cairn_tlog::hash::leaf_hash(b"y").as_bytes())
+    );
+    assert_eq!(v["logIndex"], "5");
+    let parsed: cairn_sigstore::pb::rekor::v1::TransparencyLogEntry = serde_json::from_str(&json)?;
     assert_eq!(parsed, entry.to_proto().map_err(anyhow::Error::msg)?);
     Ok(())
 }

@@ -21,6 +21,21 @@ use crate::cache::{Object, TileCache};
 /// Reads at once when fetching many objects.
 const FETCH_CONCURRENCY: usize = 16;
 
+/// Most hash tiles [`TileReader`] keeps at hand for the newest tree size proofs were asked in.
+const AT_HAND: usize = 256;
+
+/// A tile at hand: read once however many proofs wait for it.
+type Slot = Arc<tokio::sync::OnceCell<Arc<Object>>>;
+
+/// The hash tiles proofs used at one tree size (the widths that size implies), looked up without the
+/// shared cache: a publication round answers every waiting submission at once with a proof in the same
+/// new tree, and they all need the same few tiles, each read once.
+#[derive(Default)]
+struct AtHand {
+    size: u64,
+    tiles: HashMap<(u8, u64), Slot>,
+}
+
 /// Why a read failed, classified by how the caller must react.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -108,6 +123,8 @@ pub struct TileReader<S> {
     ttl: Duration,
     /// The newest verified checkpoint, and when the source was last read for it.
     latest: Mutex<Option<(Arc<VerifiedCheckpoint>, Instant)>>,
+    /// The tiles of the newest tree size proofs were asked in.
+    at_hand: Mutex<AtHand>,
 }
 
 impl<S> std::fmt::Debug for TileReader<S> {
@@ -130,6 +147,7 @@ impl<S: Source> TileReader<S> {
             cache,
             ttl: Duration::from_secs(1),
             latest: Mutex::new(None),
+            at_hand: Mutex::default(),
         }
     }
 
@@ -324,8 +342,49 @@ impl<S: Source> TileReader<S> {
             .into_iter()
             .map(|t| TileId::full(t.level, t.index))
             .collect();
-        let fetched: Vec<((u8, u64), Arc<Object>)> = futures::stream::iter(wanted)
-            .map(|t| async move { Ok::<_, ReadError>(((t.level, t.index), self.tile_at(t, latest).await?)) })
+        // Each tile's slot at this size (a tree older than the newest asked for, or a full table,
+        // reads without one).
+        let slots: Vec<(TileId, Option<Slot>)> = {
+            let mut at_hand = self.at_hand.lock().unwrap_or_else(|p| p.into_inner());
+            if latest > at_hand.size {
+                *at_hand = AtHand {
+                    size: latest,
+                    tiles: HashMap::new(),
+                };
+            }
+            wanted
+                .into_iter()
+                .map(|t| {
+                    let slot = if at_hand.size != latest {
+                        None
+                    } else if let Some(slot) = at_hand.tiles.get(&(t.level, t.index)) {
+                        Some(slot.clone())
+                    } else if at_hand.tiles.len() < AT_HAND {
+                        let slot = Slot::default();
+                        at_hand.tiles.insert((t.level, t.index), slot.clone());
+                        Some(slot)
+                    } else {
+                        None
+                    };
+                    (t, slot)
+                })
+                .collect()
+        };
+        let ready: Option<HashMap<(u8, u64), Arc<Object>>> = slots
+            .iter()
+            .map(|(t, slot)| Some(((t.level, t.index), slot.as_ref()?.get()?.clone())))
+            .collect();
+        if let Some(ready) = ready {
+            return Ok(ProofTiles(ready));
+        }
+        let fetched: Vec<((u8, u64), Arc<Object>)> = futures::stream::iter(slots)
+            .map(|(t, slot)| async move {
+                let o = match slot {
+                    Some(slot) => slot.get_or_try_init(|| self.tile_at(t, latest)).await?.clone(),
+                    None => self.tile_at(t, latest).await?,
+                };
+                Ok::<_, ReadError>(((t.level, t.index), o))
+            })
             .buffer_unordered(FETCH_CONCURRENCY)
             .try_collect()
             .await?;
