@@ -200,7 +200,12 @@ fn main() -> anyhow::Result<()> {
                 quiet,
             } => {
                 let spawned = match start {
-                    Some(t) => Some(spawn::start(t, cairn_bin).await?),
+                    Some(spawn::Topology::Embedded) => {
+                        Some(spawn::start(spawn::Topology::Embedded, cairn_bin).await?)
+                    }
+                    Some(_) => anyhow::bail!(
+                        "rekor --start takes only `embedded`: the cluster topologies serve no Sigstore shard"
+                    ),
                     None => None,
                 };
                 let server = spawned.as_ref().map_or(server, |s| s.grpc.clone());

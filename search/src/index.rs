@@ -94,6 +94,17 @@ struct Pending {
     postings: usize,
 }
 
+/// Writes the gathered postings. They stay gathered until a write succeeds: the follower may record
+/// their entries as read in a later save, whose sync writes them then (or fails again).
+fn write_pending(db: &DB, pending: &mut Pending) -> Result<(), IndexError> {
+    if pending.postings > 0 {
+        db.write(WriteBatch::from_data(pending.batch.data()))?;
+        pending.batch.clear();
+        pending.postings = 0;
+    }
+    Ok(())
+}
+
 /// The index.
 pub struct Index {
     db: DB,
@@ -132,11 +143,7 @@ impl Index {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pending.postings > 0 {
-            self.db.write(std::mem::take(&mut pending.batch))?;
-            pending.postings = 0;
-        }
-        Ok(())
+        write_pending(&self.db, &mut pending)
     }
 
     /// The number of the log with verifier key `key`, assigned on first use.
@@ -206,8 +213,7 @@ impl Index {
         }
         pending.postings += terms.len();
         if pending.postings >= PENDING_MAX {
-            self.db.write(std::mem::take(&mut pending.batch))?;
-            pending.postings = 0;
+            write_pending(&self.db, &mut pending)?;
         }
         Ok(terms.len())
     }

@@ -24,8 +24,9 @@ const FETCH_CONCURRENCY: usize = 16;
 /// Most hash tiles [`TileReader`] keeps at hand for the newest tree size proofs were asked in.
 const AT_HAND: usize = 256;
 
-/// A tile at hand: read once however many proofs wait for it.
-type Slot = Arc<tokio::sync::OnceCell<Arc<Object>>>;
+/// A tile at hand: read once however many proofs wait for it (a failed read answers every waiter,
+/// and the slot is dropped so that a later proof reads again).
+type Slot = Arc<tokio::sync::OnceCell<Result<Arc<Object>, ReadError>>>;
 
 /// The hash tiles proofs used at one tree size (the widths that size implies), looked up without the
 /// shared cache: a publication round answers every waiting submission at once with a proof in the same
@@ -372,7 +373,7 @@ impl<S: Source> TileReader<S> {
         };
         let ready: Option<HashMap<(u8, u64), Arc<Object>>> = slots
             .iter()
-            .map(|(t, slot)| Some(((t.level, t.index), slot.as_ref()?.get()?.clone())))
+            .map(|(t, slot)| Some(((t.level, t.index), slot.as_ref()?.get()?.as_ref().ok()?.clone())))
             .collect();
         if let Some(ready) = ready {
             return Ok(ProofTiles(ready));
@@ -380,7 +381,13 @@ impl<S: Source> TileReader<S> {
         let fetched: Vec<((u8, u64), Arc<Object>)> = futures::stream::iter(slots)
             .map(|(t, slot)| async move {
                 let o = match slot {
-                    Some(slot) => slot.get_or_try_init(|| self.tile_at(t, latest)).await?.clone(),
+                    Some(slot) => {
+                        let read = slot.get_or_init(|| self.tile_at(t, latest)).await.clone();
+                        if read.is_err() {
+                            self.drop_slot(t, latest, &slot);
+                        }
+                        read?
+                    }
                     None => self.tile_at(t, latest).await?,
                 };
                 Ok::<_, ReadError>(((t.level, t.index), o))
@@ -389,6 +396,19 @@ impl<S: Source> TileReader<S> {
             .try_collect()
             .await?;
         Ok(ProofTiles(fetched.into_iter().collect()))
+    }
+
+    /// Forgets a slot whose read failed (unless it was replaced already).
+    fn drop_slot(&self, t: TileId, latest: u64, slot: &Slot) {
+        let mut at_hand = self.at_hand.lock().unwrap_or_else(|p| p.into_inner());
+        if at_hand.size == latest
+            && at_hand
+                .tiles
+                .get(&(t.level, t.index))
+                .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            at_hand.tiles.remove(&(t.level, t.index));
+        }
     }
 
     /// Inclusion proofs of `indexes` in the tree of `size`, which a verified checkpoint must cover.

@@ -613,3 +613,78 @@ async fn storage_failures_are_unavailable() {
     ));
     assert_eq!(cache.stats().snapshot(), (0, 2, 2));
 }
+
+/// The log's bucket, with reads of one path failing while `down` is set; counts those reads.
+struct Flaky {
+    bucket: cairn_store::Bucket,
+    path: &'static str,
+    down: std::sync::atomic::AtomicBool,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+/// A [`Source`] reading through a shared [`Flaky`].
+struct FlakySource(std::sync::Arc<Flaky>);
+
+impl Source for FlakySource {
+    async fn get(&self, rel: &str) -> Result<Option<Bytes>, ReadError> {
+        use std::sync::atomic::Ordering;
+        let flaky = &self.0;
+        if rel == flaky.path {
+            flaky.reads.fetch_add(1, Ordering::SeqCst);
+            // Slow enough that every concurrent proof asks while the read is on its way.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if flaky.down.load(Ordering::SeqCst) {
+                return Err(ReadError::Unavailable("storage is down".into()));
+            }
+        }
+        Source::get(&flaky.bucket, rel).await
+    }
+
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+}
+
+#[tokio::test]
+async fn proofs_waiting_together_share_one_read_of_a_tile_and_its_failure() {
+    use std::sync::atomic::Ordering;
+    let log = usual_log().await;
+    let size = LOG_SIZE as u64;
+    // Index 6200 is in the partial level-0 tile of the latest tree.
+    let flaky = std::sync::Arc::new(Flaky {
+        bucket: log.bucket.clone(),
+        path: "tile/0/024.p/115",
+        down: true.into(),
+        reads: 0.into(),
+    });
+    let reader = TileReader::new(
+        FlakySource(flaky.clone()),
+        cairn_store::testing::test_signer(log.id).verifier(),
+        TileCache::new(1 << 20),
+    );
+    let cp = reader
+        .offer(&log.note(log.latest()))
+        .expect("the latest note verifies");
+    let indexes: Vec<u64> = (6200..6240).collect();
+    let prove = |i: u64| {
+        let (reader, cp) = (&reader, &cp);
+        async move { reader.inclusion_proofs_in(cp, &[i]).await }
+    };
+    // Forty proofs at once: one read of the tile, and its failure answers all of them.
+    let failed = futures::future::join_all(indexes.iter().map(|&i| prove(i))).await;
+    assert!(
+        failed.iter().all(|r| matches!(r, Err(ReadError::Unavailable(_)))),
+        "{failed:?}"
+    );
+    assert_eq!(flaky.reads.load(Ordering::SeqCst), 1);
+    // The failure is not kept: once storage is back the next proofs read the tile again, once.
+    flaky.down.store(false, Ordering::SeqCst);
+    let proved = futures::future::join_all(indexes.iter().map(|&i| prove(i))).await;
+    assert_eq!(flaky.reads.load(Ordering::SeqCst), 2);
+    let leaves = log.leaves();
+    for (&i, r) in indexes.iter().zip(proved) {
+        let proof = r.expect("proved once storage is back").remove(0);
+        verify_inclusion(&Hash(leaves[i as usize]), i, size, &proof, &log.latest().root)
+            .expect("the proof verifies");
+    }
+}
