@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every measurement of BENCHMARKS.md on this machine and prints one JSON line per result to
 # stdout (progress on stderr). Needs the workspace built (`cargo build --workspace --locked`), and for
-# the read-path comparison `wrk` and `nginx` (apt-get install -y wrk nginx). About 10 minutes.
+# the read-path comparison `wrk` and `nginx` (apt-get install -y wrk nginx). About 12 minutes.
 #
 #   bench/report.sh [GROWTH_ENTRIES]        # default 10,000,000
 set -euo pipefail
@@ -35,6 +35,10 @@ say "3 nodes, 3 shards, every leader on node 1 (30 s)"
 echo "{\"cluster3x3_packed_max\":$(json "$bin/cairn-bench" write --start cluster3x3-packed --duration 30)}"
 say "3 nodes, 3 shards, one leader per node (30 s)"
 echo "{\"cluster3x3_spread_max\":$(json "$bin/cairn-bench" write --start cluster3x3 --duration 30)}"
+
+say "Sigstore shard: Rekor v2 CreateEntry, pre-signed P-256 and Ed25519ph entries (2 x 20 s)"
+echo "{\"rekor_p256\":$(json "$bin/cairn-bench" rekor --start embedded --duration 20)}"
+echo "{\"rekor_ed25519ph\":$(json "$bin/cairn-bench" rekor --start embedded --duration 20 --key ed25519ph)}"
 
 say "consumers: monitor catch-up, search index, search latency (100,000 entries)"
 echo "{\"consumer\":$(json "$bin/cairn-bench" consumer --entries 100000 --rate 200 --duration 10)}"
