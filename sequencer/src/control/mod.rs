@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{NodeId, ShardId};
 
+mod api;
 mod driver;
 pub mod settings;
 pub(crate) use driver::{MapCache, run, serve};
