@@ -20,6 +20,7 @@ use cairn_sigstore::pb::rekor::v2::CreateEntryRequest;
 use cairn_tlog::{Checkpoint, Hash, Note, VerifierKey};
 use common::{Server, cairn};
 use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Key {
     pair: EcdsaKeyPair,
@@ -165,6 +166,35 @@ async fn rekor_v2_api_over_http_and_grpc() -> anyhow::Result<()> {
             "{path} by Host: {status} {text}"
         );
     }
+    // The same by `:authority` over HTTP/2 (which carries no `Host`; what a Go client sends over TLS,
+    // where the listener offers h2), and by a host written in capitals with a trailing dot.
+    let addr: std::net::SocketAddr = server.http.trim_start_matches("http://").parse()?;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve(&shard.origin, addr)
+        .build()?;
+    let r = h2
+        .get(format!("http://{}:{port}/api/v2/checkpoint", shard.origin))
+        .send()
+        .await?;
+    let (status, version) = (r.status(), r.version());
+    let text = r.text().await?;
+    anyhow::ensure!(
+        status == 200
+            && version == reqwest::Version::HTTP_2
+            && text.starts_with(&format!("{}\n", shard.origin)),
+        "/api/v2/checkpoint by :authority over HTTP/2: {status} {version:?} {text}"
+    );
+    let r = http
+        .get(format!("{}/checkpoint", server.http))
+        .header("host", format!("{}.:{port}", shard.origin.to_ascii_uppercase()))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status() == 200,
+        "/checkpoint by a host in capitals: {}",
+        r.status()
+    );
     let other = http.get(format!("{}/checkpoint", server.http)).send().await?;
     anyhow::ensure!(
         other.status() == 404,
@@ -273,6 +303,33 @@ async fn rekor_v2_api_over_http_and_grpc() -> anyhow::Result<()> {
         let text = reply.text().await?;
         anyhow::ensure!(got == status && text.contains(says), "{what}: {got} {text}");
     }
+    // A declared length past the limit is refused before its body is read: the answer comes while
+    // the client has sent only the headers.
+    let mut conn = tokio::net::TcpStream::connect(server.http.trim_start_matches("http://")).await?;
+    conn.write_all(
+        b"POST /api/v2/log/entries HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n",
+    )
+    .await?;
+    let answer = async {
+        let mut got = Vec::new();
+        let mut buf = [0; 4096];
+        loop {
+            let n = conn.read(&mut buf).await?;
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 || String::from_utf8_lossy(&got).contains("bytes (") {
+                return anyhow::Ok(String::from_utf8_lossy(&got).into_owned());
+            }
+        }
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("no answer to a 1 GiB declared body within 10 s: it is being waited for")
+        })??;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 413") && head.contains("limit is 4194304 bytes"),
+        "1 GiB declared: {head}"
+    );
     anyhow::ensure!(
         site.reader(&shard)?.checkpoint().await?.checkpoint.size == size_before,
         "a bad request was appended"

@@ -20,8 +20,8 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -33,6 +33,7 @@ use cairn_sigstore::hashedrekord::{check, parse_json};
 use cairn_sigstore::pb::rekor::v1::TransparencyLogEntry;
 use cairn_sigstore::pb::rekor::v2::CreateEntryRequest;
 use cairn_store::ShardKind;
+use http_body_util::BodyExt;
 use tonic::Code;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tracing::Instrument;
@@ -42,6 +43,9 @@ use crate::error::LogError;
 
 /// Largest request body, as rekor-tiles' default.
 pub const MAX_BODY: usize = 4 << 20;
+
+/// How much of a body past [`MAX_BODY`] is read (and dropped) before the 413 is sent.
+const DRAIN_MAX: u64 = 16 << 20;
 
 /// The header naming a duplicate's index.
 pub const LOG_INDEX: &str = "x-log-index";
@@ -89,8 +93,6 @@ pub fn router(server: LogServer) -> Result<Router, LogError> {
     Ok(Router::new()
         .route("/api/v2/log/entries", post(create_entry))
         .route("/logs/{shard}/api/v2/log/entries", post(create_entry))
-        // Read the whole body ourselves, so that the limit's answer says what to fix.
-        .layer(DefaultBodyLimit::disable())
         .layer(metrics)
         .with_state(state))
 }
@@ -184,17 +186,11 @@ fn duplicate_message(index: u64) -> String {
     format!("an equivalent entry already exists in the transparency log with index {index}")
 }
 
-async fn create_entry(State(rekor): State<Rekor>, headers: HeaderMap, body: Bytes) -> Response {
-    if body.len() > MAX_BODY {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Code::InvalidArgument,
-            format!(
-                "the request is {} bytes; the limit is {MAX_BODY} bytes (a hashedrekord request carries a digest, not the artifact)",
-                body.len()
-            ),
-        );
-    }
+async fn create_entry(State(rekor): State<Rekor>, headers: HeaderMap, body: Body) -> Response {
+    let body = match read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let req = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, Code::InvalidArgument, e.to_string()),
@@ -227,6 +223,54 @@ async fn create_entry(State(rekor): State<Rekor>, headers: HeaderMap, body: Byte
             .into_response(),
         Err(e) => log_error(LogError::Internal(e)),
     }
+}
+
+/// A request body, of at most [`MAX_BODY`] bytes. No more than that is kept. A longer one is read
+/// on, and dropped, up to [`DRAIN_MAX`] bytes, so that a client still sending can read the 413 (an
+/// HTTP/1.1 client that is cut off mid-body sees a broken connection, not the answer). A body
+/// declared or found longer than that is answered at once.
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<bytes::Bytes, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::InvalidArgument,
+            format!(
+                "the request is larger than the limit; the limit is {MAX_BODY} bytes (a hashedrekord request carries a digest, not the artifact)"
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_MAX) {
+        return Err(too_large());
+    }
+    let mut kept = bytes::BytesMut::new();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > DRAIN_MAX {
+            return Err(too_large());
+        }
+        if total <= MAX_BODY as u64 {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if total > MAX_BODY as u64 {
+        return Err(too_large());
+    }
+    Ok(kept.freeze())
 }
 
 /// The gRPC service `dev.sigstore.rekor.v2.Rekor` (`CreateEntry`), for the gRPC listener. Fails if a

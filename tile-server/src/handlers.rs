@@ -155,13 +155,13 @@ impl Inner {
     fn sigstore_by_host(&self, host: &str) -> Option<cairn_store::Shard> {
         let config = &self.config;
         let sigstore = cairn_store::ShardKind::Sigstore;
-        if let Some(s) = config.shards.iter().find(|s| s.origin == host) {
+        if let Some(s) = config.shards.iter().find(|s| s.origin.eq_ignore_ascii_case(host)) {
             return (config.kinds.get(&s.id) == Some(&sigstore)).then(|| s.clone());
         }
         let catalog = config.catalog.as_ref()?.shards();
         catalog
             .into_iter()
-            .find(|l| l.origin == host && l.kind == sigstore)
+            .find(|l| l.origin.eq_ignore_ascii_case(host) && l.kind == sigstore)
             .map(|l| l.shard)
     }
 
@@ -383,23 +383,16 @@ async fn shard_file(
     response
 }
 
-/// Virtual hosting: a request whose `Host` is a Sigstore shard's origin reads that shard from the
-/// root (`/checkpoint`, `/tile/...`, and the same under `/api/v2/`), as Sigstore clients and monitors
-/// address a log by its hostname. Anything else is 404.
+/// Virtual hosting: a request whose host (`Host`, or HTTP/2's `:authority`) is a Sigstore shard's
+/// origin reads that shard from the root (`/checkpoint`, `/tile/...`, and the same under `/api/v2/`),
+/// as Sigstore clients and monitors address a log by its hostname. Anything else is 404.
 async fn host_file(
     State(s): State<AppState>,
     method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(|h| match h.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => h.split(':').next().unwrap_or(h),
-        });
-    let shard = host.and_then(|h| s.inner.sigstore_by_host(h));
+    let shard = request_host(&headers, &uri).and_then(|h| s.inner.sigstore_by_host(&h));
     match shard {
         Some(sh) if method == Method::GET || method == Method::HEAD => {
             let rest = uri.path().trim_start_matches('/').to_owned();
@@ -413,6 +406,21 @@ async fn host_file(
         }
         _ => ApiError::NotFound("not found".into()).into_response(),
     }
+}
+
+/// The host a request was sent to, without port, lowercased, without a trailing dot: from `Host`
+/// (HTTP/1.1), else from the URI's authority (HTTP/2 clients send only `:authority`, which hyper puts
+/// there).
+fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    let h = match headers.get(header::HOST) {
+        Some(v) => v.to_str().ok()?,
+        None => uri.authority()?.as_str(),
+    };
+    let h = match h.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => h.split(':').next().unwrap_or(h),
+    };
+    Some(h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase())
 }
 
 async fn route_shard_file(
