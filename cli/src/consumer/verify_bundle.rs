@@ -48,9 +48,10 @@ pub struct VerifyBundleArgs {
     /// (under --trust-dir); later runs use the pinned copy and need no network.
     #[arg(long, conflicts_with = "trusted_root")]
     pub log_url: Option<String>,
-    /// Where pinned trusted roots are kept.
-    #[arg(long, default_value = ".cairn-trust")]
-    pub trust_dir: PathBuf,
+    /// Where pinned trusted roots are kept [default: $XDG_CONFIG_HOME/cairn/trust, else
+    /// ~/.config/cairn/trust]. Never the working directory: a checkout could bring its own "pins".
+    #[arg(long)]
+    pub trust_dir: Option<PathBuf>,
     /// A witness policy (c2sp.org/tlog-policy): the entry's checkpoint must carry its quorum of
     /// witness cosignatures.
     #[arg(long)]
@@ -189,7 +190,7 @@ async fn prepare(args: &VerifyBundleArgs) -> anyhow::Result<Setup> {
     let bundle = std::fs::read(&args.bundle).with_context(|| format!("reading {}", args.bundle.display()))?;
     let trust_bytes = match (&args.trusted_root, &args.log_url) {
         (Some(path), _) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        (None, Some(url)) => pinned_trusted_root(url, &args.trust_dir).await?,
+        (None, Some(url)) => pinned_trusted_root(url, &trust_dir(args.trust_dir.as_deref())?).await?,
         (None, None) => {
             anyhow::bail!("give --trusted-root FILE, or --log-url URL to fetch and pin a log's trusted root")
         }
@@ -256,11 +257,31 @@ fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
     PublicKey::from_spki(&der).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// The trusted root of the log at `url`: the pinned copy under `dir` if there is one, else fetched
-/// now and pinned (trust on first use, said on stderr with the document's digest).
-async fn pinned_trusted_root(url: &str, dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let name: String = url
-        .trim_end_matches('/')
+/// Where pinned trusted roots are kept: `given`, else the user's configuration directory.
+fn trust_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir.to_owned());
+    }
+    default_trust_dir(std::env::var_os("XDG_CONFIG_HOME"), std::env::var_os("HOME"))
+        .context("neither XDG_CONFIG_HOME nor HOME is set: give --trust-dir DIR for pinned trusted roots")
+}
+
+/// `$XDG_CONFIG_HOME/cairn/trust`, else `$HOME/.config/cairn/trust` (empty values count as unset).
+fn default_trust_dir(xdg: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let config = match (xdg.filter(|v| !v.is_empty()), home.filter(|v| !v.is_empty())) {
+        (Some(xdg), _) => PathBuf::from(xdg),
+        (None, Some(home)) => PathBuf::from(home).join(".config"),
+        (None, None) => return None,
+    };
+    Some(config.join("cairn").join("trust"))
+}
+
+/// The file a log's pinned trusted root is kept in: the URL made safe for a file name, for people
+/// to read, and a digest of the whole URL, so that two URLs never share a pin.
+fn pin_file_name(url: &str) -> String {
+    use sha2::Digest;
+    let url = url.trim_end_matches('/');
+    let readable: String = url
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -270,7 +291,14 @@ async fn pinned_trusted_root(url: &str, dir: &Path) -> anyhow::Result<Vec<u8>> {
             }
         })
         .collect();
-    let path = dir.join(format!("{name}.trusted_root.json"));
+    let digest = cairn_sigstore::certificate::hex(&sha2::Sha256::digest(url.as_bytes()));
+    format!("{readable}-{}.trusted_root.json", &digest[..16])
+}
+
+/// The trusted root of the log at `url`: the pinned copy under `dir` if there is one, else fetched
+/// now and pinned (trust on first use, said on stderr with the document's digest).
+async fn pinned_trusted_root(url: &str, dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(pin_file_name(url));
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
     }
@@ -290,4 +318,38 @@ async fn pinned_trusted_root(url: &str, dir: &Path) -> anyhow::Result<Vec<u8>> {
         cairn_sigstore::certificate::hex(&sha2::Sha256::digest(&bytes))
     );
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_that_read_alike_get_their_own_pins() {
+        let a = pin_file_name("https://a.example:8443");
+        let b = pin_file_name("https://a.example/8443");
+        assert_ne!(a, b, "two logs would share one pinned root");
+        assert!(a.starts_with("https___a.example_8443-"), "{a}");
+        assert_eq!(
+            a,
+            pin_file_name("https://a.example:8443/"),
+            "a trailing slash is the same log"
+        );
+    }
+
+    #[test]
+    fn pins_are_kept_under_the_given_dir_or_the_user_configuration() {
+        let given = Path::new("/somewhere/pins");
+        assert_eq!(trust_dir(Some(given)).ok().as_deref(), Some(given));
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            default_trust_dir(os("/x"), os("/home/u")),
+            Some(PathBuf::from("/x/cairn/trust"))
+        );
+        assert_eq!(
+            default_trust_dir(os(""), os("/home/u")),
+            Some(PathBuf::from("/home/u/.config/cairn/trust"))
+        );
+        assert_eq!(default_trust_dir(None, None), None);
+    }
 }
