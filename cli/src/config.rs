@@ -209,6 +209,24 @@ pub struct SigstoreFile {
     /// Directory of the timestamp authority's key and chain (generated on first start), relative to
     /// `data_dir` unless absolute.
     pub tsa_dir: PathBuf,
+    /// The policy OID of the timestamp authority's timestamps (`TSTInfo.policy`), under an arc the
+    /// operator controls; default a documentation placeholder (`cairn_tsa::DEFAULT_POLICY`).
+    pub tsa_policy: Option<String>,
+}
+
+impl SigstoreFile {
+    /// `tsa_policy` as an object identifier; an error says what a good one looks like.
+    pub fn tsa_policy(&self) -> anyhow::Result<Option<cairn_tsa::ObjectIdentifier>> {
+        let Some(text) = &self.tsa_policy else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "[sigstore] tsa_policy = {text:?} is not an object identifier ({e}): give dotted \
+                 decimal arcs under an arc you control, like \"1.3.6.1.4.1.<enterprise>.3161.1\""
+            )
+        })
+    }
 }
 
 impl Default for SigstoreFile {
@@ -221,6 +239,7 @@ impl Default for SigstoreFile {
             key_details: None,
             operator: "cairn".into(),
             tsa_dir: PathBuf::from("tsa"),
+            tsa_policy: None,
         }
     }
 }
@@ -569,5 +588,29 @@ impl cairn_sequencer::KeyProvider for KeyDir {
             return Ok(None);
         }
         read_key_file(&path).map(Some).map_err(|e| format!("{e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SigstoreFile;
+
+    #[test]
+    fn tsa_policy_is_an_object_identifier_or_a_clear_error() {
+        let file = |text: &str| toml::from_str::<SigstoreFile>(text).map_err(|e| e.to_string());
+        let none = file("").and_then(|f| f.tsa_policy().map_err(|e| e.to_string()));
+        assert!(matches!(none, Ok(None)), "{none:?}");
+        let set = file("tsa_policy = \"1.3.6.1.4.1.57264.3161.7\"")
+            .and_then(|f| f.tsa_policy().map_err(|e| e.to_string()));
+        assert_eq!(
+            set.ok().flatten().map(|o| o.to_string()).as_deref(),
+            Some("1.3.6.1.4.1.57264.3161.7")
+        );
+        let bad = file("tsa_policy = \"our-policy\"").and_then(|f| f.tsa_policy().map_err(|e| e.to_string()));
+        assert!(
+            bad.as_ref()
+                .is_err_and(|e| e.contains("tsa_policy") && e.contains("dotted decimal")),
+            "{bad:?}"
+        );
     }
 }

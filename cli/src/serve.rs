@@ -349,8 +349,11 @@ pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output 
         } else {
             config.data_dir.join(&config.sigstore.tsa_dir)
         };
-        let authority = cairn_tsa::Authority::load_or_generate(&dir, "Cairn timestamp authority")
+        let mut authority = cairn_tsa::Authority::load_or_generate(&dir, "Cairn timestamp authority")
             .with_context(|| format!("timestamp authority key in {}", dir.display()))?;
+        if let Some(policy) = config.sigstore.tsa_policy()? {
+            authority = authority.with_policy(policy);
+        }
         let authority = Arc::new(authority);
         http_routes = http_routes.merge(cairn_tsa::router(authority.clone()));
         Some(authority)

@@ -34,6 +34,7 @@ mod token;
 mod verify;
 
 pub use authority::{Authority, CHAIN_FILE, DEFAULT_POLICY, DEFAULT_VALIDITY, KEY_FILE};
+pub use const_oid::ObjectIdentifier;
 pub use error::{FailureInfo, Rejection, TsaError};
 pub use http::{
     CERTCHAIN_PATH, MAX_REQUEST_BYTES, PEM_CERTIFICATE_CHAIN, TIMESTAMP_PATH, TIMESTAMP_QUERY,

@@ -103,7 +103,12 @@ pub(crate) fn check(der: &[u8], policy: &ObjectIdentifier) -> Result<Accepted, R
         ));
     }
     if let Some(nonce) = &request.nonce {
-        let length = nonce.as_bytes().len();
+        // The magnitude's length: a positive INTEGER whose top bit is set carries a 0x00 sign byte
+        // (a 256-bit nonce is 33 bytes of DER half the time).
+        let length = match nonce.as_bytes() {
+            [0, rest @ ..] if !rest.is_empty() => rest.len(),
+            bytes => bytes.len(),
+        };
         if length > MAX_NONCE_BYTES {
             return Err(refuse(
                 FailureInfo::BadRequest,

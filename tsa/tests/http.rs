@@ -238,6 +238,18 @@ async fn a_good_request_is_granted() -> anyhow::Result<()> {
     let granted = parse_granted(leak(body))?;
     ensure!(granted.tst.message_imprint.hashed_message.as_bytes() == [9; 32]);
     ensure!(granted.tst.nonce.map(|n| n.as_bytes().to_vec()) == request.nonce);
+
+    // A 256-bit nonce with its top bit set: 33 bytes of DER (a 0x00 sign byte), 32 of magnitude.
+    let mut nonce = vec![0x00];
+    nonce.extend([0xf1; 32]);
+    let request = Req {
+        nonce: Some(nonce),
+        ..Req::sha256([9; 32])
+    };
+    let (status, _, body) = post(&authority, Some(QUERY), request.der()).await?;
+    ensure!(status == StatusCode::OK, "a 256-bit nonce: {status}");
+    let granted = parse_granted(leak(body))?;
+    ensure!(granted.tst.nonce.map(|n| n.as_bytes().to_vec()) == request.nonce);
     Ok(())
 }
 
