@@ -216,6 +216,57 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
         }
     }
 
+    // A trusted root without CT logs: the certificate's SCT cannot be checked, so the bundle is
+    // invalid (as in sigstore-python and cosign) unless the verifier says to go without.
+    let mut root: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("trusted_root.json"))?)?;
+    let inner = if root.get("trustedRoot").is_some() {
+        &mut root["trustedRoot"]
+    } else {
+        &mut root
+    };
+    anyhow::ensure!(
+        inner["ctlogs"].as_array().is_some_and(|c| !c.is_empty()),
+        "the test's root has no CT logs to take away"
+    );
+    inner["ctlogs"] = serde_json::json!([]);
+    std::fs::write(d.join("no_ctlogs.json"), serde_json::to_vec(&root)?)?;
+    for (extra, want_valid) in [(None, false), (Some("--insecure-ignore-sct"), true)] {
+        let out = std::process::Command::new(common::BIN)
+            .arg("verify-bundle")
+            .arg(good.join("artifact"))
+            .arg("--bundle")
+            .arg(good.join("bundle.json"))
+            .arg("--trusted-root")
+            .arg(d.join("no_ctlogs.json"))
+            .args([
+                "--certificate-identity",
+                meta["identity"].as_str().unwrap_or_default(),
+            ])
+            .args([
+                "--certificate-oidc-issuer",
+                meta["issuer"].as_str().unwrap_or_default(),
+            ])
+            .args(extra)
+            .arg("--json")
+            .current_dir(d)
+            .output()?;
+        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let as_wanted = if want_valid {
+            out.status.code() == Some(0) && verdict["valid"] == true
+        } else {
+            out.status.code() == Some(1)
+                && verdict["check"] == "certificate"
+                && verdict["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no CT logs"))
+        };
+        anyhow::ensure!(
+            as_wanted,
+            "no CT logs, {extra:?}: exit {:?}, {verdict}",
+            out.status.code()
+        );
+    }
+
     // Trust on first use: fetched from the log and pinned, then used offline.
     let args = |url: &str| -> Vec<String> {
         vec![

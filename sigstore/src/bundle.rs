@@ -310,6 +310,14 @@ pub fn verify(
                 check: Check::Certificate,
                 message: e,
             })?;
+            if trust.ctlogs.is_empty() && !trust.ignore_sct_without_ctlogs {
+                return fail(
+                    Check::Certificate,
+                    "the trusted root lists no CT logs, so the certificate's embedded SCT cannot be \
+                     checked: use a root with the CA's CT log, or accept certificates without SCTs \
+                     (cairn verify-bundle --insecure-ignore-sct)",
+                );
+            }
             verify_fulcio(&cert, &signed_at, &trust.cas, &trust.ctlogs).map_err(|e| Failure {
                 check: Check::Certificate,
                 message: e,

@@ -37,6 +37,10 @@ pub struct Trust {
     pub ctlogs: Vec<CtLog>,
     /// Timestamp authorities.
     pub tsas: Vec<TrustedAuthority>,
+    /// Accept a certificate without checking an SCT when the root lists no CT logs. Off unless the
+    /// verifier asks (as cosign's `--insecure-ignore-sct`): with it off, a certificate bundle fails
+    /// against a root without CT logs, as it does in sigstore-python and cosign.
+    pub ignore_sct_without_ctlogs: bool,
 }
 
 fn time(t: Option<&prost_types::Timestamp>) -> Option<SystemTime> {

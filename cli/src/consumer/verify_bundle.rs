@@ -48,6 +48,10 @@ pub struct VerifyBundleArgs {
     /// (under --trust-dir); later runs use the pinned copy and need no network.
     #[arg(long, conflicts_with = "trusted_root")]
     pub log_url: Option<String>,
+    /// Accept a signing certificate without an SCT check when the trusted root lists no CT logs
+    /// (cosign's flag of the same name). Without it such a bundle is invalid.
+    #[arg(long)]
+    pub insecure_ignore_sct: bool,
     /// Where pinned trusted roots are kept [default: $XDG_CONFIG_HOME/cairn/trust, else
     /// ~/.config/cairn/trust]. Never the working directory: a checkout could bring its own "pins".
     #[arg(long)]
@@ -195,7 +199,8 @@ async fn prepare(args: &VerifyBundleArgs) -> anyhow::Result<Setup> {
             anyhow::bail!("give --trusted-root FILE, or --log-url URL to fetch and pin a log's trusted root")
         }
     };
-    let trust = Trust::from_json(&trust_bytes).map_err(anyhow::Error::msg)?;
+    let mut trust = Trust::from_json(&trust_bytes).map_err(anyhow::Error::msg)?;
+    trust.ignore_sct_without_ctlogs = args.insecure_ignore_sct;
     let matcher = |exact: &Option<String>, regex: &Option<String>, what: &str| -> anyhow::Result<Matcher> {
         match (exact, regex) {
             (Some(e), _) => Ok(Matcher::Exact(e.clone())),
