@@ -31,6 +31,7 @@ use cairn_client::HttpShard;
 use cairn_client::monitor::Trusted;
 use cairn_store::{TileCache, TileReader};
 use cairn_tlog::VerifierKey;
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -220,6 +221,9 @@ async fn search(State(s): State<Searcher>, QueryParams(p): QueryParams<Params>) 
     }
 }
 
+/// Entry bundles one search request reads at the same time.
+const BUNDLE_READS: usize = 8;
+
 /// Each answered match with its entry and inclusion proof, grouped by log to read tiles once.
 async fn prove(s: &Searcher, answered: &[(Position, Trusted)]) -> Result<Vec<Value>, String> {
     let mut results = vec![Value::Null; answered.len()];
@@ -236,15 +240,29 @@ async fn prove(s: &Searcher, answered: &[(Position, Trusted)]) -> Result<Vec<Val
             .inclusion_proofs_in(&checkpoint, &indexes)
             .await
             .map_err(|e| e.to_string())?;
+        // Each entry bundle the matches fall in, read once and decoded once, a few at a time.
+        let width = u64::from(cairn_tlog::tile::TILE_WIDTH);
+        let mut numbers: Vec<u64> = indexes.iter().map(|i| i / width).collect();
+        numbers.dedup();
+        let read: HashMap<u64, _> = futures::stream::iter(numbers)
+            .map(|n| {
+                let reader = &reader;
+                async move { reader.bundle_at(n, t.size).await.map(|b| (n, b)) }
+            })
+            .buffered(BUNDLE_READS)
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let bundles = read
+            .iter()
+            .map(|(n, b)| cairn_tlog::bundle::decode(&b.body, None).map(|e| (*n, e)))
+            .collect::<Result<HashMap<u64, Vec<&[u8]>>, _>>()
+            .map_err(|e| e.to_string())?;
         for (slot, proof) in slots.iter().zip(proofs) {
             let index = answered[*slot].0.1;
-            let bundle = reader
-                .bundle_at(index / u64::from(cairn_tlog::tile::TILE_WIDTH), t.size)
-                .await
-                .map_err(|e| e.to_string())?;
-            let entries = cairn_tlog::bundle::decode(&bundle.body, None).map_err(|e| e.to_string())?;
-            let entry = entries
-                .get((index % u64::from(cairn_tlog::tile::TILE_WIDTH)) as usize)
+            let entry = bundles
+                .get(&(index / width))
+                .and_then(|entries| entries.get((index % width) as usize))
                 .ok_or_else(|| format!("entry {index} is missing from its bundle"))?;
             results[*slot] = json!({
                 "log": checkpoint.checkpoint.origin,
