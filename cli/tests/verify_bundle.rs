@@ -14,7 +14,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{SigstoreLog, cairn, ok, sigstore_python, sigstore_script, start_sigstore_log};
 
@@ -216,28 +216,59 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
         }
     }
 
-    // A trusted root without CT logs: the certificate's SCT cannot be checked, so the bundle is
-    // invalid (as in sigstore-python and cosign) unless the verifier says to go without.
-    let mut root: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("trusted_root.json"))?)?;
-    let inner = if root.get("trustedRoot").is_some() {
-        &mut root["trustedRoot"]
-    } else {
-        &mut root
+    // Trusted roots edited: without CT logs the certificate's SCT cannot be checked, so the bundle
+    // is invalid (as in sigstore-python and cosign) unless the verifier says to go without. A log
+    // window that opens after the signing time holds (a signature is timestamped before it is
+    // logged; the reference clients check no log window for Rekor v2 entries); one that closed
+    // before it does not.
+    let root: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("trusted_root.json"))?)?;
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| -> anyhow::Result<PathBuf> {
+        let mut root = root.clone();
+        edit(if root.get("trustedRoot").is_some() {
+            &mut root["trustedRoot"]
+        } else {
+            &mut root
+        });
+        let path = d.join(name);
+        std::fs::write(&path, serde_json::to_vec(&root)?)?;
+        Ok(path)
+    };
+    let window = |start: &'static str, end: Option<&'static str>| {
+        move |r: &mut serde_json::Value| {
+            for log in r["tlogs"].as_array_mut().into_iter().flatten() {
+                log["publicKey"]["validFor"] = serde_json::json!({ "start": start });
+                if let Some(end) = end {
+                    log["publicKey"]["validFor"]["end"] = serde_json::json!(end);
+                }
+            }
+        }
     };
     anyhow::ensure!(
-        inner["ctlogs"].as_array().is_some_and(|c| !c.is_empty()),
+        root.pointer("/ctlogs")
+            .or(root.pointer("/trustedRoot/ctlogs"))
+            .and_then(|c| c.as_array())
+            .is_some_and(|c| !c.is_empty()),
         "the test's root has no CT logs to take away"
     );
-    inner["ctlogs"] = serde_json::json!([]);
-    std::fs::write(d.join("no_ctlogs.json"), serde_json::to_vec(&root)?)?;
-    for (extra, want_valid) in [(None, false), (Some("--insecure-ignore-sct"), true)] {
+    let no_ctlogs = edited("no_ctlogs.json", &|r| r["ctlogs"] = serde_json::json!([]))?;
+    let opens_later = edited("opens_later.json", &window("2999-01-01T00:00:00Z", None))?;
+    let closed = edited(
+        "closed.json",
+        &window("2000-01-01T00:00:00Z", Some("2001-01-01T00:00:00Z")),
+    )?;
+    for (root, extra, want) in [
+        (&no_ctlogs, None, Err(("certificate", "no CT logs"))),
+        (&no_ctlogs, Some("--insecure-ignore-sct"), Ok(())),
+        (&opens_later, None, Ok(())),
+        (&closed, None, Err(("checkpoint", "trusted until 2001-01-01"))),
+    ] {
         let out = std::process::Command::new(common::BIN)
             .arg("verify-bundle")
             .arg(good.join("artifact"))
             .arg("--bundle")
             .arg(good.join("bundle.json"))
             .arg("--trusted-root")
-            .arg(d.join("no_ctlogs.json"))
+            .arg(root)
             .args([
                 "--certificate-identity",
                 meta["identity"].as_str().unwrap_or_default(),
@@ -251,18 +282,18 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
             .current_dir(d)
             .output()?;
         let verdict: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let as_wanted = if want_valid {
-            out.status.code() == Some(0) && verdict["valid"] == true
-        } else {
-            out.status.code() == Some(1)
-                && verdict["check"] == "certificate"
-                && verdict["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("no CT logs"))
+        let as_wanted = match want {
+            Ok(()) => out.status.code() == Some(0) && verdict["valid"] == true,
+            Err((check, says)) => {
+                out.status.code() == Some(1)
+                    && verdict["check"] == check
+                    && verdict["error"].as_str().is_some_and(|e| e.contains(says))
+            }
         };
         anyhow::ensure!(
             as_wanted,
-            "no CT logs, {extra:?}: exit {:?}, {verdict}",
+            "{} {extra:?}: exit {:?}, {verdict}",
+            root.display(),
             out.status.code()
         );
     }

@@ -418,14 +418,18 @@ pub fn verify(
             ),
         );
     }
-    if let Some(t) = signed_at
-        .iter()
-        .find(|t| !within(**t, log.valid_from, log.valid_until))
+    // A signature is timestamped before it is logged, so a time before the log's start is what a
+    // bundle logged as a shard opens carries (sigstore-go, cosign and sigstore-python check no
+    // window of the log's key for a Rekor v2 entry). A time after its end is not: the log took no
+    // entries once its key stopped being trusted.
+    if let Some(until) = log.valid_until
+        && let Some(t) = signed_at.iter().find(|t| **t > until)
     {
         return fail(
             Check::Checkpoint,
             format!(
-                "the log's key was not trusted at the signing time {}",
+                "the log's key was trusted until {}, before the signing time {}",
+                rfc3339(until),
                 rfc3339(*t)
             ),
         );
@@ -481,10 +485,6 @@ pub fn verify(
         sans: cert.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
         issuer: cert.and_then(|c| c.issuer),
     })
-}
-
-fn within(t: SystemTime, from: Option<SystemTime>, until: Option<SystemTime>) -> bool {
-    from.is_none_or(|f| t >= f) && until.is_none_or(|u| t <= u)
 }
 
 /// The hash a key signs with in hashedrekord (ECDSA by curve, RSA SHA-256, Ed25519ph SHA-512).
