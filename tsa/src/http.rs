@@ -4,7 +4,8 @@
 //!   [`MAX_REQUEST_BYTES`]) answers 200 with the DER `TimeStampResp` (`application/timestamp-reply`). A request
 //!   we refuse answers 400 with the rejection `TimeStampResp`, so RFC 3161 clients see its `failInfo`; its
 //!   `statusString` says what to change. A wrong content type is 415, a larger body 413, both with a text
-//!   message.
+//!   message. The JSON form of the request (`application/json`, as Sigstore's timestamp-authority takes
+//!   it and sigstore-js sends it) gets the same DER reply; refused, it is 400 with a JSON message.
 //! - `GET /api/v1/timestamp/certchain` answers the chain as PEM, the leaf first, then the root
 //!   (`application/pem-certificate-chain`).
 
@@ -39,6 +40,9 @@ pub const TIMESTAMP_QUERY: &str = "application/timestamp-query";
 /// The media type of a DER `TimeStampResp` (RFC 3161 §3.4).
 pub const TIMESTAMP_REPLY: &str = "application/timestamp-reply";
 
+/// The media type of the JSON form of a request (Sigstore's timestamp-authority; sigstore-js).
+const JSON: &str = "application/json";
+
 /// The media type of a PEM certificate chain (RFC 8555 §9.1).
 pub const PEM_CERTIFICATE_CHAIN: &str = "application/pem-certificate-chain";
 
@@ -57,13 +61,20 @@ async fn timestamp(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !is_timestamp_query(&headers) {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("send the TimeStampReq with Content-Type: {TIMESTAMP_QUERY}"),
-        )
-            .into_response();
-    }
+    let json = match media_type(&headers).as_deref() {
+        Some(TIMESTAMP_QUERY) => false,
+        Some(JSON) => true,
+        _ => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "send the TimeStampReq with Content-Type: {TIMESTAMP_QUERY} \
+                     (or its JSON form with Content-Type: {JSON})"
+                ),
+            )
+                .into_response();
+        }
+    };
     let body = match body {
         Ok(body) => body,
         Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
@@ -78,10 +89,31 @@ async fn timestamp(
         }
         Err(other) => return other.into_response(),
     };
-    match authority.timestamp(&body, SystemTime::now()) {
+    let der = if json {
+        match crate::json::to_der(&body) {
+            Ok(der) => der,
+            Err(message) => return json_error(&message),
+        }
+    } else {
+        body.to_vec()
+    };
+    match authority.timestamp(&der, SystemTime::now()) {
         Ok(reply) => ([(header::CONTENT_TYPE, TIMESTAMP_REPLY)], reply).into_response(),
+        // A JSON client reads what to fix from a JSON error, as the reference server answers it.
+        Err(TsaError::Rejected(rejection)) if json => json_error(rejection.message()),
         Err(error) => error.into_response(),
     }
+}
+
+/// A refused JSON request: 400 with `{"code": 400, "message": ...}`.
+fn json_error(message: &str) -> Response {
+    let body = serde_json::json!({ "code": 400, "message": message });
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, JSON)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn certchain(State(authority): State<Arc<Authority>>) -> Response {
@@ -92,13 +124,13 @@ async fn certchain(State(authority): State<Arc<Authority>>) -> Response {
         .into_response()
 }
 
-/// Whether the request's media type (parameters ignored, case-insensitive) is `application/timestamp-query`.
-fn is_timestamp_query(headers: &HeaderMap) -> bool {
+/// The request's media type, without parameters, lower-cased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case(TIMESTAMP_QUERY))
+        .map(|media_type| media_type.trim().to_ascii_lowercase())
 }
 
 /// The one mapping of the crate's errors to HTTP: a refused request is 400 with the rejection

@@ -27,6 +27,7 @@ mod authority;
 mod chain;
 mod error;
 mod http;
+mod json;
 mod key;
 mod rejection;
 mod request;

@@ -276,3 +276,56 @@ async fn certchain_is_leaf_then_root() -> anyhow::Result<()> {
     ensure!(chain[1].tbs_certificate.subject.to_string() == "CN=Cairn test TSA Root CA");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_json_form_is_answered_like_the_der_one() -> anyhow::Result<()> {
+    use base64::Engine;
+    let authority = authority();
+    // What sigstore-js sends: the SHA-256 of the signature, base64, and the algorithm's name.
+    let digest = [5u8; 32];
+    let body = serde_json::json!({
+        "artifactHash": base64::engine::general_purpose::STANDARD.encode(digest),
+        "hashAlgorithm": "sha256",
+        "certificates": true,
+        "nonce": 1234567,
+    });
+    let (status, content_type, reply) = post(
+        &authority,
+        Some("application/json"),
+        body.to_string().into_bytes(),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status}");
+    ensure!(content_type == REPLY, "{content_type}");
+    let granted = parse_granted(leak(reply))?;
+    ensure!(granted.tst.message_imprint.hashed_message.as_bytes() == digest);
+    ensure!(
+        granted.tst.nonce.map(|n| n.as_bytes().to_vec()) == Some(1234567u32.to_be_bytes()[1..].to_vec()),
+        "nonce"
+    );
+    ensure!(
+        granted.signed_data.certificates.is_some(),
+        "certificates were asked for"
+    );
+
+    // Refused, in JSON: a client's mistake in the JSON, and one the DER checks find.
+    for (body, says) in [
+        (r#"{"artifactHash": "AAAA"}"#.to_owned(), "hashAlgorithm is missing"),
+        (
+            serde_json::json!({"artifactHash": base64::engine::general_purpose::STANDARD.encode([1u8; 20]), "hashAlgorithm": "sha256"}).to_string(),
+            "a SHA-256 digest is 32 bytes",
+        ),
+    ] {
+        let (status, content_type, reply) =
+            post(&authority, Some("application/json; charset=utf-8"), body.clone().into_bytes()).await?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply).context("a JSON error")?;
+        ensure!(
+            status == StatusCode::BAD_REQUEST
+                && content_type == "application/json"
+                && reply["code"] == 400
+                && reply["message"].as_str().is_some_and(|m| m.contains(says)),
+            "{body}: {status} {content_type} {reply}"
+        );
+    }
+    Ok(())
+}
