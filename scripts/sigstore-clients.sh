@@ -7,13 +7,15 @@
 #   sigstore-go-conformance  github.com/sigstore/sigstore-go/test/conformance@v1.3.0   (go install;
 #                            the upstream binary "conformance", renamed)
 #   sigstore-python          sigstore==4.5.1 (+ cryptography, pyjwt, rfc3161-client pinned) in a venv
+#   sigstore-js              @sigstore/sign@4.1.1 and @sigstore/bundle@4.0.0 from npm (needs node and npm)
 #
 # Layout (override with the variables shown):
 #   Go binaries   ${CAIRN_GO_BIN:-$HOME/.cache/cairn-go/bin}
 #   Go caches     $HOME/.cache/cairn-go/mod (GOMODCACHE), $HOME/.cache/cairn-go/build (GOCACHE)
 #   Python venv   ${CAIRN_SIGSTORE_VENV:-$HOME/.cache/cairn-sigstore-py}
+#   npm packages  ${CAIRN_SIGSTORE_JS_DIR:-$HOME/.cache/cairn-sigstore-js}/node_modules
 #
-# Only package registries are used (the Go module proxy and PyPI). The Go builds take several
+# Only package registries are used (the Go module proxy, PyPI and npm). The Go builds take several
 # minutes the first time. GOTOOLCHAIN defaults to "local" (cosign v3.1.3 and sigstore-go v1.3.0
 # need go >= 1.26.0 / 1.25.8); set CAIRN_GOTOOLCHAIN (e.g. go1.27.3) to use another toolchain.
 #
@@ -25,6 +27,7 @@
 #     CAIRN_SIGSTORE_GO      path of sigstore-go's conformance CLI
 #     CAIRN_SIGSTORE_PYTHON  python interpreter of the venv (import sigstore; or: -m sigstore ...)
 #     CAIRN_SIGSTORE_VENV    the venv itself ($CAIRN_SIGSTORE_VENV/bin/sigstore is the CLI)
+#     CAIRN_SIGSTORE_JS      node_modules holding @sigstore/sign (for NODE_PATH)
 set -euo pipefail
 
 COSIGN_MODULE=github.com/sigstore/cosign/v3
@@ -34,6 +37,8 @@ SIGSTORE_GO_MODULE=github.com/sigstore/sigstore-go
 SIGSTORE_GO_PKG=$SIGSTORE_GO_MODULE/test/conformance
 SIGSTORE_GO_VERSION=v1.3.0
 SIGSTORE_PY_VERSION=4.5.1
+SIGSTORE_JS_VERSION=4.1.1
+JS_PINS=("@sigstore/sign@$SIGSTORE_JS_VERSION" "@sigstore/bundle@4.0.0")
 PY_PINS=(
   "sigstore==$SIGSTORE_PY_VERSION"
   "cryptography==50.0.2"
@@ -55,6 +60,8 @@ COSIGN_BIN="$GOBIN/cosign"
 SIGSTORE_GO_BIN="$GOBIN/sigstore-go-conformance"
 SIGSTORE_GO_STAMP="$GOBIN/.sigstore-go-conformance.stamp"
 PY_STAMP="$VENV/.cairn-sigstore.stamp"
+JS_DIR="${CAIRN_SIGSTORE_JS_DIR:-$HOME/.cache/cairn-sigstore-js}"
+JS_STAMP="$JS_DIR/.cairn-sigstore-js.stamp"
 
 # One installer at a time (tests may call this script in parallel).
 exec 9>"$CACHE_ROOT/.sigstore-clients.lock"
@@ -135,9 +142,39 @@ install_sigstore_python() {
   say "sigstore-python $SIGSTORE_PY_VERSION installed in $((SECONDS - start))s"
 }
 
+js_sign_version() {
+  node -p "require('$JS_DIR/node_modules/@sigstore/sign/package.json').version" 2>/dev/null
+}
+
+install_sigstore_js() {
+  local want="${JS_PINS[*]}"
+  if [ "$(cat "$JS_STAMP" 2>/dev/null)" = "$want" ] && [ "$(js_sign_version)" = "$SIGSTORE_JS_VERSION" ]; then
+    say "sigstore-js $SIGSTORE_JS_VERSION already installed in $JS_DIR"
+    return 0
+  fi
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "FAILED: node and npm are needed for sigstore-js $SIGSTORE_JS_VERSION (Node.js >= 20.17)"
+    return 1
+  fi
+  local start=$SECONDS
+  mkdir -p "$JS_DIR"
+  rm -f "$JS_STAMP"
+  say "installing ${JS_PINS[*]} from npm into $JS_DIR"
+  run_logged "npm install ${JS_PINS[*]}" "$LOG_DIR/sigstore-js.log" \
+    npm install --prefix "$JS_DIR" --no-audit --no-fund --save-exact "${JS_PINS[@]}" || return 1
+  local got; got=$(js_sign_version)
+  if [ "$got" != "$SIGSTORE_JS_VERSION" ]; then
+    say "FAILED: installed @sigstore/sign in $JS_DIR but it reports '$got', expected $SIGSTORE_JS_VERSION"
+    return 1
+  fi
+  echo "$want" >"$JS_STAMP"
+  say "sigstore-js $SIGSTORE_JS_VERSION installed in $((SECONDS - start))s"
+}
+
 install_cosign || failures+=("cosign $COSIGN_VERSION")
 install_sigstore_go || failures+=("sigstore-go-conformance $SIGSTORE_GO_VERSION")
 install_sigstore_python || failures+=("sigstore-python $SIGSTORE_PY_VERSION")
+install_sigstore_js || failures+=("sigstore-js $SIGSTORE_JS_VERSION")
 
 # One line per tool: name, path, version as reported by the installed tool itself.
 summary() {
@@ -145,7 +182,9 @@ summary() {
   printf '%-24s %-60s %s\n' sigstore-go-conformance "$SIGSTORE_GO_BIN" \
     "$( [ -x "$SIGSTORE_GO_BIN" ] && go_main_version "$SIGSTORE_GO_BIN" || echo MISSING)"
   printf '%-24s %-60s %s\n' sigstore-python "$VENV/bin/sigstore" "$(py_sigstore_version || echo MISSING)"
+  printf '%-24s %-60s %s\n' sigstore-js "$JS_DIR/node_modules/@sigstore/sign" "$(js_sign_version || echo MISSING)"
 }
 
 finish_install "$print_env" CAIRN_COSIGN="$COSIGN_BIN" CAIRN_SIGSTORE_GO="$SIGSTORE_GO_BIN" \
-  CAIRN_SIGSTORE_PYTHON="$VENV/bin/python" CAIRN_SIGSTORE_VENV="$VENV"
+  CAIRN_SIGSTORE_PYTHON="$VENV/bin/python" CAIRN_SIGSTORE_VENV="$VENV" \
+  CAIRN_SIGSTORE_JS="$JS_DIR/node_modules"

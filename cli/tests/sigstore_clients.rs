@@ -5,11 +5,13 @@
 //! conformance client then verify the bundle offline against that trusted root (a tampered artifact
 //! and another key are refused), and the entry is in shard 2's published, verified log. Then the same
 //! with a certificate from a private CA the operator lists in the trusted root (`[sigstore]
-//! extra_trusted_root`): cosign verifies the signer's identity offline and refuses another one. And a
+//! extra_trusted_root`): cosign verifies the signer's identity offline and refuses another one. The
+//! same certificate flow with sigstore-js's bundle builder, its Rekor v2 client and its TSA client
+//! (`clients/sigstore-js/sign.js`), verified by cosign and `cairn verify-bundle`. And a
 //! rotation of the Sigstore log while it runs (a shard added with `cairn shard add --kind sigstore`,
 //! the old one frozen), which the trust documents follow and the clients with them.
 //!
-//! The clients come from `scripts/sigstore-clients.sh` (pinned `go install`s), which `scripts/test`
+//! The clients come from `scripts/sigstore-clients.sh` (pinned `go install`s and npm packages), which `scripts/test`
 //! runs and whose paths it exports with `CAIRN_REQUIRE_SIGSTORE=1`, so in CI this test cannot pass by
 //! skipping.
 
@@ -528,14 +530,38 @@ fn issue_certificate(dir: &Path, email: &str) -> anyhow::Result<()> {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> anyhow::Result<()> {
-    let Some(cosign_bin) = required("CAIRN_COSIGN", SIGSTORE)? else {
-        return Ok(());
-    };
-    let dir = tempfile::tempdir()?;
-    let d = dir.path();
-    issue_certificate(d, "release@cairn.test")?;
+/// `cosign verify-blob` of `bundle` over `artifact`, signed by a certificate for `identity` from the
+/// test CA (a private CA: no OIDC issuer to match, no SCT to check).
+fn cosign_verify_identity(
+    bin: &Path,
+    d: &Path,
+    bundle: &str,
+    root: &str,
+    identity: &str,
+    artifact: &str,
+) -> anyhow::Result<Output> {
+    cosign(
+        bin,
+        d,
+        &[
+            "verify-blob",
+            "--bundle",
+            bundle,
+            "--trusted-root",
+            root,
+            "--certificate-identity",
+            identity,
+            "--certificate-oidc-issuer-regexp",
+            ".*",
+            "--insecure-ignore-sct",
+            artifact,
+        ],
+    )
+}
+
+/// The embedded default's shards and TSA, with the test CA of [`issue_certificate`] added to the
+/// served trusted root (as an operator lists the CA that issues its signers' certificates).
+fn start_with_test_ca(d: &Path) -> anyhow::Result<Server> {
     // The operator's addition to the trusted root: the CA that issued the signer's certificate.
     let ca = STANDARD.encode(std::fs::read(d.join("ca.der"))?);
     let extra = serde_json::json!({
@@ -562,7 +588,18 @@ async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> 
     let config = config.display().to_string();
     let mut args = vec!["--config", config.as_str()];
     args.extend(common::LOOPBACK);
-    let server = Server::start(d, &args)?;
+    Server::start(d, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> anyhow::Result<()> {
+    let Some(cosign_bin) = required("CAIRN_COSIGN", SIGSTORE)? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    issue_certificate(d, "release@cairn.test")?;
+    let server = start_with_test_ca(d)?;
 
     let (root, signing) = fetch_trust(d, &server.http)?;
     std::fs::write(d.join("artifact.txt"), b"built by the release pipeline\n")?;
@@ -603,22 +640,13 @@ async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> 
         )?,
     )?;
     let verify = |identity: &str| {
-        cosign(
+        cosign_verify_identity(
             &cosign_bin,
             d,
-            &[
-                "verify-blob",
-                "--bundle",
-                "artifact.sigstore.json",
-                "--trusted-root",
-                &root,
-                "--certificate-identity",
-                identity,
-                "--certificate-oidc-issuer-regexp",
-                ".*",
-                "--insecure-ignore-sct",
-                "artifact.txt",
-            ],
+            "artifact.sigstore.json",
+            &root,
+            identity,
+            "artifact.txt",
         )
     };
     ok("cosign verify-blob (identity)", &verify("release@cairn.test")?)?;
@@ -627,6 +655,104 @@ async fn cosign_signs_with_a_certificate_and_verifies_the_identity_offline() -> 
         "cosign accepted another identity"
     );
     check_bundle_in_log(&server.http, &d.join("artifact.sigstore.json")).await?;
+    anyhow::ensure!(server.stop()?.success(), "unclean exit");
+    Ok(())
+}
+
+/// sigstore-js (`@sigstore/sign`, the library npm's provenance is made with) signs with a
+/// certificate through its own bundle builder: its Rekor v2 client logs the entry to Cairn's
+/// Sigstore shard and its TSA client gets the timestamp from Cairn's TSA (the JSON form of the
+/// request), both at the URLs of the served signing config. cosign and `cairn verify-bundle` then
+/// verify the bundle offline, for the right identity only and the right artifact only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstore_js_logs_and_timestamps_and_its_bundle_verifies() -> anyhow::Result<()> {
+    let Some(node_path) = required("CAIRN_SIGSTORE_JS", SIGSTORE)? else {
+        return Ok(());
+    };
+    let Some(cosign_bin) = required("CAIRN_COSIGN", SIGSTORE)? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    issue_certificate(d, "npm-publisher@cairn.test")?;
+    let server = start_with_test_ca(d)?;
+    let (root, signing) = fetch_trust(d, &server.http)?;
+    let signing: serde_json::Value = serde_json::from_slice(&std::fs::read(&signing)?)?;
+    let rekor = signing["rekorTlogUrls"][0]["url"].as_str().unwrap_or_default();
+    let tsa = signing["tsaUrls"][0]["url"].as_str().unwrap_or_default();
+    anyhow::ensure!(!rekor.is_empty() && !tsa.is_empty(), "signing config: {signing}");
+    std::fs::write(
+        d.join("package.tgz"),
+        b"a package as a registry would publish it\n",
+    )?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/sigstore-js/sign.js");
+    ok(
+        "sigstore-js sign",
+        &run(Command::new("node")
+            .current_dir(d)
+            .env("NODE_PATH", &node_path)
+            .args([
+                script,
+                "package.tgz",
+                "leaf.pem",
+                "leaf.key",
+                rekor,
+                tsa,
+                "package.sigstore.json",
+            ]))?,
+    )?;
+
+    let verify = |artifact: &str, identity: &str| {
+        cosign_verify_identity(&cosign_bin, d, "package.sigstore.json", &root, identity, artifact)
+    };
+    ok(
+        "cosign verify-blob",
+        &verify("package.tgz", "npm-publisher@cairn.test")?,
+    )?;
+    anyhow::ensure!(
+        !verify("package.tgz", "mallory@cairn.test")?.status.success(),
+        "cosign accepted another identity"
+    );
+    std::fs::write(
+        d.join("tampered.tgz"),
+        b"a package as a registry would publish it!\n",
+    )?;
+    anyhow::ensure!(
+        !verify("tampered.tgz", "npm-publisher@cairn.test")?
+            .status
+            .success(),
+        "cosign accepted a tampered artifact"
+    );
+    let cairn_verify = |artifact: &str| {
+        cairn(
+            d,
+            &[
+                "verify-bundle",
+                artifact,
+                "--bundle",
+                "package.sigstore.json",
+                "--trusted-root",
+                &root,
+                "--certificate-identity",
+                "npm-publisher@cairn.test",
+                "--certificate-oidc-issuer-regexp",
+                ".*",
+                "--insecure-ignore-sct",
+            ],
+            None,
+        )
+    };
+    let (valid, stdout, stderr) = cairn_verify("package.tgz")?;
+    anyhow::ensure!(
+        valid && stdout.starts_with("OK: "),
+        "cairn verify-bundle: {stdout} {stderr}"
+    );
+    let (valid, stdout, _) = cairn_verify("tampered.tgz")?;
+    anyhow::ensure!(
+        !valid,
+        "cairn verify-bundle accepted a tampered artifact: {stdout}"
+    );
+    check_bundle_in_log(&server.http, &d.join("package.sigstore.json")).await?;
     anyhow::ensure!(server.stop()?.success(), "unclean exit");
     Ok(())
 }
