@@ -7,7 +7,8 @@
 #   sigstore-go-conformance  github.com/sigstore/sigstore-go/test/conformance@v1.3.0   (go install;
 #                            the upstream binary "conformance", renamed)
 #   sigstore-python          sigstore==4.5.1 (+ cryptography, pyjwt, rfc3161-client pinned) in a venv
-#   sigstore-js              @sigstore/sign@4.1.1 and @sigstore/bundle@4.0.0 from npm (needs node and npm)
+#   sigstore-js              @sigstore/sign@4.1.1 and @sigstore/bundle@4.0.0 from npm, every dependency
+#                            pinned by clients/sigstore-js/package-lock.json (npm ci; Node.js >= 20.17)
 #
 # Layout (override with the variables shown):
 #   Go binaries   ${CAIRN_GO_BIN:-$HOME/.cache/cairn-go/bin}
@@ -38,7 +39,7 @@ SIGSTORE_GO_PKG=$SIGSTORE_GO_MODULE/test/conformance
 SIGSTORE_GO_VERSION=v1.3.0
 SIGSTORE_PY_VERSION=4.5.1
 SIGSTORE_JS_VERSION=4.1.1
-JS_PINS=("@sigstore/sign@$SIGSTORE_JS_VERSION" "@sigstore/bundle@4.0.0")
+JS_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../clients/sigstore-js" && pwd)"
 PY_PINS=(
   "sigstore==$SIGSTORE_PY_VERSION"
   "cryptography==50.0.2"
@@ -147,21 +148,24 @@ js_sign_version() {
 }
 
 install_sigstore_js() {
-  local want="${JS_PINS[*]}"
+  local want; want=$(sha256sum "$JS_SRC/package-lock.json" | awk '{print $1}')
   if [ "$(cat "$JS_STAMP" 2>/dev/null)" = "$want" ] && [ "$(js_sign_version)" = "$SIGSTORE_JS_VERSION" ]; then
     say "sigstore-js $SIGSTORE_JS_VERSION already installed in $JS_DIR"
     return 0
   fi
-  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    say "FAILED: node and npm are needed for sigstore-js $SIGSTORE_JS_VERSION (Node.js >= 20.17)"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 ||
+     ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+                process.exit(a > 20 || (a === 20 && b >= 17) ? 0 : 1)'; then
+    say "FAILED: sigstore-js $SIGSTORE_JS_VERSION needs node (>= 20.17) and npm; found: $(node --version 2>&1 || true)"
     return 1
   fi
   local start=$SECONDS
   mkdir -p "$JS_DIR"
   rm -f "$JS_STAMP"
-  say "installing ${JS_PINS[*]} from npm into $JS_DIR"
-  run_logged "npm install ${JS_PINS[*]}" "$LOG_DIR/sigstore-js.log" \
-    npm install --prefix "$JS_DIR" --no-audit --no-fund --save-exact "${JS_PINS[@]}" || return 1
+  cp "$JS_SRC/package.json" "$JS_SRC/package-lock.json" "$JS_DIR/"
+  say "installing sigstore-js $SIGSTORE_JS_VERSION from npm into $JS_DIR (npm ci, the committed lock file)"
+  run_logged "npm ci" "$LOG_DIR/sigstore-js.log" \
+    npm ci --prefix "$JS_DIR" --no-audit --no-fund || return 1
   local got; got=$(js_sign_version)
   if [ "$got" != "$SIGSTORE_JS_VERSION" ]; then
     say "FAILED: installed @sigstore/sign in $JS_DIR but it reports '$got', expected $SIGSTORE_JS_VERSION"

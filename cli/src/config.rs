@@ -451,6 +451,7 @@ impl ServeConfig {
     /// Parses a configuration.
     pub fn load_str(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text)?;
+        config.sigstore.tsa_policy()?;
         let serves_shards = config
             .roles
             .iter()
@@ -611,6 +612,16 @@ mod tests {
             bad.as_ref()
                 .is_err_and(|e| e.contains("tsa_policy") && e.contains("dotted decimal")),
             "{bad:?}"
+        );
+        // Refused when the configuration is read, whatever roles it names.
+        let loaded =
+            super::ServeConfig::load_str("roles = [\"witness\"]\n[sigstore]\ntsa_policy = \"our-policy\"\n");
+        assert!(
+            loaded
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("tsa_policy")),
+            "{:?}",
+            loaded.map(|_| ())
         );
     }
 }

@@ -326,6 +326,27 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
         valid && stdout.starts_with("OK: "),
         "offline with the pinned root: {stdout} {stderr}"
     );
+    // A pin under the name earlier versions gave it (no digest of the URL) is still the pin.
+    let pins: Vec<PathBuf> = std::fs::read_dir(d.join("pinned"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    let [pin] = pins.as_slice() else {
+        anyhow::bail!("one pin expected: {pins:?}");
+    };
+    let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let old_name = match name
+        .strip_suffix(".trusted_root.json")
+        .and_then(|n| n.rsplit_once('-'))
+    {
+        Some((readable, digest)) if digest.len() == 16 => format!("{readable}.trusted_root.json"),
+        _ => anyhow::bail!("a pin's name carries no digest of the URL: {name}"),
+    };
+    std::fs::rename(pin, d.join("pinned").join(&old_name))?;
+    let (valid, stdout, stderr) = cairn(d, &first.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    anyhow::ensure!(
+        valid && stdout.starts_with("OK: ") && stderr.contains("earlier version"),
+        "offline with a pin under its earlier name {old_name}: {stdout} {stderr}"
+    );
 
     // Usage errors exit 2, not 1: nothing was judged.
     let out = std::process::Command::new(common::BIN)

@@ -271,22 +271,21 @@ fn trust_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("neither XDG_CONFIG_HOME nor HOME is set: give --trust-dir DIR for pinned trusted roots")
 }
 
-/// `$XDG_CONFIG_HOME/cairn/trust`, else `$HOME/.config/cairn/trust` (empty values count as unset).
+/// `$XDG_CONFIG_HOME/cairn/trust`, else `$HOME/.config/cairn/trust`. Empty and relative values
+/// count as unset (a relative one would put the pins under the working directory again).
 fn default_trust_dir(xdg: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Option<PathBuf> {
-    let config = match (xdg.filter(|v| !v.is_empty()), home.filter(|v| !v.is_empty())) {
-        (Some(xdg), _) => PathBuf::from(xdg),
-        (None, Some(home)) => PathBuf::from(home).join(".config"),
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let config = match (xdg.and_then(absolute), home.and_then(absolute)) {
+        (Some(xdg), _) => xdg,
+        (None, Some(home)) => home.join(".config"),
         (None, None) => return None,
     };
     Some(config.join("cairn").join("trust"))
 }
 
-/// The file a log's pinned trusted root is kept in: the URL made safe for a file name, for people
-/// to read, and a digest of the whole URL, so that two URLs never share a pin.
-fn pin_file_name(url: &str) -> String {
-    use sha2::Digest;
-    let url = url.trim_end_matches('/');
-    let readable: String = url
+/// The URL made safe for a file name, for people to read.
+fn readable_name(url: &str) -> String {
+    url.trim_end_matches('/')
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -295,9 +294,16 @@ fn pin_file_name(url: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    let digest = cairn_sigstore::certificate::hex(&sha2::Sha256::digest(url.as_bytes()));
-    format!("{readable}-{}.trusted_root.json", &digest[..16])
+        .collect()
+}
+
+/// The file a log's pinned trusted root is kept in: [`readable_name`] and a digest of the whole
+/// URL, so that two URLs never share a pin.
+fn pin_file_name(url: &str) -> String {
+    use sha2::Digest;
+    let digest =
+        cairn_sigstore::certificate::hex(&sha2::Sha256::digest(url.trim_end_matches('/').as_bytes()));
+    format!("{}-{}.trusted_root.json", readable_name(url), &digest[..16])
 }
 
 /// The trusted root of the log at `url`: the pinned copy under `dir` if there is one, else fetched
@@ -305,6 +311,16 @@ fn pin_file_name(url: &str) -> String {
 async fn pinned_trusted_root(url: &str, dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = dir.join(pin_file_name(url));
     if let Ok(bytes) = std::fs::read(&path) {
+        return Ok(bytes);
+    }
+    // A pin made before names carried the URL's digest is still the pin: fetching anew would trust
+    // whatever the log serves today.
+    let earlier = dir.join(format!("{}.trusted_root.json", readable_name(url)));
+    if let Ok(bytes) = std::fs::read(&earlier) {
+        eprintln!(
+            "using the trusted root of {url} pinned in {} (a file name from an earlier version)",
+            earlier.display()
+        );
         return Ok(bytes);
     }
     let site = cairn_client::HttpLog::new(url);
@@ -356,5 +372,11 @@ mod tests {
             Some(PathBuf::from("/home/u/.config/cairn/trust"))
         );
         assert_eq!(default_trust_dir(None, None), None);
+        assert_eq!(
+            default_trust_dir(os(".config"), os("/home/u")),
+            Some(PathBuf::from("/home/u/.config/cairn/trust")),
+            "a relative XDG_CONFIG_HOME is ignored"
+        );
+        assert_eq!(default_trust_dir(os(".config"), os("home")), None);
     }
 }
