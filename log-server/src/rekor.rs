@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -92,7 +92,7 @@ pub fn router(server: LogServer) -> Result<Router, LogError> {
     let state = Rekor::new(server)?;
     Ok(Router::new()
         .route("/api/v2/log/entries", post(create_entry))
-        .route("/logs/{shard}/api/v2/log/entries", post(create_entry))
+        .route("/logs/{shard}/api/v2/log/entries", post(create_entry_at))
         .layer(metrics)
         .with_state(state))
 }
@@ -184,6 +184,39 @@ impl Rekor {
 
 fn duplicate_message(index: u64) -> String {
     format!("an equivalent entry already exists in the transparency log with index {index}")
+}
+
+/// A submission to a shard's URL: the shard must be a Sigstore shard of this log (a client with a
+/// wrong URL is told so), and the entry is then routed by its leaf hash like every other, so it may
+/// land in another active Sigstore shard (its `logId` says which).
+async fn create_entry_at(
+    State(rekor): State<Rekor>,
+    Path(shard): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let inner = &rekor.server.inner;
+    let known = shard
+        .parse::<ShardId>()
+        .ok()
+        .filter(|id| inner.shard(*id).is_ok());
+    match known {
+        Some(id) if inner.kind(id) == ShardKind::Sigstore => create_entry(State(rekor), headers, body).await,
+        Some(id) => error(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            format!(
+                "shard {id} is not a Sigstore shard: POST to a Sigstore shard's URL (see signing_config.json)"
+            ),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            format!(
+                "there is no shard {shard:?} here: POST to a Sigstore shard's URL (see signing_config.json)"
+            ),
+        ),
+    }
 }
 
 async fn create_entry(State(rekor): State<Rekor>, headers: HeaderMap, body: Body) -> Response {
