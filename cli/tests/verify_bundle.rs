@@ -158,6 +158,31 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
     // witness the log never had is a checkpoint failure (exit 1), said as such.
     let good = d.join("cases/good-1");
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(good.join("case.json"))?)?;
+    // `cairn verify-bundle --json` of one good bundle against `root`, with `extra` arguments: its exit
+    // code and verdict.
+    let judge =
+        |root: &Path, extra: &[&std::ffi::OsStr]| -> anyhow::Result<(Option<i32>, serde_json::Value)> {
+            let out = std::process::Command::new(common::BIN)
+                .arg("verify-bundle")
+                .arg(good.join("artifact"))
+                .arg("--bundle")
+                .arg(good.join("bundle.json"))
+                .arg("--trusted-root")
+                .arg(root)
+                .args([
+                    "--certificate-identity",
+                    meta["identity"].as_str().unwrap_or_default(),
+                ])
+                .args([
+                    "--certificate-oidc-issuer",
+                    meta["issuer"].as_str().unwrap_or_default(),
+                ])
+                .args(extra)
+                .arg("--json")
+                .current_dir(d)
+                .output()?;
+            Ok((out.status.code(), serde_json::from_slice(&out.stdout)?))
+        };
     let log_vkey = server
         .vkeys
         .iter()
@@ -177,41 +202,21 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
     ] {
         let path = d.join(format!("{name}.policy"));
         std::fs::write(&path, policy)?;
-        let out = std::process::Command::new(common::BIN)
-            .arg("verify-bundle")
-            .arg(good.join("artifact"))
-            .arg("--bundle")
-            .arg(good.join("bundle.json"))
-            .arg("--trusted-root")
-            .arg(d.join("trusted_root.json"))
-            .args([
-                "--certificate-identity",
-                meta["identity"].as_str().unwrap_or_default(),
-            ])
-            .args([
-                "--certificate-oidc-issuer",
-                meta["issuer"].as_str().unwrap_or_default(),
-            ])
-            .arg("--policy")
-            .arg(&path)
-            .arg("--json")
-            .current_dir(d)
-            .output()?;
-        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let (code, verdict) = judge(
+            &d.join("trusted_root.json"),
+            &["--policy".as_ref(), path.as_os_str()],
+        )?;
         if want_valid {
-            anyhow::ensure!(
-                out.status.code() == Some(0) && verdict["valid"] == true,
-                "{name}: {verdict}"
-            );
+            anyhow::ensure!(code == Some(0) && verdict["valid"] == true, "{name}: {verdict}");
         } else {
             anyhow::ensure!(
-                out.status.code() == Some(1)
+                code == Some(1)
                     && verdict["check"] == "checkpoint"
                     && verdict["error"]
                         .as_str()
                         .is_some_and(|e| e.contains("witness policy")),
                 "{name}: exit {:?}, {verdict}",
-                out.status.code()
+                code
             );
         }
     }
@@ -262,30 +267,12 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
         (&opens_later, None, Ok(())),
         (&closed, None, Err(("checkpoint", "trusted until 2001-01-01"))),
     ] {
-        let out = std::process::Command::new(common::BIN)
-            .arg("verify-bundle")
-            .arg(good.join("artifact"))
-            .arg("--bundle")
-            .arg(good.join("bundle.json"))
-            .arg("--trusted-root")
-            .arg(root)
-            .args([
-                "--certificate-identity",
-                meta["identity"].as_str().unwrap_or_default(),
-            ])
-            .args([
-                "--certificate-oidc-issuer",
-                meta["issuer"].as_str().unwrap_or_default(),
-            ])
-            .args(extra)
-            .arg("--json")
-            .current_dir(d)
-            .output()?;
-        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+        let (code, verdict) = judge(root, &extra)?;
         let as_wanted = match want {
-            Ok(()) => out.status.code() == Some(0) && verdict["valid"] == true,
+            Ok(()) => code == Some(0) && verdict["valid"] == true,
             Err((check, says)) => {
-                out.status.code() == Some(1)
+                code == Some(1)
                     && verdict["check"] == check
                     && verdict["error"].as_str().is_some_and(|e| e.contains(says))
             }
@@ -294,7 +281,7 @@ async fn verify_bundle_agrees_with_sigstore_python() -> anyhow::Result<()> {
             as_wanted,
             "{} {extra:?}: exit {:?}, {verdict}",
             root.display(),
-            out.status.code()
+            code
         );
     }
 
